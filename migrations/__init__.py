@@ -1,0 +1,1 @@
+"""Alembic migrations for tierflow's store. Imports only store models."""

@@ -1,0 +1,1 @@
+"""Model providers: the Provider protocol, adapters, pricing and the local fake."""

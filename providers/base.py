@@ -1,0 +1,61 @@
+"""The Provider protocol and the values that cross it.
+
+A provider takes a CompletionRequest for one model and returns a Completion with
+exact usage and cost, or raises a ProviderError subclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    system: str
+    user: str
+    max_tokens: int = 400
+    temperature: float = 0.0
+    timeout_s: float = 30.0
+    json_schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    latency_s: float
+    provider: str
+    model: str
+    request_id: str
+    parsed: dict[str, Any] | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """`provider:model`, as tiers name their models in settings."""
+
+    provider: str
+    model: str
+
+    @classmethod
+    def parse(cls, ref: str) -> ModelRef:
+        provider, sep, model = ref.partition(":")
+        if not sep or not provider or not model:
+            raise ValueError(f"model reference {ref!r} is not of the form provider:model")
+        return cls(provider, model)
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+class Provider(Protocol):
+    name: str
+
+    def complete(self, model: str, request: CompletionRequest) -> Completion: ...

@@ -1,0 +1,94 @@
+"""Stage one of job analysis: declarative rules over the job's text and metadata.
+
+Pure. Later stages (embeddings, an LLM) plug in behind the same Analysis type.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from routing.jobs import JobKind
+
+HARD_MARKERS = re.compile(
+    r"\b(intermittent|integration|api|webhook|regulation|gdpr|chargeback|dispute|reconcile|"
+    r"multiple|several|migrat\w*|invoice mismatch|discrepanc\w*|audit|exception|stack trace|"
+    r"prove|derive|step by step|compare)\b",
+    re.IGNORECASE,
+)
+RISK_MARKERS = re.compile(
+    r"\b(lawyer|attorney|lawsuit|sue (?:you|your|the|northwind)|legal action|small claims court|"
+    r"take you to court|ombudsman|regulator|fraud|close my account|delete my account|cancel my account|data breach)\b",
+    re.IGNORECASE,
+)
+INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("refund", re.compile(r"\b(refund|money back|reimburse\w*)\b", re.I)),
+    ("billing", re.compile(r"\b(invoice|charged?|billing|payment|subscription)\b", re.I)),
+    ("account", re.compile(r"\b(password|login|log in|account|2fa|locked)\b", re.I)),
+    ("shipping", re.compile(r"\b(deliver\w*|shipping|package|parcel|tracking)\b", re.I)),
+    ("technical", re.compile(r"\b(error|crash\w*|bug|api|integration|sync\w*)\b", re.I)),
+)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    intent: str
+    domain: str
+    difficulty: float
+    risk: float
+    needs_retrieval: bool
+    confidence: float
+    stage: str
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Analysis:
+        return cls(**{**data, "reasons": tuple(data.get("reasons", ()))})
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "intent": self.intent,
+            "domain": self.domain,
+            "difficulty": self.difficulty,
+            "risk": self.risk,
+            "needs_retrieval": self.needs_retrieval,
+            "confidence": self.confidence,
+            "stage": self.stage,
+            "reasons": list(self.reasons),
+        }
+
+
+def job_text(kind: JobKind, payload: dict[str, object]) -> str:
+    """The text a job is about, whatever its kind."""
+    if kind is JobKind.PROMPT:
+        return str(payload["prompt"])
+    subject = payload.get("subject")
+    body = str(payload["text"])
+    return f"{subject}\n{body}" if subject else body
+
+
+def analyze_rules(kind: JobKind, payload: dict[str, object]) -> Analysis:
+    """Difficulty, risk and intent from cheap textual signals."""
+    text = job_text(kind, payload)
+    words = len(text.split())
+    hard = sorted({match.lower() for match in HARD_MARKERS.findall(text)})
+    risky = sorted({match.lower() for match in RISK_MARKERS.findall(text)})
+    difficulty = min(1.0, 0.1 + min(words, 400) / 800 + 0.15 * len(hard) + 0.05 * text.count("?"))
+    risk = min(1.0, 0.45 * len(risky))
+    intent = next((name for name, pattern in INTENTS if pattern.search(text)), "general")
+    reasons = [f"{words} words"]
+    if hard:
+        reasons.append("hard markers: " + ", ".join(hard))
+    if risky:
+        reasons.append("risk markers: " + ", ".join(risky))
+    return Analysis(
+        intent=intent if kind is JobKind.SUPPORT else kind.value,
+        domain=kind.value,
+        difficulty=round(difficulty, 3),
+        risk=round(risk, 3),
+        needs_retrieval=kind is JobKind.SUPPORT,
+        confidence=0.6 if hard or risky else 0.8,
+        stage="rules",
+        reasons=tuple(reasons),
+    )

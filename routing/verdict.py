@@ -1,0 +1,113 @@
+"""The aggregate's judgement over one attempt's expert outcomes.
+
+Pure. accept, escalate to the next tier, hold for review, or fail when no tier
+is left and nothing usable came back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from routing.experts import ExpertOutcome
+from routing.jobs import JobKind
+from routing.policy import Policy
+from routing.states import Tier, next_tier
+
+
+class VerdictAction(str, Enum):
+    ACCEPT = "accept"
+    ESCALATE = "escalate"
+    NEEDS_REVIEW = "needs_review"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: VerdictAction
+    quality: float
+    output: dict[str, Any] | None
+    reasons: tuple[str, ...]
+    next_tier: Tier | None = None
+
+
+def _output(kind: JobKind, outcomes: dict[str, ExpertOutcome]) -> dict[str, Any] | None:
+    merged: dict[str, Any] = {}
+    for outcome in outcomes.values():
+        if outcome.output is not None:
+            merged.update(outcome.output)
+    if kind is JobKind.DOCUMENT:
+        merged["fields"] = _merged_fields(outcomes)
+    return merged or None
+
+
+def _merged_fields(outcomes: dict[str, ExpertOutcome]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name in ("rule_extractor", "extractor"):  # the model's fields win where present
+        outcome = outcomes.get(name)
+        if outcome and outcome.output:
+            fields.update({k: v for k, v in outcome.output.get("fields", {}).items() if v is not None})
+    return fields
+
+
+def _document_penalty(outcomes: dict[str, ExpertOutcome]) -> tuple[float, list[str]]:
+    model = (outcomes.get("extractor") or ExpertOutcome("extractor", True, None, None)).output or {}
+    rules = (
+        outcomes.get("rule_extractor") or ExpertOutcome("rule_extractor", False, None, None)
+    ).output or {}
+    model_fields, rule_fields = model.get("fields", {}), rules.get("fields", {})
+    penalty, reasons = 0.0, []
+    for key in ("date", "total"):
+        if not model_fields.get(key):
+            penalty += 0.2
+            reasons.append(f"required field {key} missing")
+    total_model, total_rules = model_fields.get("total"), rule_fields.get("total")
+    if total_model and total_rules and _number(total_model) != _number(total_rules):
+        penalty += 0.3
+        reasons.append(f"total disagrees: model {total_model}, rules {total_rules}")
+    return penalty, reasons
+
+
+def _number(value: object) -> float | None:
+    try:
+        return round(float(str(value).replace(",", "").lstrip("$€£RM ")), 2)
+    except ValueError:
+        return None
+
+
+def _risk(outcomes: dict[str, ExpertOutcome]) -> tuple[float, list[str]]:
+    check = outcomes.get("policy_check")
+    if check is None or check.output is None:
+        return 0.0, []
+    return float(check.output.get("risk", 0.0)), list(check.output.get("flags", []))
+
+
+def judge(kind: JobKind, outcomes: list[ExpertOutcome], tier: Tier, policy: Policy) -> Verdict:
+    """Decide what happens to an attempt from its experts' outcomes."""
+    by_name = {outcome.name: outcome for outcome in outcomes}
+    above = next_tier(tier, policy.ladder)
+    failed = [o.name for o in outcomes if o.error is not None]
+    if failed:
+        reasons = (f"experts failed at {tier.value}: {', '.join(sorted(failed))}",)
+        if above is not None:
+            return Verdict(VerdictAction.ESCALATE, 0.0, None, reasons, above)
+        return Verdict(VerdictAction.FAIL, 0.0, _output(kind, by_name), reasons)
+    confidences = [o.confidence for o in outcomes if o.uses_model and o.confidence is not None]
+    quality = min(confidences) if confidences else 1.0
+    reasons: list[str] = [f"model confidence {quality:.2f} at {tier.value}"]
+    if kind is JobKind.DOCUMENT:
+        penalty, why = _document_penalty(by_name)
+        quality = max(0.0, quality - penalty)
+        reasons.extend(why)
+    output = _output(kind, by_name)
+    risk, flags = _risk(by_name)
+    if risk >= policy.review_risk:
+        reasons.append("policy flags: " + ", ".join(flags))
+        return Verdict(VerdictAction.NEEDS_REVIEW, round(quality, 3), output, tuple(reasons))
+    if quality >= policy.accept_quality:
+        return Verdict(VerdictAction.ACCEPT, round(quality, 3), output, tuple(reasons))
+    reasons.append(f"quality below {policy.accept_quality:.2f}")
+    if above is not None:
+        return Verdict(VerdictAction.ESCALATE, round(quality, 3), output, tuple(reasons), above)
+    return Verdict(VerdictAction.NEEDS_REVIEW, round(quality, 3), output, tuple(reasons))

@@ -1,0 +1,81 @@
+"""Engines and sessions, and the one dialect-aware insert that ignores or merges conflicts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import Insert
+
+from routing.errors import ServiceUnavailable
+
+
+def redact(url: str) -> str:
+    """The URL with any password hidden, fit for errors and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown without its credentials part
+        return url.split("@")[-1]
+
+
+def make_engine(url: str, pool_size: int = 5, max_overflow: int = 20) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True, pool_recycle=1800
+    )
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_sessions(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: committed when the block ends, rolled back if it raises."""
+    with sessions() as session, session.begin():
+        yield session
+
+
+def check_database(engine: Engine) -> None:
+    """Raise ServiceUnavailable naming the database when it cannot be reached."""
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise ServiceUnavailable("database", redact(str(engine.url)), reason) from None
+
+
+def insert_stmt(session: Session, table: Any, values: dict[str, Any] | Sequence[dict[str, Any]]) -> Insert:
+    """An INSERT for the session's dialect, ready for on_conflict_* clauses."""
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    target = getattr(table, "__table__", table)
+    return module.insert(target).values(values)  # type: ignore[no-any-return]
+
+
+def insert_ignore(
+    session: Session, table: Any, values: dict[str, Any] | Sequence[dict[str, Any]], conflict: Sequence[str]
+) -> int:
+    """Insert rows, skipping any that conflict on `conflict`; return how many went in."""
+    if not values:
+        return 0
+    stmt = insert_stmt(session, table, values).on_conflict_do_nothing(index_elements=list(conflict))
+    return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]

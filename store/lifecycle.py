@@ -1,0 +1,178 @@
+"""The writes that move a job through its life, each one idempotent.
+
+A state change is a compare-and-set UPDATE (`WHERE state IN (...)`): when two
+deliveries of the same task race, exactly one changes the row and the other sees
+rowcount 0. Results and expert results are inserts that ignore or merge conflicts
+on their unique keys, so a redelivered task never writes twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from routing.states import JobState, sources_of
+from store.db import insert_ignore, insert_stmt
+from store.models import Attempt, ExpertResult, Feedback, Job, Result, utcnow
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    kind: str
+    payload: dict[str, Any]
+    metadata: dict[str, Any]
+    state: JobState
+    tier: str | None
+    attempt: int
+    analysis: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    job_id: str
+    number: int
+    tier: str
+    state: str
+    decision: dict[str, Any]
+
+
+def load_job(session: Session, job_id: str) -> JobView | None:
+    job = session.get(Job, job_id)
+    if job is None:
+        return None
+    return JobView(
+        job.id, job.kind, job.payload, job.meta, JobState(job.state), job.tier, job.attempt, job.analysis
+    )
+
+
+def load_attempt(session: Session, job_id: str, number: int) -> AttemptView | None:
+    row = session.execute(
+        select(Attempt).where(Attempt.job_id == job_id, Attempt.number == number)
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    return AttemptView(row.job_id, row.number, row.tier, row.state, row.decision)
+
+
+def move_job(
+    session: Session, job_id: str, target: JobState, stale_in: timedelta | None = None, **fields: Any
+) -> bool:
+    """Move the job to `target` if the state machine allows it from where it is now."""
+    now = utcnow()
+    values: dict[str, Any] = {"state": target.value, "updated_at": now, **fields}
+    if stale_in is not None:
+        values["stale_after"] = now + stale_in
+    if target.terminal:
+        values["finished_at"] = now
+    allowed = [state.value for state in sources_of(target)]
+    result = session.execute(update(Job).where(Job.id == job_id, Job.state.in_(allowed)).values(**values))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def touch_job(session: Session, job_id: str, stale_in: timedelta) -> None:
+    """Push the job's stale deadline forward: it is moving."""
+    now = utcnow()
+    session.execute(update(Job).where(Job.id == job_id).values(updated_at=now, stale_after=now + stale_in))
+
+
+def create_attempt(session: Session, job_id: str, number: int, tier: str, decision: dict[str, Any]) -> None:
+    insert_ignore(
+        session,
+        Attempt,
+        {"job_id": job_id, "number": number, "tier": tier, "state": "dispatched", "decision": decision},
+        ["job_id", "number"],
+    )
+
+
+def start_attempt(session: Session, job_id: str, number: int) -> bool:
+    """Mark the attempt running; False when it was already judged (a stale message)."""
+    result = session.execute(
+        update(Attempt)
+        .where(
+            Attempt.job_id == job_id, Attempt.number == number, Attempt.state.in_(["dispatched", "running"])
+        )
+        .values(state="running", started_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def claim_attempt(session: Session, job_id: str, number: int) -> bool:
+    """Take the right to judge the attempt; exactly one caller ever gets True."""
+    result = session.execute(
+        update(Attempt)
+        .where(
+            Attempt.job_id == job_id, Attempt.number == number, Attempt.state.in_(["dispatched", "running"])
+        )
+        .values(state="judged", finished_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def record_verdict(
+    session: Session, job_id: str, number: int, verdict: str, quality: float, reasons: list[str]
+) -> None:
+    session.execute(
+        update(Attempt)
+        .where(Attempt.job_id == job_id, Attempt.number == number)
+        .values(verdict=verdict, quality=quality, reasons={"reasons": reasons})
+    )
+
+
+def has_expert_result(session: Session, job_id: str, attempt: int, expert: str) -> bool:
+    """True when the expert already succeeded for this attempt: a redelivery need not call again."""
+    found = session.execute(
+        select(ExpertResult.id).where(
+            ExpertResult.job_id == job_id,
+            ExpertResult.attempt == attempt,
+            ExpertResult.expert == expert,
+            ExpertResult.error.is_(None),
+        )
+    ).first()
+    return found is not None
+
+
+def upsert_expert_result(session: Session, row: dict[str, Any]) -> None:
+    """Insert the expert's result; a success replaces an earlier failure, never another success."""
+    stmt = insert_stmt(session, ExpertResult, row)
+    columns = {k: stmt.excluded[k] for k in row if k not in ("job_id", "attempt", "expert")}
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["job_id", "attempt", "expert"],
+        set_=columns,
+        where=ExpertResult.__table__.c.error.is_not(None),
+    )
+    session.execute(stmt)
+
+
+def expert_results(session: Session, job_id: str, attempt: int) -> list[ExpertResult]:
+    return list(
+        session.execute(
+            select(ExpertResult).where(ExpertResult.job_id == job_id, ExpertResult.attempt == attempt)
+        ).scalars()
+    )
+
+
+def write_result(session: Session, row: dict[str, Any]) -> bool:
+    """The job's one result; False if it already has one."""
+    return insert_ignore(session, Result, row, ["job_id"]) == 1
+
+
+def write_feedback(session: Session, row: dict[str, Any]) -> None:
+    insert_ignore(session, Feedback, row, ["dedupe_key"])
+
+
+def stale_jobs(session: Session, now: datetime, limit: int) -> list[Job]:
+    non_terminal = [s.value for s in JobState if not s.terminal]
+    return list(
+        session.execute(
+            select(Job)
+            .where(Job.state.in_(non_terminal), Job.stale_after < now)
+            .order_by(Job.stale_after)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )

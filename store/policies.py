@@ -1,0 +1,37 @@
+"""Policy versions in the store: the active one, and the first one seeded from settings."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from routing.policy import Policy
+from store.db import insert_ignore
+from store.models import PolicyVersion
+
+
+def active_policy(session: Session) -> Policy | None:
+    row = session.execute(
+        select(PolicyVersion)
+        .where(PolicyVersion.active.is_(True))
+        .order_by(PolicyVersion.version.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return None if row is None else Policy.model_validate(row.body)
+
+
+def seed_policy(session: Session, policy: Policy) -> Policy:
+    """Store `policy` as version 1 unless a version 1 exists; return what is active."""
+    insert_ignore(
+        session,
+        PolicyVersion,
+        {
+            "version": 1,
+            "parent": None,
+            "body": policy.model_dump(mode="json"),
+            "reason": "initial policy from settings",
+            "active": True,
+        },
+        ["version"],
+    )
+    return active_policy(session) or policy

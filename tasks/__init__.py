@@ -1,0 +1,1 @@
+"""Celery tasks: thin glue between routing decisions, providers and the store."""

@@ -1,0 +1,137 @@
+"""aggregate (chord callback) and attempt_failed (chord error handler), one path for both.
+
+Both end the attempt through `finish_attempt`: read the expert results from the
+store, judge, and apply the verdict in one transaction guarded by claiming the
+attempt, so a second delivery or a second chord for the same attempt does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+
+from routing.analysis import Analysis, analyze_rules
+from routing.decision import decide
+from routing.experts import ExpertOutcome, expert_for
+from routing.jobs import JobKind
+from routing.policy import Policy
+from routing.states import JobState, Tier
+from routing.verdict import Verdict, VerdictAction, judge
+from store.db import transaction
+from store.lifecycle import (
+    JobView,
+    claim_attempt,
+    create_attempt,
+    expert_results,
+    load_attempt,
+    load_job,
+    move_job,
+    record_verdict,
+    write_feedback,
+    write_result,
+)
+from tasks.dispatch import send_attempt
+from tasks.runtime import Runtime, runtime_for
+
+log = logging.getLogger(__name__)
+
+FINAL_STATE = {
+    VerdictAction.ACCEPT: JobState.SUCCEEDED,
+    VerdictAction.NEEDS_REVIEW: JobState.NEEDS_REVIEW,
+    VerdictAction.FAIL: JobState.FAILED,
+}
+
+
+@shared_task(name="tierflow.aggregate", bind=True)
+def aggregate(self: Any, markers: list[dict[str, Any]], job_id: str, attempt: int) -> dict[str, Any]:
+    verdict = finish_attempt(self.app, job_id, attempt, failure=None)
+    return {"job_id": job_id, "attempt": attempt, "verdict": verdict}
+
+
+@shared_task(name="tierflow.attempt_failed", bind=True, ignore_result=True)
+def attempt_failed(
+    self: Any, request: Any, exc: BaseException, traceback: Any, job_id: str, attempt: int
+) -> None:
+    log.warning("attempt %s of %s failed in its chord: %r", attempt, job_id, exc)
+    finish_attempt(self.app, job_id, attempt, failure=f"chord failed: {type(exc).__name__}: {exc}")
+
+
+def finish_attempt(app: Any, job_id: str, attempt: int, failure: str | None) -> str | None:
+    """Judge the attempt once and apply the verdict; return the verdict, None if already judged."""
+    runtime = runtime_for(app)
+    policy = runtime.policy()
+    with transaction(runtime.sessions) as session:
+        job = load_job(session, job_id)
+        current = load_attempt(session, job_id, attempt)
+        if job is None or current is None or not claim_attempt(session, job_id, attempt):
+            return None
+        kind, tier = JobKind(job.kind), Tier(current.tier)
+        outcomes = _outcomes(session, kind, job_id, attempt, current.decision["experts"], failure)
+        verdict = judge(kind, outcomes, tier, policy)
+        record_verdict(session, job_id, attempt, verdict.action.value, verdict.quality, list(verdict.reasons))
+        _feedback(session, job_id, attempt, tier, verdict)
+        if verdict.action is VerdictAction.ESCALATE and verdict.next_tier is not None:
+            _escalate(session, runtime, policy, job, attempt, verdict.next_tier)
+        else:
+            _conclude(session, job_id, attempt, tier, verdict)
+    if verdict.action is VerdictAction.ESCALATE and verdict.next_tier is not None:
+        send_attempt(app, job_id, attempt + 1, verdict.next_tier.value)
+    return verdict.action.value
+
+
+def _outcomes(
+    session: Any, kind: JobKind, job_id: str, attempt: int, names: list[str], failure: str | None
+) -> list[ExpertOutcome]:
+    rows = {row.expert: row for row in expert_results(session, job_id, attempt)}
+    outcomes = []
+    for name in names:
+        row = rows.get(name)
+        uses_model = expert_for(kind, name).uses_model
+        if row is None:
+            outcomes.append(ExpertOutcome(name, uses_model, None, None, failure or "no result recorded"))
+        else:
+            outcomes.append(ExpertOutcome(name, uses_model, row.output, row.confidence, row.error))
+    return outcomes
+
+
+def _escalate(session: Any, runtime: Runtime, policy: Policy, job: JobView, attempt: int, tier: Tier) -> None:
+    kind = JobKind(job.kind)
+    analysis = Analysis.from_dict(job.analysis) if job.analysis else analyze_rules(kind, job.payload)
+    decision = decide(kind, analysis, policy, tier=tier)
+    create_attempt(session, job.id, attempt + 1, tier.value, decision.as_dict())
+    move_job(session, job.id, JobState.ESCALATED, runtime.stage_timeout, tier=tier.value, attempt=attempt + 1)
+
+
+def _conclude(session: Any, job_id: str, attempt: int, tier: Tier, verdict: Verdict) -> None:
+    state = FINAL_STATE[verdict.action]
+    move_job(session, job_id, state, error="; ".join(verdict.reasons) if state is JobState.FAILED else None)
+    write_result(
+        session,
+        {
+            "job_id": job_id,
+            "attempt": attempt,
+            "tier": tier.value,
+            "verdict": verdict.action.value,
+            "quality": verdict.quality,
+            "output": verdict.output,
+        },
+    )
+
+
+def _feedback(session: Any, job_id: str, attempt: int, tier: Tier, verdict: Verdict) -> None:
+    """The automatic outcome signal for the tier that answered this attempt."""
+    write_feedback(
+        session,
+        {
+            "dedupe_key": f"auto:{job_id}:{attempt}",
+            "job_id": job_id,
+            "attempt": attempt,
+            "tier": tier.value,
+            "source": "automatic",
+            "correct": verdict.action is VerdictAction.ACCEPT,
+            "score": verdict.quality,
+            "note": "; ".join(verdict.reasons),
+        },
+    )

@@ -1,0 +1,36 @@
+"""run_job (queue `tier.<tier>`): one attempt of a job as one flat chord of experts."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import chord, group, shared_task
+
+from routing.states import JobState
+from store.db import transaction
+from store.lifecycle import load_attempt, move_job, start_attempt, touch_job
+from tasks.runtime import runtime_for
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="tierflow.run_job", bind=True, ignore_result=True)
+def run_job(self: Any, job_id: str, attempt: int) -> None:
+    runtime = runtime_for(self.app)
+    with transaction(runtime.sessions) as session:
+        current = load_attempt(session, job_id, attempt)
+        if current is None or not start_attempt(session, job_id, attempt):
+            log.info("run_job: attempt %s of %s is gone or judged; nothing to do", attempt, job_id)
+            return
+        moved = move_job(session, job_id, JobState.RUNNING, runtime.stage_timeout)
+        if not moved:
+            touch_job(session, job_id, runtime.stage_timeout)
+    queue = f"tier.{current.tier}"
+    experts = group(
+        self.app.signature("tierflow.expert", args=(job_id, attempt, name), queue=queue)
+        for name in current.decision["experts"]
+    )
+    callback = self.app.signature("tierflow.aggregate", args=(job_id, attempt), queue=queue)
+    callback.on_error(self.app.signature("tierflow.attempt_failed", args=(job_id, attempt), queue=queue))
+    chord(experts)(callback)

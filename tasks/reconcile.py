@@ -1,0 +1,74 @@
+"""reconcile (beat, queue `maintenance`): PostgreSQL is the source of truth.
+
+A job in a non-terminal state whose stale deadline has passed has lost its
+message (a killed worker, a flushed broker) or is stuck; it is sent again from
+what the store says. Every handler is idempotent, so a job that was merely slow
+costs a duplicate message, never a duplicate result. After `max_redeliveries`
+the job fails with a result that says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery import shared_task
+
+from routing.states import JobState
+from store.db import transaction
+from store.lifecycle import move_job, stale_jobs, write_result
+from store.models import utcnow
+from tasks.dispatch import send_attempt, send_classify
+from tasks.runtime import Runtime, runtime_for
+
+log = logging.getLogger(__name__)
+
+BATCH_LIMIT = 500
+
+
+@shared_task(name="tierflow.reconcile", bind=True, ignore_result=True)
+def reconcile(self: Any) -> dict[str, int]:
+    return requeue_stale(self.app, runtime_for(self.app), utcnow())
+
+
+def requeue_stale(app: Any, runtime: Runtime, now: datetime) -> dict[str, int]:
+    """Re-send every non-terminal job whose stale deadline is before `now`."""
+    settings = runtime.settings
+    resend: list[tuple[str, str, int, str | None]] = []
+    given_up = 0
+    with transaction(runtime.sessions) as session:
+        for job in stale_jobs(session, now, BATCH_LIMIT):
+            if job.redeliveries >= settings.max_redeliveries:
+                given_up += _give_up(session, job.id, job.attempt, job.tier, job.redeliveries)
+                continue
+            backoff = settings.stage_timeout_s * 2 ** (job.redeliveries + 1)
+            job.redeliveries += 1
+            job.stale_after = utcnow() + timedelta(seconds=backoff)
+            resend.append((job.id, job.state, job.attempt, job.tier))
+    for job_id, state, attempt, tier in resend:
+        if state == JobState.QUEUED.value or tier is None:
+            send_classify(app, job_id)
+        else:
+            send_attempt(app, job_id, attempt, tier)
+    if resend or given_up:
+        log.warning("reconcile: re-enqueued %d stale jobs, gave up on %d", len(resend), given_up)
+    return {"requeued": len(resend), "failed": given_up}
+
+
+def _give_up(session: Any, job_id: str, attempt: int, tier: str | None, redeliveries: int) -> int:
+    reason = f"no progress after {redeliveries} redeliveries"
+    if not move_job(session, job_id, JobState.FAILED, error=reason):
+        return 0
+    write_result(
+        session,
+        {
+            "job_id": job_id,
+            "attempt": attempt,
+            "tier": tier or "none",
+            "verdict": "fail",
+            "quality": 0.0,
+            "output": {"error": reason},
+        },
+    )
+    return 1

@@ -1,0 +1,78 @@
+"""What a task needs at hand, built once per worker process from the app's settings."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from providers.base import Provider
+from providers.fake import FakeProvider
+from providers.pricing import price_table
+from routing.policy import Policy
+from routing.states import Tier
+from store.db import make_engine, make_sessions, transaction
+from store.policies import active_policy, seed_policy
+from worker.settings import Settings
+
+POLICY_TTL_S = 30.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    providers: dict[str, Provider]
+    _policy: Policy | None = None
+    _policy_loaded_at: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def stage_timeout(self) -> timedelta:
+        return timedelta(seconds=self.settings.stage_timeout_s)
+
+    def policy(self) -> Policy:
+        """The active policy version, re-read from the store at most every POLICY_TTL_S."""
+        with self._lock:
+            if self._policy is None or time.monotonic() - self._policy_loaded_at > POLICY_TTL_S:
+                with transaction(self.sessions) as session:
+                    self._policy = active_policy(session) or seed_policy(
+                        session, default_policy(self.settings)
+                    )
+                self._policy_loaded_at = time.monotonic()
+            return self._policy
+
+
+def default_policy(settings: Settings) -> Policy:
+    return Policy(tier_models={Tier(name): tuple(models) for name, models in settings.tiers.items()})
+
+
+def build_providers(settings: Settings) -> dict[str, Provider]:
+    prices = price_table(settings.prices)
+    fake = FakeProvider(prices, settings.fake_latency_scale, settings.fake_failing_models)
+    return {fake.name: fake}
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    engine = make_engine(settings.database_url, max_overflow=max(20, settings.embedded_concurrency * 2))
+    return Runtime(settings, engine, make_sessions(engine), build_providers(settings))
+
+
+_runtimes: dict[tuple[int, int], Runtime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def runtime_for(app: Any) -> Runtime:
+    """The runtime of this process for this app (rebuilt after a fork: engines do not cross forks)."""
+    key = (os.getpid(), id(app))
+    with _runtimes_lock:
+        if key not in _runtimes:
+            _runtimes[key] = build_runtime(app.tierflow_settings)
+        return _runtimes[key]

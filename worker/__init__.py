@@ -1,0 +1,1 @@
+"""The Celery application, its queues, the settings and the `tierflow` command line."""

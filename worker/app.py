@@ -1,0 +1,80 @@
+"""The Celery application, built from Settings; its queues, routes and schedule.
+
+Celery's configuration is derived from the settings, never the reverse. Nothing
+is built at import time: call `create_app(settings)`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from routing.states import Tier
+from worker.settings import Settings
+
+CLASSIFY_QUEUE = "classify"
+MAINTENANCE_QUEUE = "maintenance"
+TIER_QUEUES = tuple(tier.queue for tier in Tier)
+ALL_QUEUES = (CLASSIFY_QUEUE, *TIER_QUEUES, MAINTENANCE_QUEUE)
+
+TASK_MODULES = ("tasks.classify", "tasks.attempts", "tasks.experts", "tasks.aggregate", "tasks.reconcile")
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    exchange = Exchange("tierflow", type="direct")
+    transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
+    broker_transport = dict(transport)
+    if settings.embedded:
+        # kombu's virtual transports poll once a second by default: one second lost at every hop.
+        broker_transport["polling_interval"] = 0.005
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "task_queues": [Queue(name, exchange, routing_key=name) for name in ALL_QUEUES],
+        "task_default_queue": CLASSIFY_QUEUE,
+        "task_default_exchange": "tierflow",
+        "task_default_routing_key": CLASSIFY_QUEUE,
+        "task_create_missing_queues": False,
+        "task_routes": {
+            "tierflow.classify": {"queue": CLASSIFY_QUEUE},
+            "tierflow.reconcile": {"queue": MAINTENANCE_QUEUE},
+        },
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_deduplicate_successful_tasks": True,
+        "broker_transport_options": broker_transport,
+        "result_backend_transport_options": transport,
+        "result_expires": timedelta(hours=settings.result_expires_hours),
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "reconcile": {
+                "task": "tierflow.reconcile",
+                "schedule": settings.reconcile_interval_s,
+                "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.reconcile_interval_s},
+            },
+        },
+    }
+
+
+class TierflowCelery(Celery):  # type: ignore[misc]
+    """A Celery app that carries the settings it was built from."""
+
+    tierflow_settings: Settings
+
+
+def create_app(settings: Settings) -> TierflowCelery:
+    app = TierflowCelery("tierflow", set_as_current=True)
+    app.tierflow_settings = settings
+    app.config_from_object(celery_config(settings))
+    app.conf.include = list(TASK_MODULES)
+    for module in TASK_MODULES:
+        __import__(module)
+    return app

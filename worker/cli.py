@@ -1,0 +1,206 @@
+"""The `tierflow` command line: submit, watch and read batches; run the demo.
+
+Operator commands (worker, beat, db) live in worker/cli_ops.py and are added here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from routing.errors import InputError, TierflowError
+from store.db import check_database, transaction
+from store.reports import batch_exists, batch_results, batch_status, summarize
+from tasks.runtime import Runtime, runtime_for
+from tasks.submission import SubmitReport, submit_file
+from worker import render
+from worker.app import TierflowCelery, create_app
+from worker.cli_ops import ops, register, require_schema
+from worker.settings import Settings, load_settings
+
+cli = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="tierflow: route LLM jobs to model tiers.",
+)
+cli.add_typer(ops, name="db", help="Apply or revert the database migrations.")
+register(cli)
+out = Console()
+err = Console(stderr=True)
+
+EXAMPLES = ("examples/support.jsonl", "examples/documents.jsonl", "examples/prompts.jsonl")
+
+
+class Format(str, Enum):
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+def _boot(**overrides: Any) -> tuple[TierflowCelery, Runtime]:
+    settings = load_settings(**overrides)
+    app = create_app(settings)
+    runtime = runtime_for(app)
+    check_database(runtime.engine)
+    return app, runtime
+
+
+@contextlib.contextmanager
+def _worker_if_embedded(app: TierflowCelery, runtime: Runtime) -> Iterator[None]:
+    if runtime.settings.embedded:
+        from worker.embedded import embedded_worker
+
+        with embedded_worker(app, runtime):
+            yield
+    else:
+        require_schema(runtime.engine)
+        yield
+
+
+def wait_for_batch(runtime: Runtime, batch_id: str, timeout_s: float, quiet: bool = False) -> bool:
+    """Poll the store until every job of the batch is terminal; False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    with render.progress(quiet) as bar:
+        task = bar.add_task("jobs", total=None)
+        while True:
+            with transaction(runtime.sessions) as session:
+                status = batch_status(session, batch_id)
+            done = sum(n for state, n in status.by_state.items() if state in render.TERMINAL)
+            bar.update(task, total=status.total, completed=done)
+            if done >= status.total:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.25)
+
+
+@cli.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help="JSONL file, one JobSpec per line")],
+    wait: Annotated[bool, typer.Option(help="Wait until every job is terminal")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object")] = False,
+    skip_invalid: Annotated[bool, typer.Option(help="Store the good lines and report the bad")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 3600.0,
+) -> None:
+    """Validate and enqueue a batch; print its batch id."""
+    app, runtime = _boot()
+    with _worker_if_embedded(app, runtime):
+        report = submit_file(app, runtime, file, skip_invalid=skip_invalid)
+        _print_submit(report, as_json)
+        if report.batch_id is None:
+            raise typer.Exit(2)
+        waiting = wait or runtime.settings.embedded
+        if waiting and not wait_for_batch(runtime, report.batch_id, timeout, quiet=as_json):
+            err.print(f"error: batch {report.batch_id} not finished after {timeout:.0f}s")
+            raise typer.Exit(1)
+
+
+def _print_submit(report: SubmitReport, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(report.as_dict()))
+        return
+    for line in report.issue_lines():
+        err.print(line, markup=False, highlight=False)
+    if report.batch_id is None:
+        err.print(
+            f"error: {report.source}: {len(report.rejected)} invalid lines; nothing was stored "
+            "(use --skip-invalid to store the valid lines)"
+        )
+        return
+    out.print(report.batch_id, markup=False, highlight=False)
+    err.print(
+        f"accepted {report.accepted}, already present {report.duplicates}, rejected {len(report.rejected)}"
+    )
+
+
+@cli.command()
+def status(batch: Annotated[str, typer.Argument(help="Batch id")]) -> None:
+    """Counts per state and per tier for a batch."""
+    _, runtime = _boot()
+    require_schema(runtime.engine)
+    with transaction(runtime.sessions) as session:
+        _require_batch(session, batch)
+        out.print(render.status_table(batch_status(session, batch)))
+
+
+@cli.command()
+def results(
+    batch: Annotated[str, typer.Argument(help="Batch id")],
+    fmt: Annotated[Format, typer.Option("--format", help="jsonl or csv")] = Format.JSONL,
+) -> None:
+    """One row per job: output, tier path, cost, tokens, latency, verdict."""
+    _, runtime = _boot()
+    require_schema(runtime.engine)
+    with transaction(runtime.sessions) as session:
+        _require_batch(session, batch)
+        rows = batch_results(session, batch)
+    if fmt is Format.JSONL:
+        for row in rows:
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["job_id"])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
+
+
+def _require_batch(session: Any, batch: str) -> None:
+    if not batch_exists(session, batch):
+        raise InputError("<batch>", 0, "batch", f"no batch {batch!r}")
+
+
+@cli.command()
+def demo(
+    files: Annotated[list[Path] | None, typer.Argument(help="Batches to run (default: examples/)")] = None,
+    database: Annotated[Path, typer.Option(help="SQLite file for the demo; replaced each run")] = Path(
+        ".tierflow/demo.db"
+    ),
+) -> None:
+    """Run the example batches through the whole pipeline in embedded mode and summarise."""
+    database.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    sources = [Path(p) for p in (files or EXAMPLES)]
+    merged = database.parent / "demo-batch.jsonl"
+    with merged.open("w", encoding="utf-8") as sink:
+        for source in sources:
+            with source.open(encoding="utf-8") as part:
+                shutil.copyfileobj(part, sink)
+    app, runtime = _boot(
+        database_url=f"sqlite:///{database}",
+        broker_url="memory://localhost/",
+        result_backend="cache+memory://",
+    )
+    started = time.perf_counter()
+    with _worker_if_embedded(app, runtime):
+        report = submit_file(app, runtime, merged)
+        _print_submit(report, as_json=False)
+        if report.batch_id is None:
+            raise typer.Exit(2)
+        wait_for_batch(runtime, report.batch_id, 600)
+    elapsed = time.perf_counter() - started
+    with transaction(runtime.sessions) as session:
+        rows = batch_results(session, report.batch_id)
+    out.print(render.summary_table(summarize(rows), elapsed))
+
+
+def main() -> None:
+    try:
+        cli()
+    except TierflowError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2 if isinstance(exc, InputError) else 1)
+
+
+__all__ = ["cli", "main", "Settings"]

@@ -1,0 +1,150 @@
+"""Operator commands: `tierflow worker`, `tierflow beat`, `tierflow db ...`, `tierflow reconcile`."""
+
+from __future__ import annotations
+
+import socket
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from sqlalchemy import Engine
+
+from routing.errors import ConfigError, StoreError
+from routing.states import Tier
+from store import schema
+from store.db import check_database, make_engine, redact
+from worker.app import ALL_QUEUES, CLASSIFY_QUEUE, create_app
+from worker.settings import load_settings
+
+ops = typer.Typer(add_completion=False, no_args_is_help=True)
+out = Console()
+
+POOLS = ("prefork", "threads", "gevent", "eventlet", "solo")
+
+
+def require_schema(engine: Engine) -> None:
+    """Raise StoreError unless the database is migrated to the head revision."""
+    current, head = schema.current_revision(engine), schema.head_revision(engine)
+    if current != head:
+        raise StoreError(
+            f"database {redact(str(engine.url))} is at revision {current or 'none'}, expected {head}: "
+            "run `tierflow db upgrade`"
+        )
+
+
+def _engine() -> Engine:
+    engine = make_engine(load_settings().database_url)
+    check_database(engine)
+    return engine
+
+
+@ops.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply the migrations up to REVISION (default: head)."""
+    engine = _engine()
+    schema.upgrade(engine, revision)
+    out.print(f"database {redact(str(engine.url))} at revision {schema.current_revision(engine)}")
+
+
+@ops.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument()] = "base") -> None:
+    """Revert the migrations down to REVISION (default: base, an empty schema)."""
+    engine = _engine()
+    schema.downgrade(engine, revision)
+    out.print(f"database {redact(str(engine.url))} at revision {schema.current_revision(engine) or 'base'}")
+
+
+@ops.command("current")
+def db_current() -> None:
+    """Print the database's revision and the head revision."""
+    engine = _engine()
+    out.print(f"current {schema.current_revision(engine) or 'none'}, head {schema.head_revision(engine)}")
+
+
+def worker_queues(queues: str | None, tier: list[Tier] | None) -> list[str]:
+    chosen = [q.strip() for q in (queues or "").split(",") if q.strip()]
+    chosen += [t.queue for t in tier or []]
+    if not chosen:
+        chosen = [CLASSIFY_QUEUE]
+    unknown = [q for q in chosen if q not in ALL_QUEUES]
+    if unknown:
+        raise ConfigError("--queues", f"unknown queues {', '.join(unknown)}; known: {', '.join(ALL_QUEUES)}")
+    return list(dict.fromkeys(chosen))
+
+
+def worker_argv(
+    queues: list[str],
+    pool: str | None,
+    concurrency: int | None,
+    autoscale: str | None,
+    loglevel: str,
+    hostname: str | None,
+) -> list[str]:
+    """The `celery worker` arguments that `tierflow worker` stands for."""
+    tier_only = all(q.startswith("tier.") for q in queues)
+    pool = pool or ("threads" if tier_only else "prefork")
+    if pool not in POOLS:
+        raise ConfigError("--pool", f"unknown pool {pool}; known: {', '.join(POOLS)}")
+    if autoscale and pool not in ("prefork",):
+        raise ConfigError("--autoscale", f"the {pool} pool cannot autoscale; use --pool prefork")
+    name = hostname or f"{'+'.join(queues)}-{socket.gethostname()}"
+    argv = [
+        "worker",
+        "--queues",
+        ",".join(queues),
+        "--pool",
+        pool,
+        "--loglevel",
+        loglevel,
+        "--hostname",
+        f"{name}@%h" if "@" not in name else name,
+    ]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    if autoscale:
+        argv += ["--autoscale", autoscale]
+    return argv
+
+
+def register(cli: typer.Typer) -> None:
+    """Add `worker`, `beat` and `reconcile` to the main command line."""
+
+    @cli.command()
+    def worker(
+        queues: Annotated[str | None, typer.Option(help="Comma-separated queues to serve")] = None,
+        tier: Annotated[list[Tier] | None, typer.Option(help="Serve tier.<TIER> (repeatable)")] = None,
+        pool: Annotated[
+            str | None, typer.Option(help="threads (default for tiers), prefork, gevent, solo")
+        ] = None,
+        concurrency: Annotated[int | None, typer.Option(help="Worker slots")] = None,
+        autoscale: Annotated[str | None, typer.Option(help="MAX,MIN (prefork only)")] = None,
+        loglevel: Annotated[str, typer.Option()] = "INFO",
+        hostname: Annotated[str | None, typer.Option(help="Node name")] = None,
+    ) -> None:
+        """Run a Celery worker on the given queues (wraps `celery worker`)."""
+        settings = load_settings()
+        if settings.embedded:
+            raise ConfigError(
+                "TIERFLOW_BROKER_URL", "a separate worker needs a broker server (redis:// or amqp://)"
+            )
+        argv = worker_argv(worker_queues(queues, tier), pool, concurrency, autoscale, loglevel, hostname)
+        create_app(settings).worker_main(argv=argv)
+
+    @cli.command()
+    def beat(
+        schedule: Annotated[str, typer.Option(help="Beat's schedule file")] = "celerybeat-schedule",
+        loglevel: Annotated[str, typer.Option()] = "INFO",
+    ) -> None:
+        """Run Celery beat: the periodic maintenance tasks (run exactly one)."""
+        settings = load_settings()
+        create_app(settings).start(argv=["beat", "--schedule", schedule, "--loglevel", loglevel])
+
+    @cli.command()
+    def reconcile() -> None:
+        """Re-enqueue stale jobs now, once (what beat does every reconcile_interval_s)."""
+        from store.models import utcnow
+        from tasks.reconcile import requeue_stale
+        from tasks.runtime import runtime_for
+
+        app = create_app(load_settings())
+        out.print(requeue_stale(app, runtime_for(app), utcnow()))

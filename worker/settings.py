@@ -1,0 +1,113 @@
+"""tierflow's one settings object, built once at start and passed in.
+
+Read from environment variables prefixed `TIERFLOW_`, then from the TOML file
+named by `TIERFLOW_CONFIG` (same keys, lower case, no prefix), then defaults.
+This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from routing.errors import ConfigError
+from routing.policy import DEFAULT_TIER_MODELS
+from routing.states import Tier
+
+EMBEDDED_BROKER = "memory://localhost/"
+EMBEDDED_BACKEND = "cache+memory://"
+
+
+def _default_tiers() -> dict[str, list[str]]:
+    return {tier.value: list(models) for tier, models in DEFAULT_TIER_MODELS.items()}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIERFLOW_", extra="forbid", frozen=True)
+
+    database_url: str = "sqlite:///tierflow.db"
+    broker_url: str = EMBEDDED_BROKER
+    result_backend: str = EMBEDDED_BACKEND
+
+    # Celery reliability
+    visibility_timeout_s: int = Field(default=3600, gt=0)
+    result_expires_hours: int = Field(default=24, gt=0)
+
+    # Recovery: a non-terminal job that has not moved for stage_timeout_s is re-enqueued
+    stage_timeout_s: float = Field(default=600.0, gt=0)
+    max_redeliveries: int = Field(default=5, ge=0)
+    reconcile_interval_s: float = Field(default=60.0, gt=0)
+
+    # Input
+    max_payload_bytes: int = Field(default=64 * 1024, gt=0)
+
+    # Models
+    tiers: dict[str, list[str]] = Field(default_factory=_default_tiers)
+    prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    fake_latency_scale: float = Field(default=1.0, ge=0)
+    fake_failing_models: list[str] = Field(default_factory=list)
+    openai_api_key: SecretStr | None = None
+    anthropic_api_key: SecretStr | None = None
+
+    # Embedded mode
+    embedded_concurrency: int = Field(default=8, gt=0)
+    log_level: str = "WARNING"
+
+    @field_validator("tiers")
+    @classmethod
+    def _known_tiers(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted(set(value) - {tier.value for tier in Tier})
+        if unknown:
+            raise ValueError(f"unknown tiers: {', '.join(unknown)}")
+        for tier in Tier:
+            if not value.get(tier.value):
+                raise ValueError(f"tier {tier.value} has no models")
+            for ref in value[tier.value]:
+                if ":" not in ref:
+                    raise ValueError(f"model {ref!r} of tier {tier.value} is not provider:model")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """True when the broker needs no server: the worker must run in this process."""
+        return self.broker_url.startswith("memory://")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("TIERFLOW_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning any invalid value into a ConfigError naming it."""
+    config_file = os.environ.get("TIERFLOW_CONFIG")
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError("TIERFLOW_CONFIG", f"no such file: {config_file}")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "<settings>"
+        where = f" (in {config_file} or TIERFLOW_{field.split('.')[0].upper()})" if config_file else ""
+        raise ConfigError(field + where, error["msg"]) from None
+    except ValueError as exc:  # a TOML file that does not parse
+        raise ConfigError(f"TIERFLOW_CONFIG={config_file}", str(exc)) from None
