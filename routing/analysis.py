@@ -18,7 +18,8 @@ HARD_MARKERS = re.compile(
     re.IGNORECASE,
 )
 RISK_MARKERS = re.compile(
-    r"\b(lawyer|attorney|lawsuit|sue (?:you|your|the|northwind)|legal action|small claims court|"
+    r"\b(lawyer|attorney|lawsuit|sue (?:you|your|the|northwind)|legal action|"
+    r"small claims court|"
     r"take you to court|ombudsman|regulator|fraud|close my account|delete my account|cancel my account|data breach)\b",
     re.IGNORECASE,
 )

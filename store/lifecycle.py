@@ -89,14 +89,14 @@ def create_attempt(session: Session, job_id: str, number: int, tier: str, decisi
     )
 
 
-def start_attempt(session: Session, job_id: str, number: int) -> bool:
-    """Mark the attempt running; False when it was already judged (a stale message)."""
+def start_attempt(session: Session, job_id: str, number: int, queue: str | None, worker: str | None) -> bool:
+    """Mark the attempt running on `queue` by `worker`; False when it was already judged."""
     result = session.execute(
         update(Attempt)
         .where(
             Attempt.job_id == job_id, Attempt.number == number, Attempt.state.in_(["dispatched", "running"])
         )
-        .values(state="running", started_at=utcnow())
+        .values(state="running", started_at=utcnow(), queue=queue, worker=worker)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

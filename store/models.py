@@ -80,6 +80,8 @@ class Attempt(Base):
     verdict: Mapped[str | None] = mapped_column(String(16))
     quality: Mapped[float | None] = mapped_column(Float)
     reasons: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    queue: Mapped[str | None] = mapped_column(String(32))
+    worker: Mapped[str | None] = mapped_column(String(255))
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import shared_task
+from celery import current_app, shared_task
 
 from routing.analysis import Analysis, analyze_rules
 from routing.decision import decide
-from routing.experts import ExpertOutcome, expert_for
+from routing.experts import EXPERTS, ExpertOutcome
 from routing.jobs import JobKind
 from routing.policy import Policy
 from routing.states import JobState, Tier
@@ -50,12 +50,11 @@ def aggregate(self: Any, markers: list[dict[str, Any]], job_id: str, attempt: in
     return {"job_id": job_id, "attempt": attempt, "verdict": verdict}
 
 
-@shared_task(name="tierflow.attempt_failed", bind=True, ignore_result=True)
-def attempt_failed(
-    self: Any, request: Any, exc: BaseException, traceback: Any, job_id: str, attempt: int
-) -> None:
+# Not bound: Celery calls an errback with (request, exc, traceback) only when it is unbound.
+@shared_task(name="tierflow.attempt_failed", ignore_result=True)
+def attempt_failed(request: Any, exc: BaseException, traceback: Any, job_id: str, attempt: int) -> None:
     log.warning("attempt %s of %s failed in its chord: %r", attempt, job_id, exc)
-    finish_attempt(self.app, job_id, attempt, failure=f"chord failed: {type(exc).__name__}: {exc}")
+    finish_attempt(current_app, job_id, attempt, failure=f"chord failed: {type(exc).__name__}: {exc}")
 
 
 def finish_attempt(app: Any, job_id: str, attempt: int, failure: str | None) -> str | None:
@@ -88,7 +87,8 @@ def _outcomes(
     outcomes = []
     for name in names:
         row = rows.get(name)
-        uses_model = expert_for(kind, name).uses_model
+        known = EXPERTS.get((kind, name))
+        uses_model = known.uses_model if known else True
         if row is None:
             outcomes.append(ExpertOutcome(name, uses_model, None, None, failure or "no result recorded"))
         else:

@@ -20,7 +20,8 @@ def run_job(self: Any, job_id: str, attempt: int) -> None:
     runtime = runtime_for(self.app)
     with transaction(runtime.sessions) as session:
         current = load_attempt(session, job_id, attempt)
-        if current is None or not start_attempt(session, job_id, attempt):
+        queue = (self.request.delivery_info or {}).get("routing_key")
+        if current is None or not start_attempt(session, job_id, attempt, queue, self.request.hostname):
             log.info("run_job: attempt %s of %s is gone or judged; nothing to do", attempt, job_id)
             return
         moved = move_job(session, job_id, JobState.RUNNING, runtime.stage_timeout)

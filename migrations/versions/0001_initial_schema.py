@@ -70,6 +70,8 @@ def upgrade() -> None:
         sa.Column("verdict", sa.String(length=16), nullable=True),
         sa.Column("quality", sa.Float(), nullable=True),
         sa.Column("reasons", sa.JSON(), nullable=True),
+        sa.Column("queue", sa.String(length=32), nullable=True),
+        sa.Column("worker", sa.String(length=255), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_attempts_job_id_jobs")),

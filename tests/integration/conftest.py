@@ -1,0 +1,90 @@
+"""Fixtures for the pipeline against the real PostgreSQL, Redis and a real Celery worker."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from sqlalchemy import Engine, text
+
+from store.db import make_engine, transaction
+from store.models import Base
+from store.schema import upgrade
+from tasks.runtime import Runtime, runtime_for
+from tests.conftest import service_settings
+from worker.app import ALL_QUEUES, TierflowCelery, create_app
+from worker.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def migrated(pg_url: str) -> Iterator[Engine]:
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def db(migrated: Engine, clean_redis: str) -> Engine:
+    """The migrated test database, emptied before the test."""
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    with migrated.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    return migrated
+
+
+@pytest.fixture()
+def make_app(db: Engine, pg_url: str, redis_url: str) -> Callable[..., tuple[TierflowCelery, Runtime]]:
+    def build(**overrides: Any) -> tuple[TierflowCelery, Runtime]:
+        app = create_app(load_settings(**service_settings(pg_url, redis_url, **overrides)))
+        return app, runtime_for(app)
+
+    return build
+
+
+@contextmanager
+def running_worker(
+    app: TierflowCelery,
+    queues: tuple[str, ...] = ALL_QUEUES,
+    concurrency: int = 8,
+    hostname: str = "it-worker@localhost",
+) -> Iterator[None]:
+    """A real Celery worker consuming from the real Redis, on threads in this process."""
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=concurrency,
+        perform_ping_check=False,
+        queues=list(queues),
+        loglevel="WARNING",
+        shutdown_timeout=30.0,
+        hostname=hostname,
+    ):
+        yield
+
+
+def write_jobs(path: Path, jobs: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(job) + "\n" for job in jobs), encoding="utf-8")
+    return path
+
+
+def wait_terminal(runtime: Runtime, batch_id: str, timeout_s: float = 60.0) -> None:
+    from store.reports import batch_status
+    from worker.render import TERMINAL
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with transaction(runtime.sessions) as session:
+            status = batch_status(session, batch_id)
+        if status.total and sum(n for s, n in status.by_state.items() if s in TERMINAL) == status.total:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"batch {batch_id} not terminal after {timeout_s}s: {status.by_state}")
