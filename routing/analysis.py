@@ -20,7 +20,8 @@ HARD_MARKERS = re.compile(
 RISK_MARKERS = re.compile(
     r"\b(lawyer|attorney|lawsuit|sue (?:you|your|the|northwind)|legal action|"
     r"small claims court|"
-    r"take you to court|ombudsman|regulator|fraud|close my account|delete my account|cancel my account|data breach)\b",
+    r"take you to court|ombudsman|regulator|fraud|close my account|delete my account|cancel my account|"
+    r"data breach)\b",
     re.IGNORECASE,
 )
 INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
