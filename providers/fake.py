@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 
 from providers import rules
 from providers.base import Completion, CompletionRequest
-from providers.pricing import Price
+from providers.pricing import Price, price_for
 from routing.errors import ProviderRejected, ProviderUnavailable
 
 STRENGTH = {"fake-small": 0.55, "fake-medium": 0.8, "fake-large": 0.97}
@@ -47,7 +47,7 @@ class FakeProvider:
         time.sleep(LATENCY_S[model] * self._latency_scale)
         input_tokens = count_tokens(request.system) + count_tokens(request.user)
         output_tokens = count_tokens(text)
-        price = self._prices[f"{self.name}:{model}"]
+        price = price_for(self._prices, self.name, model)
         return Completion(
             text=text,
             input_tokens=input_tokens,

@@ -21,37 +21,65 @@ from __future__ import annotations
 
 
 class TierflowError(Exception):
-    """Root of every error tierflow raises on purpose."""
+    """Root of every error tierflow raises on purpose.
+
+    Subclasses keep their constructor's keyword arguments so that an error crosses
+    a process boundary (pickled by Celery) with its fields intact.
+    """
+
+    _fields: dict[str, object]
+
+    def _keep(self, **fields: object) -> None:
+        self._fields = fields
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        fields = getattr(self, "_fields", None)
+        if fields is None:
+            return super().__reduce__()
+        return (_rebuild, (type(self), fields))
+
+
+def _rebuild(cls: type[TierflowError], fields: dict[str, object]) -> TierflowError:
+    return cls(**fields)
 
 
 class InputError(TierflowError):
     """A submitted job line is invalid."""
 
+    source: str
+    line: int
+    field: str
+    reason: str
+
     def __init__(self, source: str, line: int, field: str, reason: str) -> None:
         super().__init__(f"{source}:{line}: {field}: {reason}")
-        self.source = source
-        self.line = line
-        self.field = field
-        self.reason = reason
+        self._keep(source=source, line=line, field=field, reason=reason)
 
 
 class ConfigError(TierflowError):
     """A setting is invalid."""
 
+    field: str
+    reason: str
+
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"setting {field}: {reason}")
-        self.field = field
-        self.reason = reason
+        self._keep(field=field, reason=reason)
 
 
 class ServiceUnavailable(TierflowError):
     """The broker or the database cannot be reached."""
 
+    service: str
+    url: str
+    reason: str
+
     def __init__(self, service: str, url: str, reason: str) -> None:
+        reason = " ".join(reason.split())  # drivers report over several lines; an error is one
         super().__init__(f"{service} unreachable at {url}: {reason}")
-        self.service = service
-        self.url = url
-        self.reason = reason
+        self._keep(service=service, url=url, reason=reason)
 
 
 class RoutingError(TierflowError):
@@ -61,10 +89,12 @@ class RoutingError(TierflowError):
 class InvalidTransition(RoutingError):
     """A job state change that the state machine forbids."""
 
+    current: str
+    target: str
+
     def __init__(self, current: str, target: str) -> None:
         super().__init__(f"job cannot move from {current} to {target}")
-        self.current = current
-        self.target = target
+        self._keep(current=current, target=target)
 
 
 class StoreError(TierflowError):
@@ -74,12 +104,14 @@ class StoreError(TierflowError):
 class ProviderError(TierflowError):
     """A model call failed."""
 
+    provider: str
+    model: str
+    reason: str
+    retry_after: float | None
+
     def __init__(self, provider: str, model: str, reason: str, retry_after: float | None = None) -> None:
         super().__init__(f"{provider}:{model}: {reason}")
-        self.provider = provider
-        self.model = model
-        self.reason = reason
-        self.retry_after = retry_after
+        self._keep(provider=provider, model=model, reason=reason, retry_after=retry_after)
 
 
 class ProviderTimeout(ProviderError):
@@ -95,4 +127,4 @@ class ProviderRejected(ProviderError):
 
 
 class ProviderUnavailable(ProviderError):
-    """No model of the tier can take the call (breakers open, all failing)."""
+    """The model cannot take the call now: a 5xx, a dropped connection, a body that is no answer."""

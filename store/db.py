@@ -59,7 +59,7 @@ def check_database(engine: Engine) -> None:
         with engine.connect() as connection:
             connection.exec_driver_sql("SELECT 1")
     except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        reason = str(exc.orig) if exc.orig else str(exc)
         raise ServiceUnavailable("database", redact(str(engine.url)), reason) from None
 
 

@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from providers.base import Provider
+from providers.base import ModelRef, Provider
 from providers.fake import FakeProvider
-from providers.pricing import price_table
+from providers.pricing import Price, price_table
+from routing.errors import ConfigError
 from routing.policy import Policy
 from routing.states import Tier
 from store.db import make_engine, make_sessions, transaction
@@ -55,9 +57,33 @@ def default_policy(settings: Settings) -> Policy:
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
+    """The fake, plus an SDK adapter for every other provider the tier map names."""
     prices = price_table(settings.prices)
-    fake = FakeProvider(prices, settings.fake_latency_scale, settings.fake_failing_models)
-    return {fake.name: fake}
+    providers: dict[str, Provider] = {
+        "fake": FakeProvider(prices, settings.fake_latency_scale, settings.fake_failing_models)
+    }
+    named = {ModelRef.parse(ref).provider for refs in settings.tiers.values() for ref in refs}
+    for name in sorted(named - set(providers)):
+        providers[name] = _sdk_provider(name, settings, prices)
+    return providers
+
+
+def _sdk_provider(name: str, settings: Settings, prices: dict[str, Price]) -> Provider:
+    if name not in ("openai", "anthropic"):
+        raise ConfigError("tiers", f"unknown provider {name!r}; known: fake, openai, anthropic")
+    key = settings.openai_api_key if name == "openai" else settings.anthropic_api_key
+    base_url = settings.openai_base_url if name == "openai" else settings.anthropic_base_url
+    if key is None and base_url is None:
+        raise ConfigError(f"{name}_api_key", f"the tier map uses {name} models but no key is set")
+    # A local OpenAI-compatible server (vLLM, Ollama, tierflow provider-server) takes any key.
+    api_key = key if key is not None else SecretStr("local")
+    if name == "openai":
+        from providers.openai import OpenAIProvider
+
+        return OpenAIProvider(api_key=api_key, prices=prices, base_url=base_url)
+    from providers.anthropic import AnthropicProvider
+
+    return AnthropicProvider(api_key=api_key, prices=prices, base_url=base_url)
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -37,8 +37,9 @@ cli = typer.Typer(
 )
 cli.add_typer(ops, name="db", help="Apply or revert the database migrations.")
 register(cli)
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a FILE:LINE: field: reason line must stay one line, whatever the terminal width.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 EXAMPLES = ("examples/support.jsonl", "examples/documents.jsonl", "examples/prompts.jsonl")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,7 +18,7 @@ from worker.app import ALL_QUEUES, CLASSIFY_QUEUE, create_app
 from worker.settings import load_settings
 
 ops = typer.Typer(add_completion=False, no_args_is_help=True)
-out = Console()
+out = Console(soft_wrap=True)
 
 POOLS = ("prefork", "threads", "gevent", "eventlet", "solo")
 
@@ -138,6 +139,30 @@ def register(cli: typer.Typer) -> None:
         """Run Celery beat: the periodic maintenance tasks (run exactly one)."""
         settings = load_settings()
         create_app(settings).start(argv=["beat", "--schedule", schedule, "--loglevel", loglevel])
+
+    @cli.command("provider-server")
+    def provider_server(
+        port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 8765,
+        replay: Annotated[list[Path] | None, typer.Option(help="Replay JSONL file (repeatable)")] = None,
+        replay_model: Annotated[
+            list[str] | None, typer.Option(help="SERVED=RECORDED model name mapping (repeatable)")
+        ] = None,
+        faults: Annotated[Path | None, typer.Option(help="JSON fault plan file")] = None,
+        latency: Annotated[Path | None, typer.Option(help="JSON latency file")] = None,
+        seed: Annotated[int, typer.Option(help="Seed for latency jitter and random faults")] = 0,
+    ) -> None:
+        """Serve the OpenAI and Anthropic HTTP APIs on loopback from replays and rules."""
+        from providers.server import FaultPlanSpec, LatencySpec, serve
+
+        mapping = dict(pair.split("=", 1) for pair in replay_model or [] if "=" in pair)
+        serve(
+            port=port,
+            replay_paths=replay or [],
+            replay_models=mapping or None,
+            faults=FaultPlanSpec.model_validate_json(faults.read_text()).rules if faults else (),
+            latency=LatencySpec.model_validate_json(latency.read_text()) if latency else None,
+            seed=seed,
+        )
 
     @cli.command()
     def reconcile() -> None:

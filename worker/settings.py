@@ -56,7 +56,9 @@ class Settings(BaseSettings):
     fake_latency_scale: float = Field(default=1.0, ge=0)
     fake_failing_models: list[str] = Field(default_factory=list)
     openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
     anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
 
     # Embedded mode
     embedded_concurrency: int = Field(default=8, gt=0)

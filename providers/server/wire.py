@@ -1,0 +1,152 @@
+"""What both wire protocols of the local provider server share.
+
+Owns the protocol-neutral view of a chat call (`ChatCall`), of its reply
+(`Reply`, with usage and truncation at max_tokens), the error kinds the server
+answers with, and the `Wire` protocol that the OpenAI and Anthropic modules
+implement. Knows nothing of sockets or handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from providers.fake import count_tokens
+
+CHARS_PER_TOKEN = 4  # the inverse of providers.fake.count_tokens
+
+
+class ErrorKind(StrEnum):
+    """Why the server refused a request, before each protocol names it its own way."""
+
+    INVALID_REQUEST = "invalid_request"
+    AUTHENTICATION = "authentication"
+    NOT_FOUND = "not_found"
+    RATE_LIMIT = "rate_limit"
+    SERVER_ERROR = "server_error"
+    UNAVAILABLE = "unavailable"
+    TIMEOUT = "timeout"
+    NOT_IMPLEMENTED = "not_implemented"
+
+
+STATUS = {
+    ErrorKind.INVALID_REQUEST: 400,
+    ErrorKind.AUTHENTICATION: 401,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.RATE_LIMIT: 429,
+    ErrorKind.SERVER_ERROR: 500,
+    ErrorKind.NOT_IMPLEMENTED: 501,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.TIMEOUT: 504,
+}
+
+
+class WireError(Exception):
+    """A request the server answers with an error in the caller's protocol."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+    @property
+    def status(self) -> int:
+        return STATUS[self.kind]
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    """One chat request in either protocol: the model, its system text and the last user message."""
+
+    model: str
+    system: str
+    user: str
+    prompt_tokens: int
+    max_tokens: int | None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer as sent: cut at max_tokens, with its usage."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    truncated: bool
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def text_tokens(text: str) -> int:
+    """Tokens of a text as usage counts them; no text, no tokens."""
+    return count_tokens(text) if text else 0
+
+
+def reply_to(call: ChatCall, text: str) -> Reply:
+    """The reply to `call` with answer `text`, cut as a model stops at its max_tokens."""
+    tokens = text_tokens(text)
+    if call.max_tokens is not None and tokens > call.max_tokens:
+        cut = text[: call.max_tokens * CHARS_PER_TOKEN]
+        return Reply(cut, call.prompt_tokens, text_tokens(cut), truncated=True)
+    return Reply(text, call.prompt_tokens, tokens, truncated=False)
+
+
+def content_text(content: object, where: str) -> str:
+    """The text of a message content: a string, or a list of text parts (other parts are refused)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            text = part.get("text") if isinstance(part, dict) and part.get("type") == "text" else None
+            if not isinstance(text, str):
+                raise WireError(ErrorKind.INVALID_REQUEST, f"{where}: only text content parts are supported")
+            texts.append(text)
+        return "\n".join(texts)
+    raise WireError(ErrorKind.INVALID_REQUEST, f"{where}: content must be a string or a list of text parts")
+
+
+def positive_int(body: Mapping[str, Any], field: str) -> int | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise WireError(ErrorKind.INVALID_REQUEST, f"{field} must be a positive integer")
+    return value
+
+
+def required_model(body: Mapping[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise WireError(ErrorKind.INVALID_REQUEST, "model is required")
+    return model
+
+
+def refuse_streaming(body: Mapping[str, Any]) -> None:
+    if body.get("stream"):
+        raise WireError(ErrorKind.INVALID_REQUEST, "stream=true is not supported by the local server")
+
+
+class Wire(Protocol):
+    """One HTTP protocol (OpenAI Chat Completions or Anthropic Messages) as the handler needs it."""
+
+    name: str
+    request_id_header: str
+
+    def api_key(self, headers: Mapping[str, str]) -> str | None:
+        """The API key a request carries; `headers` has lower-case names."""
+        ...
+
+    def parse_chat(self, body: object) -> ChatCall: ...
+
+    def chat_body(self, call: ChatCall, reply: Reply, request_id: str) -> dict[str, Any]: ...
+
+    def invalid_shape_body(self, call: ChatCall, request_id: str) -> dict[str, Any]: ...
+
+    def error_body(self, kind: ErrorKind, message: str, request_id: str) -> dict[str, Any]: ...
+
+    def models_body(self, models: list[str]) -> dict[str, Any]: ...

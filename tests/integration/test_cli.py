@@ -1,0 +1,196 @@
+"""The `tierflow` command as a user runs it, against the real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, inspect, select, text
+
+from store.db import make_engine
+from store.models import Job
+from store.schema import current_revision, downgrade, upgrade
+from tests.integration.conftest import running_worker, write_jobs
+
+TIERFLOW = str(Path(sys.executable).with_name("tierflow"))
+GOOD = [
+    {"id": "cli-1", "kind": "support", "payload": {"text": "Where is my parcel? Tracking shows nothing."}},
+    {"id": "cli-2", "kind": "prompt", "payload": {"prompt": "What is 6 * 7?"}},
+]
+
+
+def run(env: dict[str, str], *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([TIERFLOW, *args], env=env, capture_output=True, text=True, timeout=120)
+    if check and done.returncode != 0:
+        raise AssertionError(f"tierflow {' '.join(args)} failed: {done.stderr}")
+    return done
+
+
+@pytest.fixture()
+def env(db, pg_url: str, redis_url: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TIERFLOW_")}
+    return {
+        **base,
+        "TIERFLOW_DATABASE_URL": pg_url,
+        "TIERFLOW_BROKER_URL": redis_url,
+        "TIERFLOW_RESULT_BACKEND": redis_url,
+        "TIERFLOW_FAKE_LATENCY_SCALE": "0",
+    }
+
+
+def _jobs(pg_url: str) -> int:
+    engine = create_engine(pg_url)
+    with engine.connect() as connection:
+        count = connection.execute(select(func.count()).select_from(Job)).scalar_one()
+    engine.dispose()
+    return int(count)
+
+
+def test_bad_lines_are_reported_by_line_and_field_and_nothing_is_stored(env, pg_url, tmp_path):
+    source = tmp_path / "mixed.jsonl"
+    source.write_text(json.dumps(GOOD[0]) + "\n{broken\n" + json.dumps({"kind": "fax", "payload": {}}) + "\n")
+    done = run(env, "submit", str(source))
+    assert done.returncode == 2
+    assert f"{source}:2: <line>: not valid JSON" in done.stderr
+    assert f"{source}:3: kind: " in done.stderr
+    assert "nothing was stored" in done.stderr
+    assert _jobs(pg_url) == 0
+
+
+def test_skip_invalid_stores_the_good_lines_and_json_reports_the_bad(env, pg_url, tmp_path):
+    source = tmp_path / "mixed.jsonl"
+    source.write_text(json.dumps(GOOD[0]) + "\n" + json.dumps({"kind": "support", "payload": {}}) + "\n")
+    done = run(env, "submit", str(source), "--skip-invalid", "--json", check=True)
+    report = json.loads(done.stdout)
+    assert report["accepted"] == 1 and report["batch_id"].startswith("batch-")
+    assert report["rejected"] == [{"line": 2, "field": "payload.text", "reason": "Field required"}]
+    assert _jobs(pg_url) == 1
+
+
+def test_submitting_the_same_file_twice_creates_no_duplicates(env, pg_url, tmp_path):
+    source = write_jobs(tmp_path / "jobs.jsonl", GOOD)
+    first = json.loads(run(env, "submit", str(source), "--json", check=True).stdout)
+    second = json.loads(run(env, "submit", str(source), "--json", check=True).stdout)
+    assert first["batch_id"] == second["batch_id"]
+    assert (first["accepted"], second["accepted"], second["duplicates"]) == (2, 0, 2)
+    assert _jobs(pg_url) == 2
+
+
+def test_reusing_an_id_for_other_content_is_refused(env, tmp_path):
+    run(env, "submit", str(write_jobs(tmp_path / "a.jsonl", GOOD)), check=True)
+    changed = [{**GOOD[0], "payload": {"text": "Something else entirely"}}]
+    done = run(env, "submit", str(write_jobs(tmp_path / "b.jsonl", changed)), "--json")
+    assert done.returncode == 2
+    assert json.loads(done.stdout)["rejected"][0]["reason"] == "job cli-1 already exists with other content"
+
+
+def test_wait_status_and_results_in_both_formats(env, make_app, tmp_path):
+    app, _ = make_app()
+    with running_worker(app):
+        done = run(env, "submit", str(write_jobs(tmp_path / "jobs.jsonl", GOOD)), "--wait", check=True)
+    batch = done.stdout.strip().splitlines()[-1]
+    status = run(env, "status", batch, check=True).stdout
+    assert "succeeded" in status and "2 jobs" in status
+    rows = [json.loads(line) for line in run(env, "results", batch, check=True).stdout.splitlines()]
+    assert [r["job_id"] for r in rows] == ["cli-1", "cli-2"]
+    for row in rows:
+        assert {
+            "job_id",
+            "kind",
+            "state",
+            "tier_path",
+            "output",
+            "verdict",
+            "cost_usd",
+            "tokens",
+            "latency_s",
+        } <= set(row)
+        assert row["state"] == "succeeded" and row["tier_path"] == ["small"] and row["tokens"] > 0
+    assert rows[1]["output"]["answer"] == "42"
+    table = list(
+        csv.DictReader(io.StringIO(run(env, "results", batch, "--format", "csv", check=True).stdout))
+    )
+    assert [r["job_id"] for r in table] == ["cli-1", "cli-2"] and json.loads(table[0]["tier_path"]) == [
+        "small"
+    ]
+
+
+def test_unknown_batch_is_a_one_line_error(env):
+    done = run(env, "status", "batch-nope")
+    assert done.returncode == 2 and done.stderr.strip().endswith("no batch 'batch-nope'")
+
+
+def test_unreachable_broker_is_one_line_naming_it_and_stores_nothing(env, pg_url, tmp_path):
+    env = {**env, "TIERFLOW_BROKER_URL": "redis://:hunter2@127.0.0.1:1/0"}
+    done = run(env, "submit", str(write_jobs(tmp_path / "jobs.jsonl", GOOD)))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1
+    assert lines[0].startswith("error: broker unreachable at redis://:***@127.0.0.1:1/0")
+    assert "hunter2" not in done.stderr and _jobs(pg_url) == 0
+
+
+def test_unreachable_database_is_one_line_naming_it(env, tmp_path):
+    env = {**env, "TIERFLOW_DATABASE_URL": "postgresql+psycopg://tierflow:s3cret@127.0.0.1:1/nowhere"}
+    done = run(env, "submit", str(write_jobs(tmp_path / "jobs.jsonl", GOOD)))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1
+    assert lines[0].startswith(
+        "error: database unreachable at postgresql+psycopg://tierflow:***@127.0.0.1:1/"
+    )
+    assert "s3cret" not in done.stderr
+
+
+def test_unmigrated_database_is_refused_with_the_fix(env, pg_url, redis_url, tmp_path):
+    admin = create_engine(pg_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text('DROP DATABASE IF EXISTS "tierflow_empty_cli"'))
+        connection.execute(text('CREATE DATABASE "tierflow_empty_cli"'))
+    try:
+        empty = pg_url.rsplit("/", 1)[0] + "/tierflow_empty_cli"
+        done = run(
+            {**env, "TIERFLOW_DATABASE_URL": empty}, "submit", str(write_jobs(tmp_path / "j.jsonl", GOOD))
+        )
+        assert done.returncode == 1 and "run `tierflow db upgrade`" in done.stderr
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text('DROP DATABASE IF EXISTS "tierflow_empty_cli" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_migration_applies_to_an_empty_database_and_downgrades(pg_url):
+    admin = create_engine(pg_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text('DROP DATABASE IF EXISTS "tierflow_migrate"'))
+        connection.execute(text('CREATE DATABASE "tierflow_migrate"'))
+    engine = make_engine(pg_url.rsplit("/", 1)[0] + "/tierflow_migrate")
+    try:
+        upgrade(engine)
+        tables = set(inspect(engine).get_table_names())
+        assert {
+            "batches",
+            "jobs",
+            "attempts",
+            "expert_results",
+            "results",
+            "feedback",
+            "policy_versions",
+        } <= tables
+        uniques = {tuple(u["column_names"]) for u in inspect(engine).get_unique_constraints("expert_results")}
+        assert ("job_id", "attempt", "expert") in uniques
+        assert current_revision(engine) == "0001"
+        downgrade(engine)
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+        assert current_revision(engine) is None
+        upgrade(engine)
+        assert current_revision(engine) == "0001"
+    finally:
+        engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(text('DROP DATABASE IF EXISTS "tierflow_migrate" WITH (FORCE)'))
+        admin.dispose()

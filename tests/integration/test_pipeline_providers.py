@@ -1,0 +1,88 @@
+"""The pipeline calling models through the real openai and anthropic SDKs over HTTP.
+
+The tiers map to OpenAI and Anthropic model names served by the project's local
+provider server on loopback; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from providers.pricing import DEFAULT_PRICES
+from providers.server import Fault, FaultRule, ProviderServer
+from store.db import transaction
+from store.models import Attempt, ExpertResult, Result
+from tasks.submission import submit_file
+from tests.integration.conftest import running_worker, wait_terminal, write_jobs
+
+TIERS = {
+    "small": ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"],
+    "medium": ["anthropic:claude-sonnet-4-5"],
+    "large": ["openai:gpt-4o"],
+}
+JOBS = [
+    {"id": "sdk-1", "kind": "support", "payload": {"text": "I forgot my password and cannot log in."}},
+    {
+        "id": "sdk-2",
+        "kind": "document",
+        "payload": {"text": "ACME CO\nInvoice No: INV-9\nDate: 2026-02-03\nSubtotal 10.00\nTotal 10.80"},
+    },
+    {"id": "sdk-3", "kind": "prompt", "payload": {"prompt": "What is 12 * 12?"}},
+]
+
+
+@pytest.fixture()
+def provider_server():  # type: ignore[no-untyped-def]
+    models = ["gpt-4o-mini", "gpt-4o", "claude-haiku-4-5", "claude-sonnet-4-5"]
+    with ProviderServer(
+        port=0,
+        models=models,
+        strengths={"gpt-4o-mini": 0.55, "claude-haiku-4-5": 0.55, "claude-sonnet-4-5": 0.8, "gpt-4o": 0.97},
+    ) as server:
+        yield server
+
+
+def _settings(server: ProviderServer) -> dict[str, object]:
+    return {
+        "tiers": TIERS,
+        "openai_base_url": server.openai_base_url,
+        "anthropic_base_url": server.anthropic_base_url,
+        "openai_api_key": "sk-test-not-a-secret",
+        "anthropic_api_key": "sk-ant-test-not-a-secret",
+    }
+
+
+def test_jobs_are_answered_through_the_sdks_with_costs_from_usage(make_app, tmp_path, provider_server):
+    app, runtime = make_app(**_settings(provider_server))
+    with running_worker(app):
+        report = submit_file(app, runtime, write_jobs(tmp_path / "jobs.jsonl", JOBS))
+        wait_terminal(runtime, report.batch_id)
+    with transaction(runtime.sessions) as session:
+        calls = session.execute(select(ExpertResult).where(ExpertResult.model.is_not(None))).scalars().all()
+        results = session.execute(select(Result)).scalars().all()
+    assert len(results) == len(JOBS)
+    assert {(c.provider, c.model) for c in calls} >= {("openai", "gpt-4o-mini")}
+    for call in calls:
+        price = DEFAULT_PRICES[f"{call.provider}:{call.model}"]
+        assert call.input_tokens > 0 and call.output_tokens > 0
+        assert call.cost_usd == pytest.approx(price.cost(call.input_tokens, call.output_tokens))
+    answered = {r.job_id: r.output for r in results}
+    assert answered["sdk-3"]["answer"] == "144"
+    served = provider_server.stats()["by_model"]
+    assert sum(served.values()) == len(calls), "one HTTP request per recorded model call"
+
+
+def test_a_failing_first_model_falls_back_to_the_next_model_of_the_tier(make_app, tmp_path, provider_server):
+    provider_server.set_faults([FaultRule(fault=Fault.SERVER_ERROR, model="gpt-4o-mini")])
+    app, runtime = make_app(**_settings(provider_server))
+    with running_worker(app):
+        report = submit_file(app, runtime, write_jobs(tmp_path / "jobs.jsonl", JOBS[:1]))
+        wait_terminal(runtime, report.batch_id)
+    with transaction(runtime.sessions) as session:
+        drafter = session.execute(
+            select(ExpertResult).where(ExpertResult.expert == "drafter", ExpertResult.attempt == 1)
+        ).scalar_one()
+        attempt = session.execute(select(Attempt).where(Attempt.number == 1)).scalar_one()
+    assert (drafter.provider, drafter.model, drafter.error) == ("anthropic", "claude-haiku-4-5", None)
+    assert attempt.tier == "small" and attempt.verdict == "accept"

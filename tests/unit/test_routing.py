@@ -1,0 +1,142 @@
+"""Rules analysis, tier choice, experts and verdicts: pure functions on plain data."""
+
+from __future__ import annotations
+
+import pytest
+
+from providers import rules
+from routing.analysis import analyze_rules
+from routing.decision import choose_tier, decide
+from routing.experts import ExpertOutcome, UnparseableOutput, expert_for
+from routing.jobs import JobKind
+from routing.policy import Policy
+from routing.states import Tier
+from routing.verdict import VerdictAction, judge
+
+POLICY = Policy()
+
+
+@pytest.mark.parametrize(
+    ("difficulty", "tier"), [(0.0, Tier.SMALL), (0.35, Tier.SMALL), (0.36, Tier.MEDIUM), (0.66, Tier.LARGE)]
+)
+def test_choose_tier_maps_difficulty_to_the_cheapest_tier_that_covers_it(
+    difficulty: float, tier: Tier
+) -> None:
+    assert choose_tier(difficulty, POLICY) is tier
+
+
+def test_policy_refuses_unordered_bounds() -> None:
+    with pytest.raises(ValueError, match="must not exceed"):
+        Policy(small_max_difficulty=0.8, medium_max_difficulty=0.5)
+
+
+def test_hard_and_risky_text_scores_higher_than_plain_text() -> None:
+    plain = analyze_rules(JobKind.SUPPORT, {"text": "Where is my parcel?"})
+    hard = analyze_rules(JobKind.SUPPORT, {"text": "The API webhook integration fails after the migration."})
+    risky = analyze_rules(JobKind.SUPPORT, {"text": "My lawyer will take legal action."})
+    assert plain.difficulty < hard.difficulty
+    assert plain.risk == 0 < risky.risk
+    assert plain.intent == "shipping" and plain.stage == "rules"
+
+
+def test_decide_uses_the_policy_experts_and_the_tier_models() -> None:
+    analysis = analyze_rules(JobKind.DOCUMENT, {"text": "Total 5.00"})
+    decision = decide(JobKind.DOCUMENT, analysis, POLICY)
+    assert decision.tier is Tier.SMALL
+    assert decision.experts == ("extractor", "rule_extractor")
+    assert decision.models == POLICY.tier_models[Tier.SMALL]
+    forced = decide(JobKind.DOCUMENT, analysis, POLICY, tier=Tier.LARGE)
+    assert forced.tier is Tier.LARGE and "escalated to large" in forced.reasons
+
+
+def _drafter(confidence: float) -> ExpertOutcome:
+    return ExpertOutcome("drafter", True, {"reply": "ok"}, confidence)
+
+
+def _check(risk: float, flags: list[str] | None = None) -> ExpertOutcome:
+    return ExpertOutcome("policy_check", False, {"risk": risk, "flags": flags or []}, 1.0)
+
+
+def test_confident_answer_is_accepted() -> None:
+    verdict = judge(JobKind.SUPPORT, [_drafter(0.9), _check(0.0)], Tier.SMALL, POLICY)
+    assert verdict.action is VerdictAction.ACCEPT and verdict.quality == 0.9
+    assert verdict.output == {"reply": "ok", "risk": 0.0, "flags": []}
+
+
+def test_unsure_answer_escalates_and_at_the_top_goes_to_review() -> None:
+    low = [_drafter(0.4), _check(0.0)]
+    assert judge(JobKind.SUPPORT, low, Tier.SMALL, POLICY).next_tier is Tier.MEDIUM
+    assert judge(JobKind.SUPPORT, low, Tier.LARGE, POLICY).action is VerdictAction.NEEDS_REVIEW
+
+
+def test_policy_flags_send_a_confident_answer_to_review() -> None:
+    verdict = judge(JobKind.SUPPORT, [_drafter(0.95), _check(0.75, ["risk:lawyer"])], Tier.SMALL, POLICY)
+    assert verdict.action is VerdictAction.NEEDS_REVIEW
+    assert any("risk:lawyer" in reason for reason in verdict.reasons)
+
+
+def test_failed_expert_escalates_then_fails_at_the_top() -> None:
+    failed = [ExpertOutcome("drafter", True, None, None, "timeout"), _check(0.0)]
+    assert judge(JobKind.SUPPORT, failed, Tier.MEDIUM, POLICY).action is VerdictAction.ESCALATE
+    assert judge(JobKind.SUPPORT, failed, Tier.LARGE, POLICY).action is VerdictAction.FAIL
+
+
+def test_document_totals_that_disagree_lower_the_quality() -> None:
+    model = ExpertOutcome("extractor", True, {"fields": {"date": "2026-01-02", "total": "100.00"}}, 0.95)
+    rules_agree = ExpertOutcome(
+        "rule_extractor", False, {"fields": {"date": "2026-01-02", "total": "100.00"}}, 1
+    )
+    rules_differ = ExpertOutcome(
+        "rule_extractor", False, {"fields": {"date": "2026-01-02", "total": "108.00"}}, 1
+    )
+    agree = judge(JobKind.DOCUMENT, [model, rules_agree], Tier.SMALL, POLICY)
+    differ = judge(JobKind.DOCUMENT, [model, rules_differ], Tier.SMALL, POLICY)
+    assert agree.action is VerdictAction.ACCEPT
+    assert differ.action is VerdictAction.ESCALATE and differ.quality < agree.quality
+    assert differ.output is not None and differ.output["fields"]["total"] == "100.00"
+
+
+def test_policy_check_flags_legal_threats_and_large_refunds_only() -> None:
+    check = expert_for(JobKind.SUPPORT, "policy_check").rule
+    assert check is not None
+    assert check({"text": "Please refund $1200 for the broken tent."}, POLICY).output["flags"] == [
+        "refund above 200"
+    ]
+    assert check({"text": "Please refund $20."}, POLICY).output["flags"] == []
+    assert check({"text": "Hi, Sue from accounts here."}, POLICY).output["flags"] == []
+    assert "risk:lawyer" in check({"text": "My lawyer is reading this."}, POLICY).output["flags"]
+
+
+def test_rule_extractor_finds_the_grand_total_not_the_subtotal() -> None:
+    extract = expert_for(JobKind.DOCUMENT, "rule_extractor").rule
+    assert extract is not None
+    text = "ACME\nDate: 2026-03-14\nSubtotal 100.00\nTax 8.00\nTotal amount due 1,108.00"
+    assert extract({"text": text}, POLICY).output["fields"] == {"date": "2026-03-14", "total": "1108.00"}
+
+
+def test_model_expert_parses_json_and_refuses_what_is_not() -> None:
+    drafter = expert_for(JobKind.SUPPORT, "drafter")
+    assert drafter.parse is not None
+    assert drafter.parse('{"reply": "hi", "confidence": 0.8}').confidence == 0.8
+    for bad in ("no json here", '{"reply": "hi"}', '{"reply": "hi", "confidence": 3}', "{oops}"):
+        with pytest.raises(UnparseableOutput):
+            drafter.parse(bad)
+
+
+def test_fake_rules_answer_each_expert_prompt_in_a_parseable_way() -> None:
+    payloads = {
+        ("drafter", JobKind.SUPPORT): {"text": "I cannot log in"},
+        ("extractor", JobKind.DOCUMENT): {"text": "ACME\nDate: 2026-01-02\nTotal 9.99"},
+        ("answerer", JobKind.PROMPT): {"prompt": "What is 1234 * 5678?"},
+    }
+    for (name, kind), payload in payloads.items():
+        expert = expert_for(kind, name)
+        assert expert.prompt is not None and expert.parse is not None
+        prompt = expert.prompt(payload)
+        strong = expert.parse(rules.answer(prompt.system, prompt.user, 0.97))
+        weak = expert.parse(rules.answer(prompt.system, prompt.user, 0.55))
+        assert strong.confidence >= weak.confidence
+    answer = expert_for(JobKind.PROMPT, "answerer")
+    assert answer.prompt is not None and answer.parse is not None
+    prompt = answer.prompt({"prompt": "What is 1234 * 5678?"})
+    assert answer.parse(rules.answer(prompt.system, prompt.user, 0.9)).output["answer"] == "7006652"
