@@ -19,6 +19,8 @@ service dependencies. Errors carry fields, not formatted strings.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TierflowError(Exception):
     """Root of every error tierflow raises on purpose.
@@ -34,7 +36,7 @@ class TierflowError(Exception):
         for name, value in fields.items():
             setattr(self, name, value)
 
-    def __reduce__(self) -> tuple[object, ...]:
+    def __reduce__(self) -> str | tuple[Any, ...]:
         fields = getattr(self, "_fields", None)
         if fields is None:
             return super().__reduce__()

@@ -83,16 +83,23 @@ def _risk(outcomes: dict[str, ExpertOutcome]) -> tuple[float, list[str]]:
     return float(check.output.get("risk", 0.0)), list(check.output.get("flags", []))
 
 
+def _judge_failure(
+    kind: JobKind, by_name: dict[str, ExpertOutcome], failed: list[str], tier: Tier, above: Tier | None
+) -> Verdict:
+    """Experts that errored: try the tier above, or fail with what did come back."""
+    reasons = (f"experts failed at {tier.value}: {', '.join(sorted(failed))}",)
+    if above is not None:
+        return Verdict(VerdictAction.ESCALATE, 0.0, None, reasons, above)
+    return Verdict(VerdictAction.FAIL, 0.0, _output(kind, by_name), reasons)
+
+
 def judge(kind: JobKind, outcomes: list[ExpertOutcome], tier: Tier, policy: Policy) -> Verdict:
     """Decide what happens to an attempt from its experts' outcomes."""
     by_name = {outcome.name: outcome for outcome in outcomes}
     above = next_tier(tier, policy.ladder)
     failed = [o.name for o in outcomes if o.error is not None]
     if failed:
-        reasons = (f"experts failed at {tier.value}: {', '.join(sorted(failed))}",)
-        if above is not None:
-            return Verdict(VerdictAction.ESCALATE, 0.0, None, reasons, above)
-        return Verdict(VerdictAction.FAIL, 0.0, _output(kind, by_name), reasons)
+        return _judge_failure(kind, by_name, failed, tier, above)
     confidences = [o.confidence for o in outcomes if o.uses_model and o.confidence is not None]
     quality = min(confidences) if confidences else 1.0
     reasons: list[str] = [f"model confidence {quality:.2f} at {tier.value}"]

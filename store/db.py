@@ -11,7 +11,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.dml import Insert
 
 from routing.errors import ServiceUnavailable
 
@@ -63,12 +62,12 @@ def check_database(engine: Engine) -> None:
         raise ServiceUnavailable("database", redact(str(engine.url)), reason) from None
 
 
-def insert_stmt(session: Session, table: Any, values: dict[str, Any] | Sequence[dict[str, Any]]) -> Insert:
-    """An INSERT for the session's dialect, ready for on_conflict_* clauses."""
+def insert_stmt(session: Session, table: Any, values: dict[str, Any] | Sequence[dict[str, Any]]) -> Any:
+    """An INSERT for the session's dialect (PostgreSQL or SQLite), ready for on_conflict_* clauses."""
     dialect = session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
     target = getattr(table, "__table__", table)
-    return module.insert(target).values(values)  # type: ignore[no-any-return]
+    return module.insert(target).values(values)
 
 
 def insert_ignore(

@@ -62,7 +62,7 @@ def store_batch(
         insert_ignore(session, Batch, {"id": batch_id, "source": source, "job_count": len(jobs)}, ["id"])
         rows = [_job_row(batch_id, job, stale_after) for job in fresh]
         insert_ignore(session, Job, rows, ["id"])
-        stored.new_job_ids = [row["id"] for row in rows]
+        stored.new_job_ids = [str(row["id"]) for row in rows]
     return stored
 
 

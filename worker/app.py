@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from routing.states import Tier
 from worker.settings import Settings
