@@ -14,7 +14,8 @@ service dependencies. Errors carry fields, not formatted strings.
         ├── ProviderTimeout
         ├── ProviderRateLimited
         ├── ProviderRejected
-        └── ProviderUnavailable
+        ├── ProviderUnavailable
+        └── TierUnavailable   no model of a tier can take the call; the router picks another tier
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class InputError(TierflowError):
     reason: str
 
     def __init__(self, source: str, line: int, field: str, reason: str) -> None:
-        super().__init__(f"{source}:{line}: {field}: {reason}")
+        where = f"{source}:{line}" if line else source  # line 0: the whole file
+        super().__init__(f"{where}: {field}: {reason}")
         self._keep(source=source, line=line, field=field, reason=reason)
 
 
@@ -130,3 +132,11 @@ class ProviderRejected(ProviderError):
 
 class ProviderUnavailable(ProviderError):
     """The model cannot take the call now: a 5xx, a dropped connection, a body that is no answer."""
+
+
+class TierUnavailable(ProviderError):
+    """Every model of a tier is out (breakers open, limits exhausted, calls failing).
+
+    `provider` is "tier" and `model` the tier's name. Never retried by the call
+    retry policy: the router chooses another tier instead.
+    """

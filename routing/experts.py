@@ -7,15 +7,45 @@ makes the calls and stores what comes back.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from routing.analysis import RISK_MARKERS, job_text
 from routing.jobs import JobKind
 from routing.policy import Policy
+
+
+class ExpertAnswer(BaseModel):
+    """What every model expert answers: its output fields and its confidence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    confidence: float = Field(ge=0, le=1)
+
+
+class DraftReply(ExpertAnswer):
+    reply: str = Field(min_length=1)
+
+
+class DocumentFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    company: str | None
+    date: str | None
+    total: str | None
+    document_number: str | None
+
+
+class ExtractedFields(ExpertAnswer):
+    fields: DocumentFields
+
+
+class Answer(ExpertAnswer):
+    answer: str = Field(min_length=1)
 
 
 @dataclass(frozen=True)
@@ -23,6 +53,7 @@ class Prompt:
     task: str
     system: str
     user: str
+    schema: type[ExpertAnswer]
     max_tokens: int = 400
 
 
@@ -44,7 +75,7 @@ class ExpertOutcome:
 
 
 class UnparseableOutput(ValueError):
-    """The model's text is not the JSON object the expert asked for."""
+    """The model's text is not the JSON object its schema asks for."""
 
 
 @dataclass(frozen=True)
@@ -52,16 +83,32 @@ class Expert:
     name: str
     kind: JobKind
     prompt: Callable[[dict[str, Any]], Prompt] | None = None
-    parse: Callable[[str], ExpertOutput] | None = None
     rule: Callable[[dict[str, Any], Policy], ExpertOutput] | None = None
-    required_keys: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def uses_model(self) -> bool:
         return self.prompt is not None
 
 
-def _system(task: str, instruction: str, keys: str) -> str:
+def parse_answer(schema: type[ExpertAnswer], text: str) -> ExpertOutput:
+    """Validate a model's text against the expert's schema; UnparseableOutput says what is wrong."""
+    match = re.search(r"\{.*\}", text, re.DOTALL)
+    if match is None:
+        raise UnparseableOutput("no JSON object in the answer")
+    try:
+        answer = schema.model_validate_json(match.group(0))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or '<object>'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise UnparseableOutput(problems) from None
+    output = answer.model_dump(mode="json", exclude={"confidence"})
+    return ExpertOutput(output=output, confidence=answer.confidence)
+
+
+def _system(task: str, instruction: str, schema: type[ExpertAnswer]) -> str:
+    keys = ", ".join(f'"{name}"' for name in schema.model_fields)
     return (
         f"Task: {task}\n{instruction}\n"
         f"Answer with one JSON object with the keys {keys}; "
@@ -69,62 +116,35 @@ def _system(task: str, instruction: str, keys: str) -> str:
     )
 
 
-def _json_object(text: str, keys: tuple[str, ...]) -> dict[str, Any]:
-    match = re.search(r"\{.*\}", text, re.DOTALL)
-    if match is None:
-        raise UnparseableOutput("no JSON object in the model's answer")
-    try:
-        value = json.loads(match.group(0))
-    except json.JSONDecodeError as exc:
-        raise UnparseableOutput(f"invalid JSON: {exc.msg}") from exc
-    missing = [key for key in keys if key not in value]
-    if missing:
-        raise UnparseableOutput(f"missing keys: {', '.join(missing)}")
-    confidence = value.get("confidence")
-    if not isinstance(confidence, (int, float)) or not 0 <= confidence <= 1:
-        raise UnparseableOutput("confidence is not a number in [0, 1]")
-    return dict(value)
-
-
-def _parser(keys: tuple[str, ...]) -> Callable[[str], ExpertOutput]:
-    def parse(text: str) -> ExpertOutput:
-        value = _json_object(text, keys + ("confidence",))
-        confidence = float(value.pop("confidence"))
-        return ExpertOutput(output=value, confidence=confidence)
-
-    return parse
-
-
 def _draft_prompt(payload: dict[str, Any]) -> Prompt:
+    instruction = "Draft a reply to this customer support ticket: polite, specific, actionable."
     return Prompt(
         task="draft_reply",
-        system=_system(
-            "draft_reply",
-            "Draft a reply to this customer support ticket: polite, specific, actionable.",
-            '"reply", "confidence"',
-        ),
+        system=_system("draft_reply", instruction, DraftReply),
         user=job_text(JobKind.SUPPORT, payload),
+        schema=DraftReply,
     )
 
 
 def _extract_prompt(payload: dict[str, Any]) -> Prompt:
+    instruction = (
+        "Extract the fields company, date, total and document_number from this document; "
+        "use null for a field that is not present."
+    )
     return Prompt(
         task="extract_fields",
-        system=_system(
-            "extract_fields",
-            "Extract the fields company, date, total and document_number from this document; "
-            "use null for a field that is not present.",
-            '"fields", "confidence"',
-        ),
+        system=_system("extract_fields", instruction, ExtractedFields),
         user=str(payload["text"]),
+        schema=ExtractedFields,
     )
 
 
 def _answer_prompt(payload: dict[str, Any]) -> Prompt:
     return Prompt(
         task="answer",
-        system=_system("answer", "Answer the question concisely.", '"answer", "confidence"'),
+        system=_system("answer", "Answer the question concisely.", Answer),
         user=str(payload["prompt"]),
+        schema=Answer,
     )
 
 
@@ -166,11 +186,11 @@ def _rule_extract(payload: dict[str, Any], policy: Policy) -> ExpertOutput:
 EXPERTS: dict[tuple[JobKind, str], Expert] = {
     (expert.kind, expert.name): expert
     for expert in (
-        Expert("drafter", JobKind.SUPPORT, _draft_prompt, _parser(("reply",))),
+        Expert("drafter", JobKind.SUPPORT, _draft_prompt),
         Expert("policy_check", JobKind.SUPPORT, rule=_policy_check),
-        Expert("extractor", JobKind.DOCUMENT, _extract_prompt, _parser(("fields",))),
+        Expert("extractor", JobKind.DOCUMENT, _extract_prompt),
         Expert("rule_extractor", JobKind.DOCUMENT, rule=_rule_extract),
-        Expert("answerer", JobKind.PROMPT, _answer_prompt, _parser(("answer",))),
+        Expert("answerer", JobKind.PROMPT, _answer_prompt),
     )
 }
 

@@ -1,7 +1,9 @@
 """expert (queue `tier.<tier>`): one expert of an attempt; its result goes to the store.
 
 The task returns only a small marker: the aggregate reads the results from the
-store, so a redelivered expert cannot corrupt the chord.
+store, so a redelivered expert cannot corrupt the chord. Every model call the
+expert made (retries and fallbacks included) is recorded with its outcome, tokens,
+cost and latency.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from typing import Any
 
 from celery import shared_task
 
-from providers.base import CompletionRequest, ModelRef
-from routing.errors import ProviderError
-from routing.experts import Expert, UnparseableOutput, expert_for
+from providers.base import Completion, CompletionRequest, ModelRef
+from providers.structured import complete_structured
+from routing.errors import ProviderError, TierUnavailable
+from routing.experts import Expert, ExpertOutput, expert_for, parse_answer
 from routing.jobs import JobKind
 from store.db import transaction
 from store.lifecycle import JobView, has_expert_result, load_attempt, load_job, upsert_expert_result
@@ -41,7 +44,7 @@ def expert(self: Any, job_id: str, attempt: int, name: str) -> dict[str, Any]:
 
 
 def run_expert(runtime: Runtime, job: JobView, name: str, models: list[str]) -> dict[str, Any]:
-    """Run a rule expert, or call the tier's models in order until one answers usably."""
+    """Run a rule expert, or ask the tier's models with structured output."""
     definition = expert_for(JobKind(job.kind), name)
     if definition.rule is not None:
         started = time.perf_counter()
@@ -51,46 +54,97 @@ def run_expert(runtime: Runtime, job: JobView, name: str, models: list[str]) -> 
             "confidence": result.confidence,
             "error": None,
             "latency_s": time.perf_counter() - started,
+            "calls": [],
         }
-    return _call_models(runtime, job, definition, models)
+    return _ask_models(runtime, job, definition, models)
 
 
-def _call_models(runtime: Runtime, job: JobView, definition: Expert, models: list[str]) -> dict[str, Any]:
-    assert definition.prompt is not None and definition.parse is not None
+def _ask_models(runtime: Runtime, job: JobView, definition: Expert, models: list[str]) -> dict[str, Any]:
+    assert definition.prompt is not None
     prompt = definition.prompt(job.payload)
-    request = CompletionRequest(system=prompt.system, user=prompt.user, max_tokens=prompt.max_tokens)
-    errors: list[str] = []
-    spent = {"cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, "latency_s": 0.0}
+    request = CompletionRequest(
+        system=prompt.system,
+        user=prompt.user,
+        max_tokens=prompt.max_tokens,
+        json_schema=prompt.schema.model_json_schema(),
+    )
+    calls: list[dict[str, Any]] = []
+    try:
+        completion, answer = complete_structured(
+            lambda req: call_tier(runtime, models, req, calls),
+            request,
+            lambda text: parse_answer(prompt.schema, text),
+        )
+    except ProviderError as exc:
+        return {
+            "provider": None,
+            "model": None,
+            "output": None,
+            "confidence": None,
+            "error": str(exc),
+            **_spend(calls),
+        }
+    return _answered(completion, answer, calls)
+
+
+def _answered(completion: Completion, answer: ExpertOutput, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "provider": completion.provider,
+        "model": completion.model,
+        "output": answer.output,
+        "confidence": answer.confidence,
+        "error": None,
+        **_spend(calls),
+    }
+
+
+def _spend(calls: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "cost_usd": sum(c["cost_usd"] for c in calls),
+        "input_tokens": sum(c["input_tokens"] for c in calls),
+        "output_tokens": sum(c["output_tokens"] for c in calls),
+        "latency_s": sum(c["latency_s"] for c in calls),
+        "calls": calls,
+    }
+
+
+def call_tier(
+    runtime: Runtime, models: list[str], request: CompletionRequest, calls: list[dict[str, Any]]
+) -> Completion:
+    """The tier's models in order until one answers; every call is appended to `calls`."""
+    reasons = []
     for ref in models:
         model = ModelRef.parse(ref)
-        provider = runtime.providers.get(model.provider)
-        if provider is None:
-            errors.append(f"{ref}: provider not configured")
-            continue
+        provider = runtime.providers[model.provider]
+        started = time.perf_counter()
         try:
             completion = provider.complete(model.model, request)
         except ProviderError as exc:
-            errors.append(str(exc))
+            calls.append(_call(ref, type(exc).__name__, 0, 0, 0.0, time.perf_counter() - started))
+            reasons.append(f"{ref}: {exc.reason}")
             continue
-        spent = {k: spent[k] + getattr(completion, k) for k in spent}
-        try:
-            parsed = definition.parse(completion.text)
-        except UnparseableOutput as exc:
-            errors.append(f"{ref}: {exc}")
-            continue
-        return {
-            "provider": model.provider,
-            "model": model.model,
-            "output": parsed.output,
-            "confidence": parsed.confidence,
-            "error": None,
-            **spent,
-        }
+        calls.append(
+            _call(
+                ref,
+                "ok",
+                completion.input_tokens,
+                completion.output_tokens,
+                completion.cost_usd,
+                completion.latency_s,
+            )
+        )
+        return completion
+    raise TierUnavailable("tier", "+".join(models), "; ".join(reasons) or "no models")
+
+
+def _call(
+    ref: str, outcome: str, input_tokens: int, output_tokens: int, cost: float, latency: float
+) -> dict[str, Any]:
     return {
-        "provider": None,
-        "model": None,
-        "output": None,
-        "confidence": None,
-        "error": "; ".join(errors) or "no models",
-        **spent,
+        "model": ref,
+        "outcome": outcome,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cost_usd": cost,
+        "latency_s": round(latency, 6),
     }

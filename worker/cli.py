@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from routing.errors import InputError, TierflowError
 from store.db import check_database, transaction
 from store.reports import batch_exists, batch_results, batch_status, summarize
 from tasks.runtime import Runtime, runtime_for
-from tasks.submission import SubmitReport, submit_file
+from tasks.submission import SubmitReport, read_lines, submit_file
 from worker import render
 from worker.app import TierflowCelery, create_app
 from worker.cli_ops import ops, register, require_schema
@@ -158,7 +157,7 @@ def results(
 
 def _require_batch(session: Any, batch: str) -> None:
     if not batch_exists(session, batch):
-        raise InputError("<batch>", 0, "batch", f"no batch {batch!r}")
+        raise InputError("tierflow status/results", 0, "batch", f"no batch {batch!r}")
 
 
 @cli.command()
@@ -172,12 +171,9 @@ def demo(
     database.parent.mkdir(parents=True, exist_ok=True)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
-    sources = [Path(p) for p in (files or EXAMPLES)]
+    lines = [line for source in files or [Path(p) for p in EXAMPLES] for line in read_lines(source)]
     merged = database.parent / "demo-batch.jsonl"
-    with merged.open("w", encoding="utf-8") as sink:
-        for source in sources:
-            with source.open(encoding="utf-8") as part:
-                shutil.copyfileobj(part, sink)
+    merged.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     app, runtime = _boot(
         database_url=f"sqlite:///{database}",
         broker_url="memory://localhost/",

@@ -96,6 +96,7 @@ def upgrade() -> None:
         sa.Column("output_tokens", sa.Integer(), nullable=False),
         sa.Column("latency_s", sa.Float(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("calls", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_expert_results_job_id_jobs")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_expert_results")),

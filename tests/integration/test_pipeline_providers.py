@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from providers.pricing import DEFAULT_PRICES
+from providers.pricing import price_table
 from providers.server import Fault, FaultRule, ProviderServer
 from store.db import transaction
 from store.models import Attempt, ExpertResult, Result
@@ -18,7 +18,7 @@ from tests.integration.conftest import running_worker, wait_terminal, write_jobs
 
 TIERS = {
     "small": ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"],
-    "medium": ["anthropic:claude-sonnet-4-5"],
+    "medium": ["anthropic:claude-sonnet-4-6"],
     "large": ["openai:gpt-4o"],
 }
 JOBS = [
@@ -34,11 +34,11 @@ JOBS = [
 
 @pytest.fixture()
 def provider_server():  # type: ignore[no-untyped-def]
-    models = ["gpt-4o-mini", "gpt-4o", "claude-haiku-4-5", "claude-sonnet-4-5"]
+    models = ["gpt-4o-mini", "gpt-4o", "claude-haiku-4-5", "claude-sonnet-4-6"]
     with ProviderServer(
         port=0,
         models=models,
-        strengths={"gpt-4o-mini": 0.55, "claude-haiku-4-5": 0.55, "claude-sonnet-4-5": 0.8, "gpt-4o": 0.97},
+        strengths={"gpt-4o-mini": 0.55, "claude-haiku-4-5": 0.55, "claude-sonnet-4-6": 0.8, "gpt-4o": 0.97},
     ) as server:
         yield server
 
@@ -50,6 +50,7 @@ def _settings(server: ProviderServer) -> dict[str, object]:
         "anthropic_base_url": server.anthropic_base_url,
         "openai_api_key": "sk-test-not-a-secret",
         "anthropic_api_key": "sk-ant-test-not-a-secret",
+        "prices": {"anthropic:claude-sonnet-4-6": (3.0, 15.0)},
     }
 
 
@@ -63,8 +64,9 @@ def test_jobs_are_answered_through_the_sdks_with_costs_from_usage(make_app, tmp_
         results = session.execute(select(Result)).scalars().all()
     assert len(results) == len(JOBS)
     assert {(c.provider, c.model) for c in calls} >= {("openai", "gpt-4o-mini")}
+    prices = price_table({"anthropic:claude-sonnet-4-6": (3.0, 15.0)})
     for call in calls:
-        price = DEFAULT_PRICES[f"{call.provider}:{call.model}"]
+        price = prices[f"{call.provider}:{call.model}"]
         assert call.input_tokens > 0 and call.output_tokens > 0
         assert call.cost_usd == pytest.approx(price.cost(call.input_tokens, call.output_tokens))
     answered = {r.job_id: r.output for r in results}
@@ -86,3 +88,63 @@ def test_a_failing_first_model_falls_back_to_the_next_model_of_the_tier(make_app
         attempt = session.execute(select(Attempt).where(Attempt.number == 1)).scalar_one()
     assert (drafter.provider, drafter.model, drafter.error) == ("anthropic", "claude-haiku-4-5", None)
     assert attempt.tier == "small" and attempt.verdict == "accept"
+
+
+def _replay(path, answers: dict[str, str], model: str = "gpt-4o-mini"):  # type: ignore[no-untyped-def]
+    import json
+
+    lines = [
+        json.dumps({"id": f"r{i}", "prompt": prompt, "outcomes": {model: {"correct": False, "response": text}}})
+        for i, (prompt, text) in enumerate(answers.items())
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+PROMPT_JOB = {"id": "st-1", "kind": "prompt", "payload": {"prompt": "What is 12 * 12?"}}
+NOT_JSON = "It is one hundred and forty-four."
+
+
+def _structured_server(replay):  # type: ignore[no-untyped-def]
+    return ProviderServer(port=0, replay_paths=[replay], models=["gpt-4o-mini", "gpt-4o"],
+                          strengths={"gpt-4o-mini": 0.9, "gpt-4o": 0.97})
+
+
+def test_output_that_does_not_validate_is_retried_once_with_the_error(make_app, tmp_path):
+    replay = _replay(tmp_path / "replay.jsonl", {"What is 12 * 12?": NOT_JSON})
+    with _structured_server(replay) as server:
+        app, runtime = make_app(tiers={"small": ["openai:gpt-4o-mini"], "medium": ["openai:gpt-4o"],
+                                       "large": ["openai:gpt-4o"]},
+                                openai_base_url=server.openai_base_url, openai_api_key="sk-test")
+        with running_worker(app):
+            report = submit_file(app, runtime, write_jobs(tmp_path / "jobs.jsonl", [PROMPT_JOB]))
+            wait_terminal(runtime, report.batch_id)
+    with transaction(runtime.sessions) as session:
+        answerer = session.execute(select(ExpertResult)).scalar_one()
+        result = session.execute(select(Result)).scalar_one()
+    assert [c["outcome"] for c in answerer.calls] == ["ok", "ok"], "first answer invalid, retry valid"
+    assert answerer.cost_usd == pytest.approx(sum(c["cost_usd"] for c in answerer.calls))
+    assert (result.tier, result.output) == ("small", {"answer": "144"})
+
+
+def test_output_invalid_twice_is_rejected_and_the_job_escalates(make_app, tmp_path):
+    from providers.structured import retry_prompt
+    from routing.experts import Answer, UnparseableOutput, parse_answer
+
+    with pytest.raises(UnparseableOutput) as problem:
+        parse_answer(Answer, NOT_JSON)
+    retry = retry_prompt("What is 12 * 12?", str(problem.value))
+    replay = _replay(tmp_path / "replay.jsonl", {"What is 12 * 12?": NOT_JSON, retry: NOT_JSON})
+    with _structured_server(replay) as server:
+        app, runtime = make_app(tiers={"small": ["openai:gpt-4o-mini"], "medium": ["openai:gpt-4o"],
+                                       "large": ["openai:gpt-4o"]},
+                                openai_base_url=server.openai_base_url, openai_api_key="sk-test")
+        with running_worker(app):
+            report = submit_file(app, runtime, write_jobs(tmp_path / "jobs.jsonl", [PROMPT_JOB]))
+            wait_terminal(runtime, report.batch_id)
+    with transaction(runtime.sessions) as session:
+        first = session.execute(select(ExpertResult).where(ExpertResult.attempt == 1)).scalar_one()
+        result = session.execute(select(Result)).scalar_one()
+    assert first.output is None and "did not validate after one retry" in first.error
+    assert len(first.calls) == 2 and first.cost_usd > 0, "the rejected calls are still paid for"
+    assert (result.tier, result.output) == ("medium", {"answer": "144"})

@@ -7,7 +7,7 @@ import pytest
 from providers import rules
 from routing.analysis import analyze_rules
 from routing.decision import choose_tier, decide
-from routing.experts import ExpertOutcome, UnparseableOutput, expert_for
+from routing.experts import DraftReply, ExpertOutcome, UnparseableOutput, expert_for, parse_answer
 from routing.jobs import JobKind
 from routing.policy import Policy
 from routing.states import Tier
@@ -114,16 +114,23 @@ def test_rule_extractor_finds_the_grand_total_not_the_subtotal() -> None:
     assert extract({"text": text}, POLICY).output["fields"] == {"date": "2026-03-14", "total": "1108.00"}
 
 
-def test_model_expert_parses_json_and_refuses_what_is_not() -> None:
-    drafter = expert_for(JobKind.SUPPORT, "drafter")
-    assert drafter.parse is not None
-    assert drafter.parse('{"reply": "hi", "confidence": 0.8}').confidence == 0.8
-    for bad in ("no json here", '{"reply": "hi"}', '{"reply": "hi", "confidence": 3}', "{oops}"):
-        with pytest.raises(UnparseableOutput):
-            drafter.parse(bad)
+def test_model_answers_are_validated_against_the_expert_schema() -> None:
+    parsed = parse_answer(DraftReply, 'Sure: {"reply": "hi", "confidence": 0.8}')
+    assert parsed.confidence == 0.8 and parsed.output == {"reply": "hi"}
+    bad = {
+        "no json here": "no JSON object",
+        '{"reply": "hi"}': "confidence: Field required",
+        '{"reply": "hi", "confidence": 3}': "confidence: Input should be less than or equal to 1",
+        '{"reply": "", "confidence": 0.5}': "reply: String should have at least 1 character",
+        '{"reply": "hi", "confidence": 0.5, "extra": 1}': "extra: Extra inputs",
+        "{oops}": "Invalid JSON",
+    }
+    for text, problem in bad.items():
+        with pytest.raises(UnparseableOutput, match=problem):
+            parse_answer(DraftReply, text)
 
 
-def test_fake_rules_answer_each_expert_prompt_in_a_parseable_way() -> None:
+def test_fake_rules_answer_each_expert_prompt_in_a_valid_shape() -> None:
     payloads = {
         ("drafter", JobKind.SUPPORT): {"text": "I cannot log in"},
         ("extractor", JobKind.DOCUMENT): {"text": "ACME\nDate: 2026-01-02\nTotal 9.99"},
@@ -131,12 +138,15 @@ def test_fake_rules_answer_each_expert_prompt_in_a_parseable_way() -> None:
     }
     for (name, kind), payload in payloads.items():
         expert = expert_for(kind, name)
-        assert expert.prompt is not None and expert.parse is not None
+        assert expert.prompt is not None
         prompt = expert.prompt(payload)
-        strong = expert.parse(rules.answer(prompt.system, prompt.user, 0.97))
-        weak = expert.parse(rules.answer(prompt.system, prompt.user, 0.55))
+        strong = parse_answer(prompt.schema, rules.answer(prompt.system, prompt.user, 0.97))
+        weak = parse_answer(prompt.schema, rules.answer(prompt.system, prompt.user, 0.55))
         assert strong.confidence >= weak.confidence
     answer = expert_for(JobKind.PROMPT, "answerer")
-    assert answer.prompt is not None and answer.parse is not None
+    assert answer.prompt is not None
     prompt = answer.prompt({"prompt": "What is 1234 * 5678?"})
-    assert answer.parse(rules.answer(prompt.system, prompt.user, 0.9)).output["answer"] == "7006652"
+    assert (
+        parse_answer(prompt.schema, rules.answer(prompt.system, prompt.user, 0.9)).output["answer"]
+        == "7006652"
+    )
