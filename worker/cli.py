@@ -20,9 +20,9 @@ from rich.console import Console
 
 from routing.errors import InputError, TierflowError
 from store.db import check_database, transaction
-from store.reports import batch_exists, batch_results, batch_status, summarize
+from store.reports import batch_exists, batch_results, batch_status
 from tasks.runtime import Runtime, runtime_for
-from tasks.submission import SubmitReport, read_lines, submit_file
+from tasks.submission import SubmitReport, submit_file
 from worker import render
 from worker.app import TierflowCelery, create_app
 from worker.cli_ops import ops, register, require_schema
@@ -39,8 +39,6 @@ register(cli)
 # soft_wrap: a FILE:LINE: field: reason line must stay one line, whatever the terminal width.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-
-EXAMPLES = ("examples/support.jsonl", "examples/documents.jsonl", "examples/prompts.jsonl")
 
 
 class Format(str, Enum):
@@ -168,28 +166,13 @@ def demo(
     ),
 ) -> None:
     """Run the example batches through the whole pipeline in embedded mode and summarise."""
-    database.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{database}{suffix}").unlink(missing_ok=True)
-    lines = [line for source in files or [Path(p) for p in EXAMPLES] for line in read_lines(source)]
-    merged = database.parent / "demo-batch.jsonl"
-    merged.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    app, runtime = _boot(
-        database_url=f"sqlite:///{database}",
-        broker_url="memory://localhost/",
-        result_backend="cache+memory://",
-    )
-    started = time.perf_counter()
-    with _worker_if_embedded(app, runtime):
-        report = submit_file(app, runtime, merged)
-        _print_submit(report, as_json=False)
-        if report.batch_id is None:
-            raise typer.Exit(2)
-        wait_for_batch(runtime, report.batch_id, 600)
-    elapsed = time.perf_counter() - started
-    with transaction(runtime.sessions) as session:
-        rows = batch_results(session, report.batch_id)
-    out.print(render.summary_table(summarize(rows), elapsed))
+    from worker.demo import run_demo
+
+    report, summary, elapsed = run_demo(database, files)
+    _print_submit(report, as_json=False)
+    if report.batch_id is None:
+        raise typer.Exit(2)
+    out.print(render.summary_table(summary, elapsed))
 
 
 def main() -> None:

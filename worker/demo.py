@@ -1,0 +1,71 @@
+"""`tierflow demo`: the example batches through the whole pipeline, in embedded mode.
+
+No API keys and no servers: the tiers' OpenAI and Anthropic models are served by
+the local provider server on loopback, called through the official SDKs.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from providers.server import ProviderServer
+from store.db import transaction
+from store.reports import batch_results, summarize
+from tasks.submission import SubmitReport, read_lines, submit_file
+from worker.app import create_app
+from worker.settings import load_settings
+
+EXAMPLES = ("examples/support.jsonl", "examples/documents.jsonl", "examples/prompts.jsonl")
+
+# Model names with public list prices (providers/pricing.py); the provider server plays them
+# with the strengths of a small, a medium and a large model.
+DEMO_TIERS = {
+    "small": ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"],
+    "medium": ["openai:gpt-4o"],
+    "large": ["anthropic:claude-sonnet-4-5"],
+}
+DEMO_STRENGTHS = {"gpt-4o-mini": 0.55, "claude-haiku-4-5": 0.55, "gpt-4o": 0.8, "claude-sonnet-4-5": 0.97}
+
+
+def prepare(database: Path, files: list[Path] | None) -> Path:
+    """A fresh demo database and one JSONL file with every example job."""
+    database.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    lines = [line for source in files or [Path(p) for p in EXAMPLES] for line in read_lines(source)]
+    merged = database.parent / "demo-batch.jsonl"
+    merged.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return merged
+
+
+def run_demo(
+    database: Path, files: list[Path] | None, timeout_s: float = 600.0
+) -> tuple[SubmitReport, dict, float]:
+    """Run the batch end to end; return the submission report, the summary and the seconds it took."""
+    from tasks.runtime import runtime_for
+    from worker.cli import wait_for_batch
+    from worker.embedded import embedded_worker
+
+    batch = prepare(database, files)
+    with ProviderServer(port=0, models=list(DEMO_STRENGTHS), strengths=DEMO_STRENGTHS) as server:
+        settings = load_settings(
+            database_url=f"sqlite:///{database}",
+            broker_url="memory://localhost/",
+            result_backend="cache+memory://",
+            tiers=DEMO_TIERS,
+            openai_base_url=server.openai_base_url,
+            anthropic_base_url=server.anthropic_base_url,
+        )
+        app = create_app(settings)
+        runtime = runtime_for(app)
+        started = time.perf_counter()
+        with embedded_worker(app, runtime):
+            report = submit_file(app, runtime, batch)
+            if report.batch_id is None:
+                return report, {}, 0.0
+            wait_for_batch(runtime, report.batch_id, timeout_s)
+        elapsed = time.perf_counter() - started
+    with transaction(runtime.sessions) as session:
+        rows = batch_results(session, report.batch_id)
+    return report, summarize(rows), elapsed
