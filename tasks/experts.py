@@ -14,9 +14,9 @@ from typing import Any
 
 from celery import shared_task
 
-from providers.base import Completion, CompletionRequest, ModelRef
+from providers.base import Completion, CompletionRequest
 from providers.structured import complete_structured
-from routing.errors import ProviderError, TierUnavailable
+from routing.errors import ProviderError, ProviderRateLimited
 from routing.experts import Expert, ExpertOutput, expert_for, parse_answer
 from routing.jobs import JobKind
 from store.db import transaction
@@ -26,7 +26,12 @@ from tasks.runtime import Runtime, runtime_for
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="tierflow.expert", bind=True)
+# A tier at its rate limit is retried later, at most RATE_LIMIT_RETRIES times; after that the
+# chord fails and the attempt is judged as failed (escalation to the next tier).
+RATE_LIMIT_RETRIES = 20
+
+
+@shared_task(name="tierflow.expert", bind=True, max_retries=RATE_LIMIT_RETRIES)
 def expert(self: Any, job_id: str, attempt: int, name: str) -> dict[str, Any]:
     runtime = runtime_for(self.app)
     with transaction(runtime.sessions) as session:
@@ -36,7 +41,11 @@ def expert(self: Any, job_id: str, attempt: int, name: str) -> dict[str, Any]:
         current = load_attempt(session, job_id, attempt)
     if job is None or current is None:
         return {"expert": name, "ok": False, "reused": False}
-    row = run_expert(runtime, job, name, current.decision["models"])
+    try:
+        row = run_expert(runtime, job, name, current.decision["models"])
+    except TierRateLimited as exc:
+        # The whole tier is at its cluster-wide limit: come back later instead of holding a slot.
+        raise self.retry(exc=exc.error, countdown=exc.error.retry_after or 1.0) from None
     row.update(job_id=job_id, attempt=attempt, expert=name)
     with transaction(runtime.sessions) as session:
         upsert_expert_result(session, row)
@@ -66,6 +75,7 @@ def _ask_models(runtime: Runtime, job: JobView, definition: Expert, models: list
         system=prompt.system,
         user=prompt.user,
         max_tokens=prompt.max_tokens,
+        timeout_s=runtime.settings.call_timeout_s,
         json_schema=prompt.schema.model_json_schema(),
     )
     calls: list[dict[str, Any]] = []
@@ -75,16 +85,32 @@ def _ask_models(runtime: Runtime, job: JobView, definition: Expert, models: list
             request,
             lambda text: parse_answer(prompt.schema, text),
         )
+    except ProviderRateLimited as exc:
+        if exc.provider == "tier":
+            raise TierRateLimited(exc) from None
+        return _failed(exc, calls)
     except ProviderError as exc:
-        return {
-            "provider": None,
-            "model": None,
-            "output": None,
-            "confidence": None,
-            "error": str(exc),
-            **_spend(calls),
-        }
+        return _failed(exc, calls)
     return _answered(completion, answer, calls)
+
+
+class TierRateLimited(Exception):
+    """Every model of the tier is at its rate limit; carries the provider error and its wait."""
+
+    def __init__(self, error: ProviderRateLimited) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _failed(exc: ProviderError, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "provider": None,
+        "model": None,
+        "output": None,
+        "confidence": None,
+        "error": str(exc),
+        **_spend(calls),
+    }
 
 
 def _answered(completion: Completion, answer: ExpertOutput, calls: list[dict[str, Any]]) -> dict[str, Any]:
@@ -111,40 +137,7 @@ def _spend(calls: list[dict[str, Any]]) -> dict[str, Any]:
 def call_tier(
     runtime: Runtime, models: list[str], request: CompletionRequest, calls: list[dict[str, Any]]
 ) -> Completion:
-    """The tier's models in order until one answers; every call is appended to `calls`."""
-    reasons = []
-    for ref in models:
-        model = ModelRef.parse(ref)
-        provider = runtime.providers[model.provider]
-        started = time.perf_counter()
-        try:
-            completion = provider.complete(model.model, request)
-        except ProviderError as exc:
-            calls.append(_call(ref, type(exc).__name__, 0, 0, 0.0, time.perf_counter() - started))
-            reasons.append(f"{ref}: {exc.reason}")
-            continue
-        calls.append(
-            _call(
-                ref,
-                "ok",
-                completion.input_tokens,
-                completion.output_tokens,
-                completion.cost_usd,
-                completion.latency_s,
-            )
-        )
-        return completion
-    raise TierUnavailable("tier", "+".join(models), "; ".join(reasons) or "no models")
-
-
-def _call(
-    ref: str, outcome: str, input_tokens: int, output_tokens: int, cost: float, latency: float
-) -> dict[str, Any]:
-    return {
-        "model": ref,
-        "outcome": outcome,
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "cost_usd": cost,
-        "latency_s": round(latency, 6),
-    }
+    """The tier's models in order, through breakers, rate limits and retries; calls go to `calls`."""
+    return runtime.tier_caller.complete(
+        models, request, on_call=lambda record: calls.append(record.as_dict())
+    )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import redis
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from providers.base import ModelRef, Provider
 from providers.fake import FakeProvider
 from providers.pricing import Price, price_table
+from providers.resilience.breaker import Breakers
+from providers.resilience.ratelimit import RateLimits
+from providers.resilience.tier import TierCaller
+from providers.retry import RetryPolicy
 from routing.errors import ConfigError
 from routing.policy import Policy
 from routing.states import Tier
@@ -32,6 +37,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     providers: dict[str, Provider]
+    tier_caller: TierCaller
     _policy: Policy | None = None
     _policy_loaded_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -86,9 +92,28 @@ def _sdk_provider(name: str, settings: Settings, prices: dict[str, Price]) -> Pr
     return AnthropicProvider(api_key=api_key, prices=prices, base_url=base_url)
 
 
+def build_tier_caller(settings: Settings, providers: dict[str, Provider]) -> TierCaller:
+    """Retries per call everywhere; breakers and rate limits shared through Redis when there is one."""
+    retry = RetryPolicy(
+        max_attempts=settings.retry_max_attempts,
+        base_delay_s=settings.retry_base_delay_s,
+        max_delay_s=settings.retry_max_delay_s,
+        max_retry_after_s=settings.retry_max_retry_after_s,
+    )
+    url = settings.resilience_redis
+    if url is None:
+        return TierCaller(providers, None, None, retry)
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    breakers = Breakers(client, settings.breaker)
+    limits = RateLimits(client, settings.rate_limits, default=settings.rate_limit_default)
+    return TierCaller(providers, breakers, limits, retry)
+
+
 def build_runtime(settings: Settings) -> Runtime:
-    engine = make_engine(settings.database_url, max_overflow=max(20, settings.embedded_concurrency * 2))
-    return Runtime(settings, engine, make_sessions(engine), build_providers(settings))
+    pool = max(settings.db_pool_size, settings.embedded_concurrency if settings.embedded else 0)
+    engine = make_engine(settings.database_url, pool_size=pool, max_overflow=pool)
+    providers = build_providers(settings)
+    return Runtime(settings, engine, make_sessions(engine), providers, build_tier_caller(settings, providers))
 
 
 _runtimes: dict[tuple[int, int], Runtime] = {}

@@ -123,7 +123,9 @@ def register(cli: typer.Typer) -> None:
         hostname: Annotated[str | None, typer.Option(help="Node name")] = None,
     ) -> None:
         """Run a Celery worker on the given queues (wraps `celery worker`)."""
-        settings = load_settings()
+        # Each worker slot may hold a database connection: the pool keeps that many open.
+        slots = max(concurrency or 0, int(autoscale.split(",")[0]) if autoscale else 0)
+        settings = load_settings(**({"db_pool_size": slots} if slots else {}))
         if settings.embedded:
             raise ConfigError(
                 "TIERFLOW_BROKER_URL", "a separate worker needs a broker server (redis:// or amqp://)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from providers.server import ProviderServer
 from store.db import transaction
@@ -41,7 +42,7 @@ def prepare(database: Path, files: list[Path] | None) -> Path:
 
 def run_demo(
     database: Path, files: list[Path] | None, timeout_s: float = 600.0
-) -> tuple[SubmitReport, dict, float]:
+) -> tuple[SubmitReport, dict[str, Any], float]:
     """Run the batch end to end; return the submission report, the summary and the seconds it took."""
     from tasks.runtime import runtime_for
     from worker.cli import wait_for_batch

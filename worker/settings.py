@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from providers.resilience.config import BreakerConfig, RateLimit
 from routing.errors import ConfigError
 from routing.policy import DEFAULT_TIER_MODELS
 from routing.states import Tier
@@ -35,6 +36,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIERFLOW_", extra="forbid", frozen=True)
 
     database_url: str = "sqlite:///tierflow.db"
+    # Connections a process keeps open; `tierflow worker` raises it to its concurrency.
+    db_pool_size: int = Field(default=10, gt=0)
     broker_url: str = EMBEDDED_BROKER
     result_backend: str = EMBEDDED_BACKEND
 
@@ -60,6 +63,17 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
 
+    # Resilience: breakers and rate limits shared through Redis, retries per call
+    resilience_redis_url: str | None = None  # default: the broker, when it is Redis
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    rate_limits: dict[str, RateLimit] = Field(default_factory=dict)
+    rate_limit_default: RateLimit = Field(default_factory=RateLimit)
+    retry_max_attempts: int = Field(default=3, ge=1)
+    retry_base_delay_s: float = Field(default=0.5, ge=0)
+    retry_max_delay_s: float = Field(default=20.0, ge=0)
+    retry_max_retry_after_s: float = Field(default=60.0, ge=0)
+    call_timeout_s: float = Field(default=60.0, gt=0)
+
     # Embedded mode
     embedded_concurrency: int = Field(default=8, gt=0)
     log_level: str = "WARNING"
@@ -77,6 +91,13 @@ class Settings(BaseSettings):
                 if ":" not in ref:
                     raise ValueError(f"model {ref!r} of tier {tier.value} is not provider:model")
         return value
+
+    @property
+    def resilience_redis(self) -> str | None:
+        """Where breakers and rate limits live: None in a single process without Redis."""
+        if self.resilience_redis_url:
+            return self.resilience_redis_url
+        return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
 
     @property
     def embedded(self) -> bool:

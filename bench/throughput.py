@@ -1,0 +1,238 @@
+"""Throughput and per-job latency of tierflow against bare Celery, side by side in one run.
+
+    python bench/throughput.py [--jobs 300] [--repeats 1] [--concurrency 8] [--json]
+
+One fresh PostgreSQL database for the run (dropped at the end, always) and one Redis
+database number (flushed before each arm). Per arm and repeat: start the workers as
+subprocesses, wait until each answers a ping, run a few warm-up jobs, then time a batch
+of N jobs from submit to the last terminal write; stop the workers. Arms interleave
+(A B A B ...) and each figure is the median over the repeats. The fake models answer
+at once (TIERFLOW_FAKE_LATENCY_SCALE=0), so what is measured is orchestration.
+
+Loopback only; bounded by --timeout, after which everything is torn down and the
+benchmark exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import celery  # noqa: E402
+import psycopg  # noqa: E402
+import redis  # noqa: E402
+
+from bench.arms import ArmResult, BenchConfig, run_bare, run_tierflow, tierflow_db_upgrade  # noqa: E402
+from bench.services import WorkerFailed, clean_up_everything, flush_redis, fresh_database  # noqa: E402
+from bench.workload import load_examples  # noqa: E402
+
+ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/12"
+
+
+class BenchTimeout(BaseException):
+    """The global time limit passed. A BaseException, so that no library's `except Exception` eats it."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--jobs", type=int, default=300, help="jobs per timed batch (default 300)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each arm, interleaved (default 1)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed jobs before each batch (default 20)")
+    parser.add_argument("--concurrency", type=int, default=8, help="slots of every worker (default 8)")
+    parser.add_argument("--loglevel", default="WARNING", help="workers' log level (default WARNING)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="global limit in seconds (default 300)")
+    parser.add_argument("--admin-url", default=ADMIN_URL, help="PostgreSQL database to create the run's in")
+    parser.add_argument("--redis-url", default=REDIS_URL, help="Redis database for both arms (flushed)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    args = parser.parse_args(argv)
+    for name in ("jobs", "repeats", "concurrency"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.warmup < 0 or args.timeout <= 0:
+        parser.error("--warmup must be >= 0 and --timeout > 0")
+    return args
+
+
+def percentile(values: list[float], share: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(share * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def summarize(runs: list[ArmResult]) -> dict[str, Any]:
+    """The median over the repeats of one arm."""
+    return {
+        "arm": runs[0].arm,
+        "jobs": runs[0].jobs,
+        "repeats": len(runs),
+        "seconds": statistics.median(run.seconds for run in runs),
+        "submit_s": statistics.median(run.submit_s for run in runs),
+        "jobs_per_s": statistics.median(run.jobs_per_s for run in runs),
+        "p50_s": statistics.median(percentile(run.latencies, 0.50) for run in runs),
+        "p95_s": statistics.median(percentile(run.latencies, 0.95) for run in runs),
+        "runs_s": [round(run.seconds, 3) for run in runs],
+        "usage": {key: statistics.median(run.usage[key] for run in runs) for key in runs[0].usage},
+        "detail": runs[-1].detail,
+    }
+
+
+def compare(results: dict[str, list[ArmResult]]) -> dict[str, Any]:
+    """tierflow over bare: of the medians, and the median of each repeat's A/B pair (noise cancels)."""
+    tierflow, bare = summarize(results["tierflow"]), summarize(results["bare"])
+    paired = [a.jobs_per_s / b.jobs_per_s for a, b in zip(results["tierflow"], results["bare"], strict=True)]
+    return {
+        "jobs_per_s_ratio": tierflow["jobs_per_s"] / bare["jobs_per_s"],
+        "jobs_per_s_ratio_paired": statistics.median(paired),
+        "paired_ratios": [round(ratio, 3) for ratio in paired],
+        "overhead_ms_per_job": (tierflow["seconds"] - bare["seconds"]) / tierflow["jobs"] * 1000,
+        "p50_ratio": tierflow["p50_s"] / bare["p50_s"],
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "celery": celery.__version__,
+        "platform": platform.platform(terse=True),
+    }
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Both arms, interleaved, in one fresh database; the figures as one dict."""
+    examples = load_examples(ROOT / "examples")
+    results: dict[str, list[ArmResult]] = {"tierflow": [], "bare": []}
+    with fresh_database(args.admin_url) as database_url:
+        config = BenchConfig(
+            root=ROOT,
+            workdir=workdir,
+            admin_url=args.admin_url,
+            database_url=database_url,
+            redis_url=args.redis_url,
+            concurrency=args.concurrency,
+            loglevel=args.loglevel,
+            warmup=args.warmup,
+        )
+        tierflow_db_upgrade(config)
+        for repeat in range(args.repeats):
+            for arm, runner in (("tierflow", run_tierflow), ("bare", run_bare)):
+                log(args, f"repeat {repeat + 1}/{args.repeats}: {arm} ...")
+                result = runner(config, examples, args.jobs, f"{arm[0]}{repeat}")
+                log(args, f"  {result.jobs} jobs in {result.seconds:.2f}s ({result.jobs_per_s:.1f} jobs/s)")
+                results[arm].append(result)
+    flush_redis(args.redis_url)  # leave the Redis database as empty as we found it
+    return {
+        "machine": machine(),
+        "settings": {k: getattr(args, k) for k in ("jobs", "repeats", "warmup", "concurrency", "loglevel")},
+        "arms": [summarize(results["tierflow"]), summarize(results["bare"])],
+        "comparison": compare(results),
+    }
+
+
+def log(args: argparse.Namespace, message: str) -> None:
+    print(message, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+
+def print_report(figures: dict[str, Any]) -> None:
+    m, s = figures["machine"], figures["settings"]
+    print(f"\nmachine: {m['cpus']} CPUs, Python {m['python']}, Celery {m['celery']}, {m['platform']}")
+    print(
+        f"workload: {s['jobs']} jobs per batch, median of {s['repeats']} run(s) per arm, "
+        f"{s['warmup']} warm-up jobs, concurrency {s['concurrency']} per worker, log level {s['loglevel']}"
+    )
+    header = f"{'arm':<10}{'jobs':>6}{'seconds':>10}{'submit s':>10}{'jobs/s':>9}{'p50 s':>9}{'p95 s':>9}"
+    print("\n" + header + "\n" + "-" * len(header))
+    for arm in figures["arms"]:
+        print(
+            f"{arm['arm']:<10}{arm['jobs']:>6}{arm['seconds']:>10.2f}{arm['submit_s']:>10.3f}"
+            f"{arm['jobs_per_s']:>9.1f}{arm['p50_s']:>9.3f}{arm['p95_s']:>9.3f}"
+        )
+    c = figures["comparison"]
+    print(
+        f"\ntierflow/bare jobs/s: {c['jobs_per_s_ratio']:.3f} of the medians, "
+        f"{c['jobs_per_s_ratio_paired']:.3f} median of the paired runs {c['paired_ratios']}\n"
+        f"p50 latency ratio: {c['p50_ratio']:.2f}   overhead per job: {c['overhead_ms_per_job']:.1f} ms"
+    )
+    print_usage(figures["arms"])
+    for arm in figures["arms"]:
+        d = arm["detail"]
+        print(
+            f"{arm['arm']:<10}runs {arm['runs_s']} s; states {d['states']}; first tier {d['first_tier']}; "
+            f"{d['attempts'] / arm['jobs']:.2f} attempts and {d['experts'] / arm['jobs']:.2f} experts per job"
+        )
+        for error, count in d.get("errors", {}).items():
+            print(f"warning: {count} {arm['arm']} jobs failed with: {error}")
+
+
+USAGE_COLUMNS = (
+    ("worker_cpu_ms_per_job", "worker CPU ms"),
+    ("db_cpu_ms_per_job", "PG CPU ms"),
+    ("db_transactions_per_job", "PG xacts"),
+    ("db_rows_written_per_job", "PG rows written"),
+    ("db_connections_per_job", "PG connects"),
+)
+
+
+def print_usage(arms: list[dict[str, Any]]) -> None:
+    """Per job: what each arm's workers and its PostgreSQL backends spent."""
+    header = f"{'per job':<10}" + "".join(f"{title:>17}" for _, title in USAGE_COLUMNS)
+    print("\n" + header + "\n" + "-" * len(header))
+    for arm in arms:
+        print(f"{arm['arm']:<10}" + "".join(f"{arm['usage'][key]:>17.2f}" for key, _ in USAGE_COLUMNS))
+    print()
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise BenchTimeout
+
+
+def _on_terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGTERM, _on_terminate)
+    started = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, args.timeout)
+    try:
+        with tempfile.TemporaryDirectory(prefix="tierflow-bench-") as workdir:
+            figures = run(args, Path(workdir))
+    except BenchTimeout:
+        print(f"error: benchmark not finished after {args.timeout:.0f}s; torn down", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; torn down", file=sys.stderr)
+        return 130
+    except (WorkerFailed, RuntimeError, psycopg.OperationalError, redis.RedisError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        clean_up_everything()
+    figures["wall_s"] = round(time.monotonic() - started, 1)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print_report(figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
