@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from providers.server.answers import Answerer
 from providers.server.anthropic_wire import AnthropicWire
+from providers.server.embeddings import Embedder, embeddings_body, parse_embeddings
 from providers.server.faults import Fault, FaultPlan, FaultPlanSpec, FaultRule, LatencyPlan, LatencySpec
 from providers.server.openai_wire import OpenAIWire
 from providers.server.wire import ChatCall, ErrorKind, Wire, WireError, reply_to
@@ -78,6 +79,7 @@ class ServerState:
     api_key: str | None = None
     hang_s: float = 30.0
     stats: ServerStats = field(default_factory=ServerStats)
+    embedder: Embedder = field(default_factory=Embedder)
     stopping: threading.Event = field(default_factory=threading.Event)
 
 
@@ -187,10 +189,18 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
         self._send_json(200, wire.models_body(self.state.answerer.models()))
 
     def _embeddings(self) -> None:
-        self._read_body()
-        self.state.stats.record("embeddings", None, ErrorKind.NOT_IMPLEMENTED.value)
-        message = "Embeddings are not implemented by the tierflow local provider server yet."
-        self._send_error(OPENAI, WireError(ErrorKind.NOT_IMPLEMENTED, message))
+        request_id = uuid.uuid4().hex[:24]
+        try:
+            body = self._read_json()
+            self._check_key(OPENAI)
+            call = parse_embeddings(body)
+            vectors = self.state.embedder.embed(call.texts)  # the first call loads the model
+        except WireError as err:
+            self.state.stats.record("embeddings", None, err.kind.value)
+            self._send_error(OPENAI, err, request_id)
+            return
+        self.state.stats.record("embeddings", call.model, "embeddings")
+        self._send_json(200, embeddings_body(call, vectors), {OPENAI.request_id_header: request_id})
 
     def _check_key(self, wire: Wire) -> None:
         expected = self.state.api_key

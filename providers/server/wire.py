@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from providers.fake import count_tokens
-
-CHARS_PER_TOKEN = 4  # the inverse of providers.fake.count_tokens
+from providers.tokens import count_tokens, first_tokens
 
 
 class ErrorKind(StrEnum):
@@ -82,16 +80,17 @@ class Reply:
 
 
 def text_tokens(text: str) -> int:
-    """Tokens of a text as usage counts them; no text, no tokens."""
-    return count_tokens(text) if text else 0
+    """Tokens of a text as usage counts them: cl100k_base, a fair proxy for every served model."""
+    return count_tokens(text)
 
 
 def reply_to(call: ChatCall, text: str) -> Reply:
     """The reply to `call` with answer `text`, cut as a model stops at its max_tokens."""
     tokens = text_tokens(text)
     if call.max_tokens is not None and tokens > call.max_tokens:
-        cut = text[: call.max_tokens * CHARS_PER_TOKEN]
-        return Reply(cut, call.prompt_tokens, text_tokens(cut), truncated=True)
+        # a model that stops at max_tokens has generated exactly that many tokens
+        cut = first_tokens(text, call.max_tokens)
+        return Reply(cut, call.prompt_tokens, call.max_tokens, truncated=True)
     return Reply(text, call.prompt_tokens, tokens, truncated=False)
 
 

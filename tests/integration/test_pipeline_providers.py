@@ -94,7 +94,9 @@ def _replay(path, answers: dict[str, str], model: str = "gpt-4o-mini"):  # type:
     import json
 
     lines = [
-        json.dumps({"id": f"r{i}", "prompt": prompt, "outcomes": {model: {"correct": False, "response": text}}})
+        json.dumps(
+            {"id": f"r{i}", "prompt": prompt, "outcomes": {model: {"correct": False, "response": text}}}
+        )
         for i, (prompt, text) in enumerate(answers.items())
     ]
     path.write_text("\n".join(lines) + "\n")
@@ -106,16 +108,22 @@ NOT_JSON = "It is one hundred and forty-four."
 
 
 def _structured_server(replay):  # type: ignore[no-untyped-def]
-    return ProviderServer(port=0, replay_paths=[replay], models=["gpt-4o-mini", "gpt-4o"],
-                          strengths={"gpt-4o-mini": 0.9, "gpt-4o": 0.97})
+    return ProviderServer(
+        port=0,
+        replay_paths=[replay],
+        models=["gpt-4o-mini", "gpt-4o"],
+        strengths={"gpt-4o-mini": 0.9, "gpt-4o": 0.97},
+    )
 
 
 def test_output_that_does_not_validate_is_retried_once_with_the_error(make_app, tmp_path):
     replay = _replay(tmp_path / "replay.jsonl", {"What is 12 * 12?": NOT_JSON})
     with _structured_server(replay) as server:
-        app, runtime = make_app(tiers={"small": ["openai:gpt-4o-mini"], "medium": ["openai:gpt-4o"],
-                                       "large": ["openai:gpt-4o"]},
-                                openai_base_url=server.openai_base_url, openai_api_key="sk-test")
+        app, runtime = make_app(
+            tiers={"small": ["openai:gpt-4o-mini"], "medium": ["openai:gpt-4o"], "large": ["openai:gpt-4o"]},
+            openai_base_url=server.openai_base_url,
+            openai_api_key="sk-test",
+        )
         with running_worker(app):
             report = submit_file(app, runtime, write_jobs(tmp_path / "jobs.jsonl", [PROMPT_JOB]))
             wait_terminal(runtime, report.batch_id)
@@ -136,9 +144,11 @@ def test_output_invalid_twice_is_rejected_and_the_job_escalates(make_app, tmp_pa
     retry = retry_prompt("What is 12 * 12?", str(problem.value))
     replay = _replay(tmp_path / "replay.jsonl", {"What is 12 * 12?": NOT_JSON, retry: NOT_JSON})
     with _structured_server(replay) as server:
-        app, runtime = make_app(tiers={"small": ["openai:gpt-4o-mini"], "medium": ["openai:gpt-4o"],
-                                       "large": ["openai:gpt-4o"]},
-                                openai_base_url=server.openai_base_url, openai_api_key="sk-test")
+        app, runtime = make_app(
+            tiers={"small": ["openai:gpt-4o-mini"], "medium": ["openai:gpt-4o"], "large": ["openai:gpt-4o"]},
+            openai_base_url=server.openai_base_url,
+            openai_api_key="sk-test",
+        )
         with running_worker(app):
             report = submit_file(app, runtime, write_jobs(tmp_path / "jobs.jsonl", [PROMPT_JOB]))
             wait_terminal(runtime, report.batch_id)

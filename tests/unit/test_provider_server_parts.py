@@ -129,14 +129,16 @@ def test_default_strength_by_name() -> None:
 
 def test_reply_is_cut_at_max_tokens() -> None:
     call = ChatCall("m", "", "u", prompt_tokens=3, max_tokens=2)
-    reply = reply_to(call, "abcdefghijkl")
+    sentence = "The quick brown fox jumps over the lazy dog."  # 10 tokens in cl100k_base
+    reply = reply_to(call, sentence)
     assert (reply.text, reply.completion_tokens, reply.truncated, reply.total_tokens) == (
-        "abcdefgh",
+        "The quick",
         2,
         True,
         5,
     )
-    assert reply_to(ChatCall("m", "", "u", 3, None), "abcdefghijkl").truncated is False
+    whole = reply_to(ChatCall("m", "", "u", 3, None), sentence)
+    assert (whole.text, whole.completion_tokens, whole.truncated) == (sentence, 10, False)
 
 
 def test_openai_wire_reads_system_developer_and_last_user_message() -> None:
