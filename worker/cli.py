@@ -35,7 +35,8 @@ cli = typer.Typer(
     help="tierflow: route LLM jobs to model tiers.",
 )
 cli.add_typer(ops, name="db", help="Apply or revert the database migrations.")
-register(cli)
+# Command groups, one module each, registered here (append new ones below this line).
+register(cli)  # worker, beat, reconcile, provider-server
 # soft_wrap: a FILE:LINE: field: reason line must stay one line, whatever the terminal width.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
