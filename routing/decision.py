@@ -1,38 +1,55 @@
-"""From an analysis and a policy to a Decision: which tier, which experts, which models.
+"""From an analysis and a policy to a Decision: which tier, strategy, experts and models.
 
 Scoring is kept apart from deciding: `choose_tier` maps a number to a tier and
-nothing else.
+nothing else; `decide` applies the policy's caps, the constraints and the
+experiments, and records a reason for everything it did.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Any
 
 from routing.analysis import Analysis
+from routing.constraints import DecisionContext, attempt_cost, misfit, usable_models
+from routing.experiments import ExperimentMode, in_treatment
+from routing.experts import EXPERTS
 from routing.jobs import JobKind
 from routing.policy import Policy
 from routing.states import Tier
 
 
+class Strategy(str, Enum):
+    DIRECT = "direct"  # one model call
+    EXPERTS = "experts"  # several experts in parallel
+    VERIFY = "verify"  # an answer and an independent verifier that must agree
+    REVIEW = "review"  # straight to a person, no model call
+
+
 @dataclass(frozen=True)
 class Decision:
     tier: Tier
-    strategy: str
+    strategy: Strategy
     experts: tuple[str, ...]
     models: tuple[str, ...]
     policy_version: int
     arm: str | None
     reasons: tuple[str, ...]
+    estimated_cost_usd: float | None = None
+    shadow: dict[str, Any] | None = None
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "tier": self.tier.value,
-            "strategy": self.strategy,
+            "strategy": self.strategy.value,
             "experts": list(self.experts),
             "models": list(self.models),
             "policy_version": self.policy_version,
             "arm": self.arm,
             "reasons": list(self.reasons),
+            "estimated_cost_usd": self.estimated_cost_usd,
+            "shadow": self.shadow,
         }
 
 
@@ -45,24 +62,124 @@ def choose_tier(difficulty: float, policy: Policy) -> Tier:
     return Tier.LARGE
 
 
-def decide(kind: JobKind, analysis: Analysis, policy: Policy, tier: Tier | None = None) -> Decision:
-    """Decide the tier (or take the given one, as an escalation does) and the experts."""
-    reasons: list[str] = []
-    if tier is None:
-        tier = choose_tier(analysis.difficulty, policy)
-        reasons.append(f"difficulty {analysis.difficulty:.2f} maps to {tier.value}")
-    else:
-        reasons.append(f"escalated to {tier.value}")
-    if tier not in policy.ladder:
-        tier = policy.ladder[-1]
-        reasons.append(f"tier not on the ladder; using {tier.value}")
-    experts = policy.experts[kind]
-    return Decision(
-        tier=tier,
-        strategy="experts" if len(experts) > 1 else "direct",
-        experts=experts,
-        models=policy.tier_models[tier],
-        policy_version=policy.version,
-        arm=None,
-        reasons=tuple(reasons),
+def decide(
+    kind: JobKind,
+    analysis: Analysis,
+    policy: Policy,
+    ctx: DecisionContext | None = None,
+    floor: Tier | None = None,
+) -> Decision:
+    """Decide a first attempt, or (with `floor`, the tier to escalate to) a later one."""
+    ctx = ctx or DecisionContext()
+    effective, arm = _arm(policy, ctx.job_id)
+    decision = _decide(kind, analysis, effective, ctx, floor, arm)
+    shadows = [e for e in policy.experiments if e.mode is ExperimentMode.SHADOW]
+    if not shadows:
+        return decision
+    shadow = shadows[0]
+    twin = _decide(
+        kind, analysis, policy.with_overrides(shadow.overrides), ctx, floor, f"{shadow.name}:shadow"
     )
+    return replace(decision, shadow=twin.as_dict())
+
+
+def _arm(policy: Policy, job_id: str) -> tuple[Policy, str | None]:
+    arms, effective = [], policy
+    for experiment in policy.experiments:
+        if experiment.mode is ExperimentMode.SHADOW:
+            continue
+        treated = in_treatment(job_id, experiment)
+        arms.append(f"{experiment.name}:{'treatment' if treated else 'control'}")
+        if treated:
+            effective = effective.with_overrides(experiment.overrides)
+    return effective, ",".join(arms) or None
+
+
+def _strategy(kind: JobKind, analysis: Analysis, policy: Policy) -> tuple[Strategy, tuple[str, ...]]:
+    experts = policy.experts[kind]
+    if policy.review_high_risk and analysis.risk >= policy.review_risk:
+        return Strategy.REVIEW, ()
+    if kind is JobKind.PROMPT and analysis.difficulty >= policy.verify_difficulty:
+        return Strategy.VERIFY, (*experts, "verifier")
+    model_experts = [name for name in experts if EXPERTS[(kind, name)].uses_model]
+    return (Strategy.DIRECT if len(model_experts) <= 1 else Strategy.EXPERTS), experts
+
+
+def model_calls(kind: JobKind, experts: tuple[str, ...]) -> int:
+    return sum(1 for name in experts if (kind, name) in EXPERTS and EXPERTS[(kind, name)].uses_model)
+
+
+def _decide(
+    kind: JobKind,
+    analysis: Analysis,
+    policy: Policy,
+    ctx: DecisionContext,
+    floor: Tier | None,
+    arm: str | None,
+) -> Decision:
+    tier = floor or choose_tier(analysis.difficulty, policy)
+    reasons = [
+        f"escalated to {tier.value}"
+        if floor
+        else f"difficulty {analysis.difficulty:.2f} maps to {tier.value}"
+    ]
+
+    def review(why: str) -> Decision:
+        return Decision(tier, Strategy.REVIEW, (), (), policy.version, arm, (*reasons, why))
+
+    strategy, experts = _strategy(kind, analysis, policy)
+    if strategy is Strategy.REVIEW:
+        return review(f"risk {analysis.risk:.2f} >= {policy.review_risk:.2f}: straight to a person")
+    cap = policy.cap(kind)
+    if policy.ladder.index(tier) > policy.ladder.index(cap):
+        if floor is not None:
+            return review(f"{kind.value} jobs may not go above {cap.value}")
+        reasons.append(f"capped at {cap.value} for {kind.value} jobs")
+        tier = cap
+    calls = model_calls(kind, experts)
+    chosen = _first_fit(kind, tier, cap, policy, ctx, calls, floor is None, reasons)
+    if chosen is None and ctx.seconds_left is not None:
+        reasons.append("no tier meets the deadline: routed without it")
+        chosen = _first_fit(
+            kind, tier, cap, policy, replace(ctx, seconds_left=None), calls, floor is None, reasons
+        )
+    if chosen is None:
+        return review("no tier fits the job's constraints")
+    candidate, models = chosen
+    if candidate is not tier:
+        reasons.append(f"routed to {candidate.value} instead")
+    cost = attempt_cost(models[0], calls, policy, ctx)
+    return Decision(candidate, strategy, experts, models, policy.version, arm, tuple(reasons), cost)
+
+
+def _first_fit(
+    kind: JobKind,
+    tier: Tier,
+    cap: Tier,
+    policy: Policy,
+    ctx: DecisionContext,
+    calls: int,
+    downward: bool,
+    reasons: list[str],
+) -> tuple[Tier, tuple[str, ...]] | None:
+    """The first candidate tier with usable models that fits the constraints; why others did not."""
+    for candidate in _candidates(tier, cap, policy.ladder, downward):
+        models, notes = usable_models(candidate, kind, policy, ctx)
+        reasons.extend(notes)
+        why = (
+            misfit(candidate, models, calls, policy, ctx)
+            if models
+            else f"{candidate.value} has no usable model"
+        )
+        if why is None:
+            return candidate, models
+        reasons.append(why)
+    return None
+
+
+def _candidates(tier: Tier, cap: Tier, ladder: tuple[Tier, ...], downward: bool) -> list[Tier]:
+    """The tier, the tiers above it up to the cap, then (first attempts only) the cheaper ones."""
+    start, top = ladder.index(tier), ladder.index(cap)
+    up = list(ladder[start : top + 1])
+    down = list(reversed(ladder[:start])) if downward else []
+    return up + down

@@ -148,6 +148,16 @@ def _answer_prompt(payload: dict[str, Any]) -> Prompt:
     )
 
 
+def _verify_prompt(payload: dict[str, Any]) -> Prompt:
+    instruction = "Work the question out independently, check your work, and give only the final answer."
+    return Prompt(
+        task="verify",
+        system=_system("verify", instruction, Answer),
+        user=str(payload["prompt"]),
+        schema=Answer,
+    )
+
+
 AMOUNT = re.compile(
     r"(?:\$|€|£|\b(?:USD|EUR|GBP|RM)\s?)(\d{1,3}(?:,\d{3})+(?:\.\d{2})?|\d+(?:\.\d{2})?)(?![\d,])", re.I
 )
@@ -191,6 +201,7 @@ EXPERTS: dict[tuple[JobKind, str], Expert] = {
         Expert("extractor", JobKind.DOCUMENT, _extract_prompt),
         Expert("rule_extractor", JobKind.DOCUMENT, rule=_rule_extract),
         Expert("answerer", JobKind.PROMPT, _answer_prompt),
+        Expert("verifier", JobKind.PROMPT, _verify_prompt),
     )
 }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from routing.experiments import Experiment
 from routing.jobs import JobKind
 from routing.states import TIER_LADDER, Tier
 
@@ -15,6 +16,8 @@ DEFAULT_EXPERTS: dict[JobKind, tuple[str, ...]] = {
     JobKind.DOCUMENT: ("extractor", "rule_extractor"),
     JobKind.PROMPT: ("answerer",),
 }
+
+DEFAULT_TIER_LATENCY_S: dict[Tier, float] = {Tier.SMALL: 2.0, Tier.MEDIUM: 5.0, Tier.LARGE: 12.0}
 
 DEFAULT_TIER_MODELS: dict[Tier, tuple[str, ...]] = {
     Tier.SMALL: ("fake:fake-small",),
@@ -32,11 +35,42 @@ class Policy(BaseModel):
     small_max_difficulty: float = Field(default=0.35, ge=0, le=1)
     medium_max_difficulty: float = Field(default=0.65, ge=0, le=1)
     accept_quality: float = Field(default=0.7, ge=0, le=1)
+    # A stricter or looser acceptance threshold for some tiers; others use accept_quality.
+    accept_quality_by_tier: dict[Tier, float] = Field(default_factory=dict)
     review_risk: float = Field(default=0.7, ge=0, le=1)
     refund_limit_usd: float = Field(default=200.0, ge=0)
     ladder: tuple[Tier, ...] = TIER_LADDER
     tier_models: dict[Tier, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_TIER_MODELS))
     experts: dict[JobKind, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_EXPERTS))
+    # The highest tier a job of each kind may reach, escalations included; above it: review.
+    max_tier: dict[JobKind, Tier] = Field(default_factory=dict)
+    # Straight to a person, without any model call, when the risk reaches review_risk.
+    review_high_risk: bool = False
+    # Prompts at or above this difficulty get a verifier beside the answerer (above 1: never).
+    verify_difficulty: float = Field(default=1.01, ge=0)
+    # Expected seconds for an attempt at each tier, for jobs with a deadline.
+    tier_latency_s: dict[Tier, float] = Field(default_factory=lambda: dict(DEFAULT_TIER_LATENCY_S))
+    # Context window in tokens per "provider:model"; a model not listed takes any size.
+    context_windows: dict[str, int] = Field(default_factory=dict)
+    # Capabilities per model, and what each job kind requires; a model not listed has all.
+    model_capabilities: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    kind_capabilities: dict[JobKind, tuple[str, ...]] = Field(default_factory=dict)
+    # Output tokens assumed per model call when estimating an attempt's cost.
+    expected_output_tokens: int = Field(default=300, gt=0)
+    experiments: tuple[Experiment, ...] = ()
+
+    def threshold(self, tier: Tier) -> float:
+        return self.accept_quality_by_tier.get(tier, self.accept_quality)
+
+    def cap(self, kind: JobKind) -> Tier:
+        return self.max_tier.get(kind, self.ladder[-1])
+
+    def with_overrides(self, overrides: dict[str, object]) -> Policy:
+        """This policy with some fields replaced, validated; experiments are not inherited."""
+        body = self.model_dump(mode="json")
+        body.update(overrides)
+        body["experiments"] = []
+        return Policy.model_validate(body)
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> Policy:

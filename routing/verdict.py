@@ -35,7 +35,7 @@ class Verdict:
 def _output(kind: JobKind, outcomes: dict[str, ExpertOutcome]) -> dict[str, Any] | None:
     merged: dict[str, Any] = {}
     for outcome in outcomes.values():
-        if outcome.output is not None:
+        if outcome.output is not None and outcome.name != "verifier":  # a verifier checks, it does not answer
             merged.update(outcome.output)
     if kind is JobKind.DOCUMENT:
         merged["fields"] = _merged_fields(outcomes)
@@ -76,6 +76,21 @@ def _number(value: object) -> float | None:
         return None
 
 
+def _normal_answer(value: object) -> str:
+    return " ".join(str(value).lower().strip().rstrip(".!").split())
+
+
+def _conflict(outcomes: dict[str, ExpertOutcome]) -> list[str]:
+    """Experts that answer the same question differently."""
+    answer, verifier = outcomes.get("answerer"), outcomes.get("verifier")
+    if not (answer and verifier and answer.output and verifier.output):
+        return []
+    if _normal_answer(answer.output.get("answer")) == _normal_answer(verifier.output.get("answer")):
+        return []
+    first, second = answer.output.get("answer"), verifier.output.get("answer")
+    return [f"answerer and verifier disagree: {first!r} vs {second!r}"]
+
+
 def _risk(outcomes: dict[str, ExpertOutcome]) -> tuple[float, list[str]]:
     check = outcomes.get("policy_check")
     if check is None or check.output is None:
@@ -93,10 +108,19 @@ def _judge_failure(
     return Verdict(VerdictAction.FAIL, 0.0, _output(kind, by_name), reasons)
 
 
+def _above(kind: JobKind, tier: Tier, policy: Policy) -> Tier | None:
+    """The next tier on the ladder, unless the job's class may not go there."""
+    above = next_tier(tier, policy.ladder)
+    cap = policy.cap(kind)
+    if above is None or policy.ladder.index(above) > policy.ladder.index(cap):
+        return None
+    return above
+
+
 def judge(kind: JobKind, outcomes: list[ExpertOutcome], tier: Tier, policy: Policy) -> Verdict:
     """Decide what happens to an attempt from its experts' outcomes."""
     by_name = {outcome.name: outcome for outcome in outcomes}
-    above = next_tier(tier, policy.ladder)
+    above = _above(kind, tier, policy)
     failed = [o.name for o in outcomes if o.error is not None]
     if failed:
         return _judge_failure(kind, by_name, failed, tier, above)
@@ -107,14 +131,20 @@ def judge(kind: JobKind, outcomes: list[ExpertOutcome], tier: Tier, policy: Poli
         penalty, why = _document_penalty(by_name)
         quality = max(0.0, quality - penalty)
         reasons.extend(why)
+    conflicts = _conflict(by_name)
+    if conflicts:
+        quality *= 0.5
+        reasons.extend(conflicts)
     output = _output(kind, by_name)
     risk, flags = _risk(by_name)
     if risk >= policy.review_risk:
         reasons.append("policy flags: " + ", ".join(flags))
         return Verdict(VerdictAction.NEEDS_REVIEW, round(quality, 3), output, tuple(reasons))
-    if quality >= policy.accept_quality:
+    threshold = policy.threshold(tier)
+    if quality >= threshold:
         return Verdict(VerdictAction.ACCEPT, round(quality, 3), output, tuple(reasons))
-    reasons.append(f"quality below {policy.accept_quality:.2f}")
+    reasons.append(f"quality below {threshold:.2f}")
     if above is not None:
         return Verdict(VerdictAction.ESCALATE, round(quality, 3), output, tuple(reasons), above)
+    reasons.append(f"no tier above {tier.value} for {kind.value} jobs")
     return Verdict(VerdictAction.NEEDS_REVIEW, round(quality, 3), output, tuple(reasons))

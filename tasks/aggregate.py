@@ -8,12 +8,13 @@ attempt, so a second delivery or a second chord for the same attempt does nothin
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from celery import current_app, shared_task
 
 from routing.analysis import Analysis, analyze_rules
-from routing.decision import decide
+from routing.decision import Strategy, decide
 from routing.experts import EXPERTS, ExpertOutcome
 from routing.jobs import JobKind
 from routing.policy import Policy
@@ -32,6 +33,7 @@ from store.lifecycle import (
     write_feedback,
     write_result,
 )
+from tasks.context import decision_context
 from tasks.dispatch import send_attempt
 from tasks.runtime import Runtime, runtime_for
 
@@ -61,6 +63,7 @@ def finish_attempt(app: Any, job_id: str, attempt: int, failure: str | None) -> 
     """Judge the attempt once and apply the verdict; return the verdict, None if already judged."""
     runtime = runtime_for(app)
     policy = runtime.policy()
+    escalated_to: Tier | None = None
     with transaction(runtime.sessions) as session:
         job = load_job(session, job_id)
         current = load_attempt(session, job_id, attempt)
@@ -69,14 +72,14 @@ def finish_attempt(app: Any, job_id: str, attempt: int, failure: str | None) -> 
         kind, tier = JobKind(job.kind), Tier(current.tier)
         outcomes = _outcomes(session, kind, job_id, attempt, current.decision["experts"], failure)
         verdict = judge(kind, outcomes, tier, policy)
+        if verdict.action is VerdictAction.ESCALATE and verdict.next_tier is not None:
+            verdict, escalated_to = _escalate(session, runtime, policy, job, attempt, verdict)
         record_verdict(session, job_id, attempt, verdict.action.value, verdict.quality, list(verdict.reasons))
         _feedback(session, job_id, attempt, tier, verdict)
-        if verdict.action is VerdictAction.ESCALATE and verdict.next_tier is not None:
-            _escalate(session, runtime, policy, job, attempt, verdict.next_tier)
-        else:
+        if escalated_to is None:
             _conclude(session, job_id, attempt, tier, verdict)
-    if verdict.action is VerdictAction.ESCALATE and verdict.next_tier is not None:
-        send_attempt(app, job_id, attempt + 1, verdict.next_tier.value)
+    if escalated_to is not None:
+        send_attempt(app, job_id, attempt + 1, escalated_to.value)
     return verdict.action.value
 
 
@@ -96,12 +99,37 @@ def _outcomes(
     return outcomes
 
 
-def _escalate(session: Any, runtime: Runtime, policy: Policy, job: JobView, attempt: int, tier: Tier) -> None:
+def _escalate(
+    session: Any, runtime: Runtime, policy: Policy, job: JobView, attempt: int, verdict: Verdict
+) -> tuple[Verdict, Tier | None]:
+    """Create the next attempt where the policy and the constraints allow one; else hold for review."""
+    assert verdict.next_tier is not None
     kind = JobKind(job.kind)
     analysis = Analysis.from_dict(job.analysis) if job.analysis else analyze_rules(kind, job.payload)
-    decision = decide(kind, analysis, policy, tier=tier)
-    create_attempt(session, job.id, attempt + 1, tier.value, decision.as_dict())
-    move_job(session, job.id, JobState.ESCALATED, runtime.stage_timeout, tier=tier.value, attempt=attempt + 1)
+    ctx = decision_context(session, runtime, policy, job)
+    decision = decide(kind, analysis, policy, ctx, floor=verdict.next_tier)
+    if decision.strategy is Strategy.REVIEW:
+        held = (*verdict.reasons, f"not escalated: {decision.reasons[-1]}")
+        return replace(verdict, action=VerdictAction.NEEDS_REVIEW, reasons=held, next_tier=None), None
+    create_attempt(session, job.id, attempt + 1, decision.tier.value, decision.as_dict())
+    move_job(
+        session,
+        job.id,
+        JobState.ESCALATED,
+        runtime.stage_timeout,
+        tier=decision.tier.value,
+        attempt=attempt + 1,
+    )
+    return verdict, decision.tier
+
+
+def hold_for_review(session: Any, job_id: str, attempt: int, tier: Tier, reasons: tuple[str, ...]) -> None:
+    """A decision that sends the job to a person without any model call ends the attempt here."""
+    verdict = Verdict(VerdictAction.NEEDS_REVIEW, 0.0, None, reasons)
+    claim_attempt(session, job_id, attempt)
+    record_verdict(session, job_id, attempt, verdict.action.value, 0.0, list(reasons))
+    _feedback(session, job_id, attempt, tier, verdict)
+    _conclude(session, job_id, attempt, tier, verdict)
 
 
 def _conclude(session: Any, job_id: str, attempt: int, tier: Tier, verdict: Verdict) -> None:

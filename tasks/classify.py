@@ -8,11 +8,13 @@ from typing import Any
 from celery import shared_task
 
 from routing.analysis import analyze_rules
-from routing.decision import decide
+from routing.decision import Strategy, decide
 from routing.jobs import JobKind
 from routing.states import JobState
 from store.db import transaction
 from store.lifecycle import create_attempt, load_attempt, load_job, move_job
+from tasks.aggregate import hold_for_review
+from tasks.context import decision_context
 from tasks.dispatch import send_attempt
 from tasks.runtime import runtime_for
 
@@ -31,7 +33,7 @@ def classify(self: Any, job_id: str) -> None:
         if job.state is JobState.QUEUED:
             kind = JobKind(job.kind)
             analysis = analyze_rules(kind, job.payload)
-            decision = decide(kind, analysis, policy)
+            decision = decide(kind, analysis, policy, decision_context(session, runtime, policy, job))
             move_job(
                 session,
                 job_id,
@@ -42,6 +44,9 @@ def classify(self: Any, job_id: str) -> None:
                 attempt=1,
             )
             create_attempt(session, job_id, 1, decision.tier.value, decision.as_dict())
+            if decision.strategy is Strategy.REVIEW:
+                hold_for_review(session, job_id, 1, decision.tier, decision.reasons)
+                return
         elif job.state is not JobState.CLASSIFIED:
             return  # already past classification: this is a stale redelivery
         attempt = load_attempt(session, job_id, 1)

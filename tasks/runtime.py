@@ -38,6 +38,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     providers: dict[str, Provider]
     tier_caller: TierCaller
+    breakers: Breakers | None
     _policy: Policy | None = None
     _policy_loaded_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -92,7 +93,9 @@ def _sdk_provider(name: str, settings: Settings, prices: dict[str, Price]) -> Pr
     return AnthropicProvider(api_key=api_key, prices=prices, base_url=base_url)
 
 
-def build_tier_caller(settings: Settings, providers: dict[str, Provider]) -> TierCaller:
+def build_tier_caller(
+    settings: Settings, providers: dict[str, Provider]
+) -> tuple[TierCaller, Breakers | None]:
     """Retries per call everywhere; breakers and rate limits shared through Redis when there is one."""
     retry = RetryPolicy(
         max_attempts=settings.retry_max_attempts,
@@ -102,18 +105,19 @@ def build_tier_caller(settings: Settings, providers: dict[str, Provider]) -> Tie
     )
     url = settings.resilience_redis
     if url is None:
-        return TierCaller(providers, None, None, retry)
+        return TierCaller(providers, None, None, retry), None
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     breakers = Breakers(client, settings.breaker)
     limits = RateLimits(client, settings.rate_limits, default=settings.rate_limit_default)
-    return TierCaller(providers, breakers, limits, retry)
+    return TierCaller(providers, breakers, limits, retry), breakers
 
 
 def build_runtime(settings: Settings) -> Runtime:
     pool = max(settings.db_pool_size, settings.embedded_concurrency if settings.embedded else 0)
     engine = make_engine(settings.database_url, pool_size=pool, max_overflow=pool)
     providers = build_providers(settings)
-    return Runtime(settings, engine, make_sessions(engine), providers, build_tier_caller(settings, providers))
+    caller, breakers = build_tier_caller(settings, providers)
+    return Runtime(settings, engine, make_sessions(engine), providers, caller, breakers)
 
 
 _runtimes: dict[tuple[int, int], Runtime] = {}

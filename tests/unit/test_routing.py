@@ -45,7 +45,7 @@ def test_decide_uses_the_policy_experts_and_the_tier_models() -> None:
     assert decision.tier is Tier.SMALL
     assert decision.experts == ("extractor", "rule_extractor")
     assert decision.models == POLICY.tier_models[Tier.SMALL]
-    forced = decide(JobKind.DOCUMENT, analysis, POLICY, tier=Tier.LARGE)
+    forced = decide(JobKind.DOCUMENT, analysis, POLICY, floor=Tier.LARGE)
     assert forced.tier is Tier.LARGE and "escalated to large" in forced.reasons
 
 

@@ -1,0 +1,53 @@
+"""The facts a routing decision needs, gathered from the job, the store and the cluster."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from providers.pricing import price_table
+from providers.tokens import count_tokens
+from routing.analysis import job_text
+from routing.constraints import DecisionContext
+from routing.jobs import JobKind
+from routing.policy import Policy
+from store.lifecycle import JobView
+from store.models import ExpertResult, utcnow
+from tasks.runtime import Runtime
+
+
+def unavailable_models(runtime: Runtime, policy: Policy) -> frozenset[str]:
+    """Models whose breaker is open right now, cluster-wide."""
+    if runtime.breakers is None:
+        return frozenset()
+    refs = {ref for models in policy.tier_models.values() for ref in models}
+    snapshot = runtime.breakers.snapshot(refs)
+    return frozenset(ref for ref, status in snapshot.items() if status.state.value == "open")
+
+
+def spent_usd(session: Session, job_id: str) -> float:
+    total = session.execute(select(func.sum(ExpertResult.cost_usd)).where(ExpertResult.job_id == job_id))
+    return float(total.scalar_one() or 0.0)
+
+
+def decision_context(session: Session, runtime: Runtime, policy: Policy, job: JobView) -> DecisionContext:
+    metadata: dict[str, Any] = job.metadata or {}
+    budget = metadata.get("budget_usd")
+    deadline = metadata.get("deadline")
+    seconds_left = None
+    if deadline:
+        due = datetime.fromisoformat(str(deadline))
+        due = due if due.tzinfo else due.replace(tzinfo=UTC)  # a deadline without a zone is UTC
+        seconds_left = (due - utcnow()).total_seconds()
+    prices = price_table(runtime.settings.prices)
+    return DecisionContext(
+        job_id=job.id,
+        job_tokens=count_tokens(job_text(JobKind(job.kind), job.payload)),
+        budget_left_usd=None if budget is None else float(budget) - spent_usd(session, job.id),
+        seconds_left=seconds_left,
+        unavailable=unavailable_models(runtime, policy),
+        prices={ref: (p.input_per_million, p.output_per_million) for ref, p in prices.items()},
+    )
