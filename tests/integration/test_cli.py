@@ -194,3 +194,39 @@ def test_migration_applies_to_an_empty_database_and_downgrades(pg_url):
         with admin.connect() as connection:
             connection.execute(text('DROP DATABASE IF EXISTS "tierflow_migrate" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_explain_prints_the_whole_path_of_an_escalated_job(env, make_app, tmp_path):
+    app, _ = make_app()
+    invoice = {
+        "id": "inv-1",
+        "kind": "document",
+        "payload": {"text": "ACME CO\nInvoice No: INV-7\nDate: 2026-01-02\nSubtotal 100.00\nTotal 108.00"},
+    }
+    with running_worker(app):
+        run(env, "submit", str(write_jobs(tmp_path / "jobs.jsonl", [invoice])), "--wait", check=True)
+    text = run(env, "explain", "inv-1", check=True).stdout
+    for part in (
+        "job inv-1 (document): succeeded",
+        "analysis (rules)",
+        "attempt 1 on small",
+        "-> escalate",
+        "total disagrees: model 100.00, rules 108.00",
+        "attempt 2 on medium",
+        "-> accept",
+        "extractor (fake:fake-medium)",
+        "call fake:fake-medium: ok",
+        "result: accept at medium",
+    ):
+        assert part in text, part
+    trace = json.loads(run(env, "explain", "inv-1", "--json", check=True).stdout)
+    assert [a["tier"] for a in trace["attempts"]] == ["small", "medium"]
+    assert (
+        trace["attempts"][1]["queue"] == "tier.medium"
+        and trace["result"]["output"]["fields"]["total"] == "108.00"
+    )
+    assert trace["cost_usd"] == pytest.approx(
+        sum(e["cost_usd"] for a in trace["attempts"] for e in a["experts"])
+    )
+    missing = run(env, "explain", "nope")
+    assert missing.returncode == 2 and missing.stderr.strip() == "error: tierflow explain: job: no job 'nope'"

@@ -1,0 +1,107 @@
+"""`tierflow explain JOB`: the whole path of one job, as a tree or as JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+from rich.tree import Tree
+
+from routing.errors import InputError
+from store.db import transaction
+from store.trace import job_trace
+
+out = Console(soft_wrap=True)
+
+
+def _add(node: Tree, label: str) -> Tree:
+    """A branch of plain text: outputs and reasons may contain [brackets] that are not markup."""
+    return node.add(Text(label))
+
+
+def _analysis_branch(tree: Tree, analysis: dict[str, Any] | None) -> None:
+    if not analysis:
+        _add(tree, "analysis: not classified yet")
+        return
+    node = _add(
+        tree,
+        f"analysis ({analysis['stage']}): intent {analysis['intent']}, "
+        f"difficulty {analysis['difficulty']:.2f}, risk {analysis['risk']:.2f}, "
+        f"confidence {analysis['confidence']:.2f}",
+    )
+    for reason in analysis.get("reasons", []):
+        _add(node, reason)
+
+
+def _decision_branch(node: Tree, decision: dict[str, Any]) -> None:
+    why = _add(node, f"decision: models {', '.join(decision.get('models', [])) or '-'}")
+    for reason in decision.get("reasons", []):
+        _add(why, reason)
+    if decision.get("shadow"):
+        _add(why, f"shadow decision (not executed): {decision['shadow'].get('tier')}")
+
+
+def _attempt_branch(tree: Tree, attempt: dict[str, Any]) -> None:
+    decision = attempt["decision"]
+    arm = f", arm {decision['arm']}" if decision.get("arm") else ""
+    quality = attempt["quality"] if attempt["quality"] is not None else "-"
+    node = _add(
+        tree,
+        f"attempt {attempt['number']} on {attempt['tier']} ({decision.get('strategy', '-')}, "
+        f"policy v{decision.get('policy_version', '?')}{arm}) -> {attempt['verdict'] or 'pending'} "
+        f"(quality {quality}), worker {attempt['worker'] or '-'}",
+    )
+    _decision_branch(node, decision)
+    for expert in attempt["experts"]:
+        status = f"error: {expert['error']}" if expert["error"] else f"confidence {expert['confidence']}"
+        leaf = _add(
+            node,
+            f"{expert['expert']} ({expert['model'] or 'rules'}) {status}, ${expert['cost_usd']:.6f}, "
+            f"{expert['tokens']} tokens, {expert['latency_s']:.3f}s",
+        )
+        for call in expert["calls"]:
+            _add(leaf, f"call {call['model']}: {call['outcome']}, {call['latency_s']:.3f}s")
+    for reason in attempt["reasons"]:
+        _add(node, f"verdict: {reason}")
+
+
+def render_trace(trace: dict[str, Any]) -> Tree:
+    latency = f"{trace['latency_s']:.2f}s" if trace["latency_s"] is not None else "-"
+    tree = Tree(
+        Text(
+            f"job {trace['job_id']} ({trace['kind']}): {trace['state']}, ${trace['cost_usd']:.6f}, "
+            f"{trace['tokens']} tokens, {latency}"
+        )
+    )
+    _analysis_branch(tree, trace["analysis"])
+    for attempt in trace["attempts"]:
+        _attempt_branch(tree, attempt)
+    if trace["result"]:
+        result = trace["result"]
+        _add(tree, f"result: {result['verdict']} at {result['tier']}: {json.dumps(result['output'])}")
+    return tree
+
+
+def register(cli: typer.Typer) -> None:
+    @cli.command()
+    def explain(
+        job: Annotated[str, typer.Argument(help="Job id")],
+        as_json: Annotated[bool, typer.Option("--json", help="Print the trace as JSON")] = False,
+    ) -> None:
+        """The whole path of a job: analysis, each attempt's decision and experts, verdict, cost."""
+        from worker.cli import _boot
+        from worker.cli_ops import require_schema
+
+        _, runtime = _boot()
+        require_schema(runtime.engine)
+        with transaction(runtime.sessions) as session:
+            trace = job_trace(session, job)
+        if trace is None:
+            raise InputError("tierflow explain", 0, "job", f"no job {job!r}")
+        if as_json:
+            out.print_json(json.dumps(trace, default=str))
+        else:  # a pipe or a file gets whole lines, not lines cut at 80 columns
+            (out if out.is_terminal else Console(width=400)).print(render_trace(trace))
