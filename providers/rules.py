@@ -74,6 +74,8 @@ def answer(system: str, user: str, strength: float) -> str:
         return _draft(user, strength)
     if task == "extract_fields":
         return _extract(user, strength)
+    if task == "analyze":
+        return _analyze(user, strength)
     return _answer(user, strength)
 
 
@@ -83,6 +85,28 @@ def _draft(text: str, strength: float) -> str:
         "Thank you for reaching out; I am looking into this and will get back to you today.",
     )
     return json.dumps({"reply": reply, "confidence": confidence(strength, text)})
+
+
+RISKY = re.compile(r"\b(lawyer|attorney|lawsuit|legal action|court|fraud|close my account)\b", re.I)
+INTENT_WORDS = (
+    ("refund", "refund"),
+    ("invoice", "billing"),
+    ("charge", "billing"),
+    ("password", "account"),
+    ("log in", "account"),
+    ("parcel", "shipping"),
+    ("deliver", "shipping"),
+    ("error", "technical"),
+)
+
+
+def _analyze(text: str, strength: float) -> str:
+    lowered = text.lower()
+    intent = next((name for word, name in INTENT_WORDS if word in lowered), "general")
+    risk = min(1.0, 0.5 * len(RISKY.findall(text)))
+    reasons = [f"{len(text.split())} words", f"looks like a {intent} request"]
+    body = {"intent": intent, "difficulty": round(hardness(text), 3), "risk": risk, "reasons": reasons}
+    return json.dumps({**body, "confidence": confidence(strength, text)})
 
 
 def _total(text: str, strength: float) -> str | None:

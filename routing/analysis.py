@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from routing.documents import decide_document, extract_fields
 from routing.jobs import JobKind
 
 HARD_MARKERS = re.compile(
@@ -43,10 +44,13 @@ class Analysis:
     confidence: float
     stage: str
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    stronger: bool = False  # the analysis failed: start the job on a stronger tier
+    rules_answered: bool = False  # the rules alone produced a validated answer: no model needed
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Analysis:
-        return cls(**{**data, "reasons": tuple(data.get("reasons", ()))})
+        known = {name: value for name, value in data.items() if name in cls.__dataclass_fields__}
+        return cls(**{**known, "reasons": tuple(data.get("reasons", ()))})
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -58,6 +62,8 @@ class Analysis:
             "confidence": self.confidence,
             "stage": self.stage,
             "reasons": list(self.reasons),
+            "stronger": self.stronger,
+            "rules_answered": self.rules_answered,
         }
 
 
@@ -84,7 +90,11 @@ def analyze_rules(kind: JobKind, payload: dict[str, object]) -> Analysis:
         reasons.append("hard markers: " + ", ".join(hard))
     if risky:
         reasons.append("risk markers: " + ", ".join(risky))
+    answered = kind is JobKind.DOCUMENT and decide_document(extract_fields(text)).accept
+    if answered:
+        reasons.append("rules found every field with consistent evidence")
     return Analysis(
+        rules_answered=answered,
         intent=intent if kind is JobKind.SUPPORT else kind.value,
         domain=kind.value,
         difficulty=round(difficulty, 3),

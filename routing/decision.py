@@ -17,13 +17,14 @@ from routing.experiments import ExperimentMode, in_treatment
 from routing.experts import EXPERTS
 from routing.jobs import JobKind
 from routing.policy import Policy
-from routing.states import Tier
+from routing.states import Tier, next_tier
 
 
 class Strategy(str, Enum):
     DIRECT = "direct"  # one model call
     EXPERTS = "experts"  # several experts in parallel
     VERIFY = "verify"  # an answer and an independent verifier that must agree
+    RULES = "rules"  # the rules already answered with validated evidence: rule experts only
     REVIEW = "review"  # straight to a person, no model call
 
 
@@ -99,6 +100,8 @@ def _strategy(kind: JobKind, analysis: Analysis, policy: Policy) -> tuple[Strate
     experts = policy.experts[kind]
     if policy.review_high_risk and analysis.risk >= policy.review_risk:
         return Strategy.REVIEW, ()
+    if analysis.rules_answered:
+        return Strategy.RULES, tuple(name for name in experts if not EXPERTS[(kind, name)].uses_model)
     if kind is JobKind.PROMPT and analysis.difficulty >= policy.verify_difficulty:
         return Strategy.VERIFY, (*experts, "verifier")
     model_experts = [name for name in experts if EXPERTS[(kind, name)].uses_model]
@@ -123,6 +126,9 @@ def _decide(
         if floor
         else f"difficulty {analysis.difficulty:.2f} maps to {tier.value}"
     ]
+    if floor is None and analysis.stronger and next_tier(tier, policy.ladder) is not None:
+        tier = next_tier(tier, policy.ladder) or tier
+        reasons.append(f"analysis failed: starting one tier up, on {tier.value}")
 
     def review(why: str) -> Decision:
         return Decision(tier, Strategy.REVIEW, (), (), policy.version, arm, (*reasons, why))

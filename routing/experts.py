@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from routing.analysis import RISK_MARKERS, job_text
+from routing.documents import decide_document, extract_fields
 from routing.jobs import JobKind
 from routing.policy import Policy
 
@@ -161,13 +162,6 @@ def _verify_prompt(payload: dict[str, Any]) -> Prompt:
 AMOUNT = re.compile(
     r"(?:\$|€|£|\b(?:USD|EUR|GBP|RM)\s?)(\d{1,3}(?:,\d{3})+(?:\.\d{2})?|\d+(?:\.\d{2})?)(?![\d,])", re.I
 )
-DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4})\b")
-TOTAL = re.compile(
-    r"\b(?<!sub )(?:grand\s+)?total(?:\s+(?:amount|due|payable)){0,2}\s*[:=]?\s*"
-    r"(?:\$|USD|EUR|€|£|RM)?\s?"
-    r"(\d{1,3}(?:,\d{3})*\.\d{2}|\d+\.\d{2})",
-    re.I,
-)
 REFUND = re.compile(r"\b(refund|money back|reimburse\w*|chargeback)\b", re.I)
 
 
@@ -182,15 +176,15 @@ def _policy_check(payload: dict[str, Any], policy: Policy) -> ExpertOutput:
 
 
 def _rule_extract(payload: dict[str, Any], policy: Policy) -> ExpertOutput:
-    text = str(payload["text"])
-    date = DATE.search(text)
-    total = TOTAL.search(text)
-    fields = {
-        "date": date.group(1) if date else None,
-        "total": total.group(1).replace(",", "") if total else None,
+    """Fields by rules, with the validators' verdict on them (routing/documents.py)."""
+    document = extract_fields(str(payload["text"]))
+    decision = decide_document(document)
+    output = {
+        "fields": document.fields(),
+        "rule_accept": decision.accept,
+        "issues": [issue.message for issue in decision.issues],
     }
-    found = sum(value is not None for value in fields.values())
-    return ExpertOutput(output={"fields": fields}, confidence=found / len(fields))
+    return ExpertOutput(output=output, confidence=decision.confidence)
 
 
 EXPERTS: dict[tuple[JobKind, str], Expert] = {

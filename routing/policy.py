@@ -58,6 +58,11 @@ class Policy(BaseModel):
     # Output tokens assumed per model call when estimating an attempt's cost.
     expected_output_tokens: int = Field(default=300, gt=0)
     experiments: tuple[Experiment, ...] = ()
+    # Analysis: the rules decide alone at or above this confidence; below it the semantic
+    # stage, then (when enabled) a small-tier model are asked.
+    rules_confidence: float = Field(default=0.75, ge=0, le=1)
+    llm_analysis: bool = False
+    intents: tuple[str, ...] = ()  # intents an analysis may name; empty: the built-in ones
 
     def threshold(self, tier: Tier) -> float:
         return self.accept_quality_by_tier.get(tier, self.accept_quality)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from routing.documents import fields_agree, validate_fields
 from routing.experts import ExpertOutcome
 from routing.jobs import JobKind
 from routing.policy import Policy
@@ -51,29 +52,33 @@ def _merged_fields(outcomes: dict[str, ExpertOutcome]) -> dict[str, Any]:
     return fields
 
 
-def _document_penalty(outcomes: dict[str, ExpertOutcome]) -> tuple[float, list[str]]:
-    model = (outcomes.get("extractor") or ExpertOutcome("extractor", True, None, None)).output or {}
-    rules = (
-        outcomes.get("rule_extractor") or ExpertOutcome("rule_extractor", False, None, None)
-    ).output or {}
-    model_fields, rule_fields = model.get("fields", {}), rules.get("fields", {})
-    penalty, reasons = 0.0, []
-    for key in ("date", "total"):
-        if not model_fields.get(key):
-            penalty += 0.2
-            reasons.append(f"required field {key} missing")
-    total_model, total_rules = model_fields.get("total"), rule_fields.get("total")
-    if total_model and total_rules and _number(total_model) != _number(total_rules):
-        penalty += 0.3
-        reasons.append(f"total disagrees: model {total_model}, rules {total_rules}")
-    return penalty, reasons
+# A disagreement on what the document is worth or when it was issued weighs more than on names.
+DISAGREEMENT_PENALTY = {"total": 0.3, "date": 0.3}
+ISSUE_PENALTY = 0.2
 
 
-def _number(value: object) -> float | None:
-    try:
-        return round(float(str(value).replace(",", "").lstrip("$€£RM ")), 2)
-    except ValueError:
+def _fields(outcomes: dict[str, ExpertOutcome], name: str) -> dict[str, Any] | None:
+    outcome = outcomes.get(name)
+    if outcome is None or outcome.output is None:
         return None
+    return dict(outcome.output.get("fields", {}))
+
+
+def _document_penalty(outcomes: dict[str, ExpertOutcome]) -> tuple[float, list[str]]:
+    """Validators on the fields the verdict will give, and where the model and the rules disagree."""
+    model, rules = _fields(outcomes, "extractor"), _fields(outcomes, "rule_extractor")
+    given = model if model is not None else rules or {}
+    penalty, reasons = 0.0, []
+    for issue in validate_fields(given):
+        penalty += ISSUE_PENALTY
+        reasons.append(issue.message)
+    if model is not None and rules is not None:
+        for disagreement in fields_agree(model, rules):
+            penalty += DISAGREEMENT_PENALTY.get(disagreement.field, 0.1)
+            reasons.append(
+                f"{disagreement.field} disagrees: model {disagreement.model}, rules {disagreement.rules}"
+            )
+    return penalty, reasons
 
 
 def _normal_answer(value: object) -> str:
@@ -125,6 +130,8 @@ def judge(kind: JobKind, outcomes: list[ExpertOutcome], tier: Tier, policy: Poli
     if failed:
         return _judge_failure(kind, by_name, failed, tier, above)
     confidences = [o.confidence for o in outcomes if o.uses_model and o.confidence is not None]
+    if not confidences:  # rules alone answered: their own confidence is the quality
+        confidences = [o.confidence for o in outcomes if o.confidence is not None]
     quality = min(confidences) if confidences else 1.0
     reasons: list[str] = [f"model confidence {quality:.2f} at {tier.value}"]
     if kind is JobKind.DOCUMENT:

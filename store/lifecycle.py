@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from routing.analysis import Analysis
 from routing.states import JobState, sources_of
 from store.db import insert_ignore, insert_stmt
 from store.models import Attempt, ExpertResult, Feedback, Job, Result, utcnow
@@ -48,6 +49,21 @@ def load_job(session: Session, job_id: str) -> JobView | None:
     return JobView(
         job.id, job.kind, job.payload, job.meta, JobState(job.state), job.tier, job.attempt, job.analysis
     )
+
+
+def cached_analysis(session: Session, job_id: str) -> Analysis | None:
+    """The analysis of another job with the same content, if one was made: it costs nothing again."""
+    this = session.get(Job, job_id)
+    if this is None:
+        return None
+    row = session.execute(
+        select(Job.analysis)
+        .where(Job.content_hash == this.content_hash, Job.id != job_id, Job.analysis.is_not(None))
+        .limit(1)
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    return Analysis.from_dict({k: v for k, v in row.items() if k != "cached"})
 
 
 def load_attempt(session: Session, job_id: str, number: int) -> AttemptView | None:

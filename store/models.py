@@ -53,7 +53,7 @@ class Job(Base):
     kind: Mapped[str] = mapped_column(String(16))
     payload: Mapped[dict[str, Any]]
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
-    content_hash: Mapped[str] = mapped_column(String(64))
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
     tier: Mapped[str | None] = mapped_column(String(8))
     attempt: Mapped[int] = mapped_column(Integer, default=0)

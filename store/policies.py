@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from routing.policy import Policy
@@ -35,3 +35,21 @@ def seed_policy(session: Session, policy: Policy) -> Policy:
         ["version"],
     )
     return active_policy(session) or policy
+
+
+def publish_policy(session: Session, policy: Policy, reason: str) -> Policy:
+    """Store `policy` as the next version, make it the active one, and return it with its number."""
+    current = session.execute(select(func.max(PolicyVersion.version))).scalar_one()
+    version = (current or 0) + 1
+    published = policy.model_copy(update={"version": version})
+    session.execute(update(PolicyVersion).values(active=False))
+    session.add(
+        PolicyVersion(
+            version=version,
+            parent=current,
+            body=published.model_dump(mode="json"),
+            reason=reason,
+            active=True,
+        )
+    )
+    return published

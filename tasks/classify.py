@@ -1,4 +1,9 @@
-"""classify (queue `classify`): analyse a queued job, decide its first tier, dispatch attempt 1."""
+"""classify (queue `classify`): analyse a queued job, decide its first tier, dispatch attempt 1.
+
+The analysis is staged (rules, then the semantic stage, then a small-tier model)
+and cached per content hash: a resubmitted job reuses the stored analysis. Model
+calls happen outside any database transaction.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,28 @@ from typing import Any
 
 from celery import shared_task
 
-from routing.analysis import analyze_rules
+from providers.base import CompletionRequest
+from routing.analysis import Analysis
 from routing.decision import Strategy, decide
+from routing.experts import Prompt
 from routing.jobs import JobKind
+from routing.stages import LLMStage, analyze
 from routing.states import JobState
 from store.db import transaction
-from store.lifecycle import create_attempt, load_attempt, load_job, move_job
+from store.lifecycle import (
+    JobView,
+    cached_analysis,
+    create_attempt,
+    load_attempt,
+    load_job,
+    move_job,
+    upsert_expert_result,
+)
 from tasks.aggregate import hold_for_review
 from tasks.context import decision_context
 from tasks.dispatch import send_attempt
-from tasks.runtime import runtime_for
+from tasks.experts import call_tier, spend
+from tasks.runtime import Runtime, runtime_for
 
 log = logging.getLogger(__name__)
 
@@ -24,33 +41,81 @@ log = logging.getLogger(__name__)
 @shared_task(name="tierflow.classify", bind=True, ignore_result=True)
 def classify(self: Any, job_id: str) -> None:
     runtime = runtime_for(self.app)
-    policy = runtime.policy()
     with transaction(runtime.sessions) as session:
         job = load_job(session, job_id)
         if job is None:
             log.warning("classify: no job %s", job_id)
             return
-        if job.state is JobState.QUEUED:
-            kind = JobKind(job.kind)
-            analysis = analyze_rules(kind, job.payload)
-            decision = decide(kind, analysis, policy, decision_context(session, runtime, policy, job))
-            move_job(
-                session,
-                job_id,
-                JobState.CLASSIFIED,
-                runtime.stage_timeout,
-                analysis=analysis.as_dict(),
-                tier=decision.tier.value,
-                attempt=1,
-            )
-            create_attempt(session, job_id, 1, decision.tier.value, decision.as_dict())
-            if decision.strategy is Strategy.REVIEW:
-                hold_for_review(session, job_id, 1, decision.tier, decision.reasons)
-                return
-        elif job.state is not JobState.CLASSIFIED:
-            return  # already past classification: this is a stale redelivery
+        cached = cached_analysis(session, job.id) if job.state is JobState.QUEUED else None
+    if job.state is JobState.QUEUED:
+        calls: list[dict[str, Any]] = []
+        analysis = cached or analyze(
+            JobKind(job.kind), job.payload, runtime.policy(), llm=_llm(runtime, calls)
+        )
+        if not _classified(runtime, job, analysis, calls, cached is not None):
+            return
+    elif job.state is not JobState.CLASSIFIED:
+        return  # already past classification: a stale redelivery
+    with transaction(runtime.sessions) as session:
         attempt = load_attempt(session, job_id, 1)
     # A redelivered classify of a classified job sends attempt 1 again: run_job is idempotent,
     # and the first delivery may have died between its commit and its send.
-    if attempt is not None:
+    if attempt is not None and attempt.state != "judged":
         send_attempt(self.app, job_id, 1, attempt.tier)
+
+
+def _classified(
+    runtime: Runtime, job: JobView, analysis: Analysis, calls: list[dict[str, Any]], cached: bool
+) -> bool:
+    """Store the analysis and the first decision; False when another delivery got there first."""
+    policy = runtime.policy()
+    with transaction(runtime.sessions) as session:
+        decision = decide(
+            JobKind(job.kind), analysis, policy, decision_context(session, runtime, policy, job)
+        )
+        body = analysis.as_dict() | {"cached": cached}
+        moved = move_job(
+            session,
+            job.id,
+            JobState.CLASSIFIED,
+            runtime.stage_timeout,
+            analysis=body,
+            tier=decision.tier.value,
+            attempt=1,
+        )
+        if not moved:
+            return False
+        create_attempt(session, job.id, 1, decision.tier.value, decision.as_dict())
+        if calls:
+            upsert_expert_result(
+                session,
+                {
+                    "job_id": job.id,
+                    "attempt": 0,
+                    "expert": "analysis",
+                    "error": None,
+                    "output": analysis.as_dict(),
+                    "confidence": analysis.confidence,
+                    **spend(calls),
+                },
+            )
+        if decision.strategy is Strategy.REVIEW:
+            hold_for_review(session, job.id, 1, decision.tier, decision.reasons)
+    return True
+
+
+def _llm(runtime: Runtime, calls: list[dict[str, Any]]) -> LLMStage:
+    """The LLM stage: the cheapest tier's models, with the analysis schema as structured output."""
+    policy = runtime.policy()
+
+    def ask(prompt: Prompt) -> str:
+        request = CompletionRequest(
+            system=prompt.system,
+            user=prompt.user,
+            max_tokens=prompt.max_tokens,
+            timeout_s=runtime.settings.call_timeout_s,
+            json_schema=prompt.schema.model_json_schema(),
+        )
+        return call_tier(runtime, list(policy.tier_models[policy.ladder[0]]), request, calls).text
+
+    return ask

@@ -109,7 +109,7 @@ def _failed(exc: ProviderError, calls: list[dict[str, Any]]) -> dict[str, Any]:
         "output": None,
         "confidence": None,
         "error": str(exc),
-        **_spend(calls),
+        **spend(calls),
     }
 
 
@@ -120,11 +120,11 @@ def _answered(completion: Completion, answer: ExpertOutput, calls: list[dict[str
         "output": answer.output,
         "confidence": answer.confidence,
         "error": None,
-        **_spend(calls),
+        **spend(calls),
     }
 
 
-def _spend(calls: list[dict[str, Any]]) -> dict[str, Any]:
+def spend(calls: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "cost_usd": sum(c["cost_usd"] for c in calls),
         "input_tokens": sum(c["input_tokens"] for c in calls),

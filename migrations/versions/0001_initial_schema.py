@@ -56,6 +56,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_jobs_batch_id"), ["batch_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_jobs_content_hash"), ["content_hash"], unique=False)
         batch_op.create_index(batch_op.f("ix_jobs_state"), ["state"], unique=False)
         batch_op.create_index("ix_jobs_state_stale_after", ["state", "stale_after"], unique=False)
 
@@ -158,6 +159,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_jobs_state_stale_after")
         batch_op.drop_index(batch_op.f("ix_jobs_state"))
         batch_op.drop_index(batch_op.f("ix_jobs_batch_id"))
+        batch_op.drop_index(batch_op.f("ix_jobs_content_hash"))
 
     op.drop_table("jobs")
     op.drop_table("policy_versions")

@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, func, inspect, select, text
 
 from store.db import make_engine
-from store.models import Job
+from store.models import Base, Job
 from store.schema import current_revision, downgrade, upgrade
 from tests.integration.conftest import running_worker, write_jobs
 
@@ -184,6 +186,9 @@ def test_migration_applies_to_an_empty_database_and_downgrades(pg_url):
         uniques = {tuple(u["column_names"]) for u in inspect(engine).get_unique_constraints("expert_results")}
         assert ("job_id", "attempt", "expert") in uniques
         assert current_revision(engine) == "0001"
+        with engine.connect() as connection:
+            drift = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        assert drift == [], "the migration creates exactly what the models describe"
         downgrade(engine)
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
         assert current_revision(engine) is None

@@ -111,7 +111,9 @@ def test_rule_extractor_finds_the_grand_total_not_the_subtotal() -> None:
     extract = expert_for(JobKind.DOCUMENT, "rule_extractor").rule
     assert extract is not None
     text = "ACME\nDate: 2026-03-14\nSubtotal 100.00\nTax 8.00\nTotal amount due 1,108.00"
-    assert extract({"text": text}, POLICY).output["fields"] == {"date": "2026-03-14", "total": "1108.00"}
+    output = extract({"text": text}, POLICY).output
+    assert (output["fields"]["date"], output["fields"]["total"]) == ("2026-03-14", "1,108.00")
+    assert output["rule_accept"] is False, "subtotal 100.00 + tax 8.00 is not the total 1,108.00"
 
 
 def test_model_answers_are_validated_against_the_expert_schema() -> None:

@@ -1,0 +1,53 @@
+"""The LLM analysis stage through the real pipeline, and the analysis cache per content hash."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from routing.policy import Policy
+from store.db import transaction
+from store.models import ExpertResult, Job
+from store.policies import publish_policy
+from tasks.runtime import default_policy
+from tasks.submission import submit_file
+from tests.integration.conftest import running_worker, wait_terminal, write_jobs
+
+TEXT = "Our webhook integration drops events since Tuesday; can you check?"
+
+
+def test_unsure_rules_ask_the_llm_once_and_a_resubmitted_content_reuses_the_analysis(make_app, tmp_path):
+    app, runtime = make_app()
+    with transaction(runtime.sessions) as session:
+        base: Policy = default_policy(runtime.settings)
+        publish_policy(
+            session,
+            base.model_copy(update={"rules_confidence": 0.99, "llm_analysis": True}),
+            "test: ask the LLM stage",
+        )
+    with running_worker(app):
+        first = submit_file(
+            app,
+            runtime,
+            write_jobs(tmp_path / "a.jsonl", [{"id": "an-1", "kind": "support", "payload": {"text": TEXT}}]),
+        )
+        wait_terminal(runtime, first.batch_id)
+        second = submit_file(
+            app,
+            runtime,
+            write_jobs(tmp_path / "b.jsonl", [{"id": "an-2", "kind": "support", "payload": {"text": TEXT}}]),
+        )
+        wait_terminal(runtime, second.batch_id)
+    with transaction(runtime.sessions) as session:
+        jobs = {j.id: j for j in session.execute(select(Job)).scalars()}
+        analysis_calls = (
+            session.execute(
+                select(ExpertResult).where(ExpertResult.attempt == 0, ExpertResult.expert == "analysis")
+            )
+            .scalars()
+            .all()
+        )
+    assert jobs["an-1"].analysis["stage"] == "llm" and jobs["an-1"].analysis["cached"] is False
+    assert jobs["an-2"].analysis["stage"] == "llm" and jobs["an-2"].analysis["cached"] is True
+    assert [row.job_id for row in analysis_calls] == ["an-1"], "the second job's analysis cost nothing"
+    assert analysis_calls[0].cost_usd > 0 and analysis_calls[0].calls[0]["outcome"] == "ok"
+    assert jobs["an-1"].state == jobs["an-2"].state == "succeeded"
