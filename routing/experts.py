@@ -8,7 +8,7 @@ makes the calls and stores what comes back.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,10 +81,18 @@ class UnparseableOutput(ValueError):
 
 @dataclass(frozen=True)
 class Expert:
+    """A model expert has a prompt; a rule expert a rule; a retriever searches the knowledge base.
+
+    A prompt builder takes the payload and a context: for a grounded expert, the
+    context's "articles" are the knowledge base's best matches for the job.
+    """
+
     name: str
     kind: JobKind
-    prompt: Callable[[dict[str, Any]], Prompt] | None = None
+    prompt: Callable[[dict[str, Any], Mapping[str, Any]], Prompt] | None = None
     rule: Callable[[dict[str, Any], Policy], ExpertOutput] | None = None
+    grounded: bool = False
+    retrieves: bool = False
 
     @property
     def uses_model(self) -> bool:
@@ -117,8 +125,12 @@ def _system(task: str, instruction: str, schema: type[ExpertAnswer]) -> str:
     )
 
 
-def _draft_prompt(payload: dict[str, Any]) -> Prompt:
+def _draft_prompt(payload: dict[str, Any], context: Mapping[str, Any]) -> Prompt:
     instruction = "Draft a reply to this customer support ticket: polite, specific, actionable."
+    articles = context.get("articles") or []
+    if articles:
+        policies = "\n".join(f"- {a['title']}: {a['snippet']}" for a in articles)
+        instruction += f"\nFollow these policy articles; do not promise what they do not allow:\n{policies}"
     return Prompt(
         task="draft_reply",
         system=_system("draft_reply", instruction, DraftReply),
@@ -127,7 +139,7 @@ def _draft_prompt(payload: dict[str, Any]) -> Prompt:
     )
 
 
-def _extract_prompt(payload: dict[str, Any]) -> Prompt:
+def _extract_prompt(payload: dict[str, Any], context: Mapping[str, Any]) -> Prompt:
     instruction = (
         "Extract the fields company, date, total and document_number from this document; "
         "use null for a field that is not present."
@@ -140,7 +152,7 @@ def _extract_prompt(payload: dict[str, Any]) -> Prompt:
     )
 
 
-def _answer_prompt(payload: dict[str, Any]) -> Prompt:
+def _answer_prompt(payload: dict[str, Any], context: Mapping[str, Any]) -> Prompt:
     return Prompt(
         task="answer",
         system=_system("answer", "Answer the question concisely.", Answer),
@@ -149,7 +161,7 @@ def _answer_prompt(payload: dict[str, Any]) -> Prompt:
     )
 
 
-def _verify_prompt(payload: dict[str, Any]) -> Prompt:
+def _verify_prompt(payload: dict[str, Any], context: Mapping[str, Any]) -> Prompt:
     instruction = "Work the question out independently, check your work, and give only the final answer."
     return Prompt(
         task="verify",
@@ -190,7 +202,8 @@ def _rule_extract(payload: dict[str, Any], policy: Policy) -> ExpertOutput:
 EXPERTS: dict[tuple[JobKind, str], Expert] = {
     (expert.kind, expert.name): expert
     for expert in (
-        Expert("drafter", JobKind.SUPPORT, _draft_prompt),
+        Expert("drafter", JobKind.SUPPORT, _draft_prompt, grounded=True),
+        Expert("retriever", JobKind.SUPPORT, retrieves=True),
         Expert("policy_check", JobKind.SUPPORT, rule=_policy_check),
         Expert("extractor", JobKind.DOCUMENT, _extract_prompt),
         Expert("rule_extractor", JobKind.DOCUMENT, rule=_rule_extract),

@@ -12,7 +12,7 @@ from routing.jobs import JobKind
 from routing.states import TIER_LADDER, Tier
 
 DEFAULT_EXPERTS: dict[JobKind, tuple[str, ...]] = {
-    JobKind.SUPPORT: ("drafter", "policy_check"),
+    JobKind.SUPPORT: ("drafter", "policy_check", "retriever"),
     JobKind.DOCUMENT: ("extractor", "rule_extractor"),
     JobKind.PROMPT: ("answerer",),
 }

@@ -142,6 +142,9 @@ def judge(kind: JobKind, outcomes: list[ExpertOutcome], tier: Tier, policy: Poli
     if conflicts:
         quality *= 0.5
         reasons.extend(conflicts)
+    retriever = by_name.get("retriever")
+    if retriever is not None and retriever.output is not None and not retriever.output.get("articles"):
+        reasons.append("no policy article matched the ticket")
     output = _output(kind, by_name)
     risk, flags = _risk(by_name)
     if risk >= policy.review_risk:

@@ -149,3 +149,14 @@ class PolicyVersion(Base):
     reason: Mapped[str] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class KnowledgeArticle(Base):
+    """A policy article the support retriever searches (loaded by `tierflow kb load`)."""
+
+    __tablename__ = "kb_articles"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    title: Mapped[str] = mapped_column(String(512))
+    body: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -16,6 +16,7 @@ from celery import shared_task
 
 from providers.base import Completion, CompletionRequest
 from providers.structured import complete_structured
+from routing.analysis import job_text
 from routing.errors import ProviderError, ProviderRateLimited
 from routing.experts import Expert, ExpertOutput, expert_for, parse_answer
 from routing.jobs import JobKind
@@ -55,6 +56,17 @@ def expert(self: Any, job_id: str, attempt: int, name: str) -> dict[str, Any]:
 def run_expert(runtime: Runtime, job: JobView, name: str, models: list[str]) -> dict[str, Any]:
     """Run a rule expert, or ask the tier's models with structured output."""
     definition = expert_for(JobKind(job.kind), name)
+    text = job_text(JobKind(job.kind), job.payload)
+    if definition.retrieves:
+        started = time.perf_counter()
+        hits = [hit.as_dict() for hit in runtime.knowledge(text, 3)]
+        return {
+            "output": {"articles": hits},
+            "confidence": 1.0,
+            "error": None,
+            "latency_s": time.perf_counter() - started,
+            "calls": [],
+        }
     if definition.rule is not None:
         started = time.perf_counter()
         result = definition.rule(job.payload, runtime.policy())
@@ -70,7 +82,10 @@ def run_expert(runtime: Runtime, job: JobView, name: str, models: list[str]) -> 
 
 def _ask_models(runtime: Runtime, job: JobView, definition: Expert, models: list[str]) -> dict[str, Any]:
     assert definition.prompt is not None
-    prompt = definition.prompt(job.payload)
+    context = {
+        "articles": [hit.as_dict() for hit in runtime.knowledge(job_text(JobKind(job.kind), job.payload), 2)]
+    }
+    prompt = definition.prompt(job.payload, context if definition.grounded else {})
     request = CompletionRequest(
         system=prompt.system,
         user=prompt.user,

@@ -23,8 +23,10 @@ from providers.resilience.tier import TierCaller
 from providers.retry import RetryPolicy
 from routing.errors import ConfigError
 from routing.policy import Policy
+from routing.retrieval import Hit, KnowledgeBase
 from routing.states import Tier
 from store.db import make_engine, make_sessions, transaction
+from store.knowledge import read_articles, search_postgres, stored_articles
 from store.policies import active_policy, seed_policy
 from worker.settings import Settings
 
@@ -40,12 +42,31 @@ class Runtime:
     tier_caller: TierCaller
     breakers: Breakers | None
     _policy: Policy | None = None
+    _knowledge: KnowledgeBase | str | None = None
     _policy_loaded_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def stage_timeout(self) -> timedelta:
         return timedelta(seconds=self.settings.stage_timeout_s)
+
+    def knowledge(self, text: str, limit: int) -> list[Hit]:
+        """The policy articles that best match `text`: PostgreSQL full-text search when the articles
+        are loaded there (`tierflow kb load`), else the in-process index over settings.kb_dir."""
+        if self._knowledge is None:
+            self._knowledge = self._open_knowledge()
+        if isinstance(self._knowledge, KnowledgeBase):
+            return self._knowledge.search(text, limit)
+        with transaction(self.sessions) as session:
+            return search_postgres(session, text, limit)
+
+    def _open_knowledge(self) -> KnowledgeBase | str:
+        if self.engine.dialect.name == "postgresql":
+            with transaction(self.sessions) as session:
+                if stored_articles(session):
+                    return "postgresql"
+        folder = self.settings.kb_dir
+        return KnowledgeBase(read_articles(folder) if folder.is_dir() else [])
 
     def policy(self) -> Policy:
         """The active policy version, re-read from the store at most every POLICY_TTL_S."""

@@ -166,6 +166,23 @@ def register(cli: typer.Typer) -> None:
             seed=seed,
         )
 
+    kb = typer.Typer(add_completion=False, no_args_is_help=True)
+    cli.add_typer(kb, name="kb", help="The knowledge base of policy articles the support retriever searches.")
+
+    @kb.command("load")
+    def kb_load(
+        folder: Annotated[Path, typer.Argument(help="Folder of *.md articles")] = Path("examples/kb"),
+    ) -> None:
+        """Load (insert or replace) the articles into the database, for PostgreSQL full-text search."""
+        from store.db import make_sessions, transaction
+        from store.knowledge import load_articles, read_articles
+
+        engine = _engine()
+        require_schema(engine)
+        with transaction(make_sessions(engine)) as session:
+            count = load_articles(session, read_articles(folder))
+        out.print(f"loaded {count} articles from {folder} into {redact(str(engine.url))}")
+
     @cli.command()
     def reconcile() -> None:
         """Re-enqueue stale jobs now, once (what beat does every reconcile_interval_s)."""

@@ -140,8 +140,18 @@ def upgrade() -> None:
         sa.UniqueConstraint("job_id", name=op.f("uq_results_job_id")),
     )
 
+    op.create_table(
+        "kb_articles",
+        sa.Column("id", sa.String(length=128), nullable=False),
+        sa.Column("title", sa.String(length=512), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_kb_articles")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("kb_articles")
     op.drop_table("results")
     with op.batch_alter_table("feedback", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_feedback_job_id"))

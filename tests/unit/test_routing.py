@@ -141,13 +141,13 @@ def test_fake_rules_answer_each_expert_prompt_in_a_valid_shape() -> None:
     for (name, kind), payload in payloads.items():
         expert = expert_for(kind, name)
         assert expert.prompt is not None
-        prompt = expert.prompt(payload)
+        prompt = expert.prompt(payload, {})
         strong = parse_answer(prompt.schema, rules.answer(prompt.system, prompt.user, 0.97))
         weak = parse_answer(prompt.schema, rules.answer(prompt.system, prompt.user, 0.55))
         assert strong.confidence >= weak.confidence
     answer = expert_for(JobKind.PROMPT, "answerer")
     assert answer.prompt is not None
-    prompt = answer.prompt({"prompt": "What is 1234 * 5678?"})
+    prompt = answer.prompt({"prompt": "What is 1234 * 5678?"}, {})
     assert (
         parse_answer(prompt.schema, rules.answer(prompt.system, prompt.user, 0.9)).output["answer"]
         == "7006652"
