@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     max_redeliveries: int = Field(default=5, ge=0)
     reconcile_interval_s: float = Field(default=60.0, gt=0)
 
+    # Knowledge base of policy articles for the support retriever (embedded mode reads the folder)
+    kb_dir: Path = Path("examples/kb")
+
     # Input
     max_payload_bytes: int = Field(default=64 * 1024, gt=0)
 
@@ -77,6 +80,10 @@ class Settings(BaseSettings):
     # Embedded mode
     embedded_concurrency: int = Field(default=8, gt=0)
     log_level: str = "WARNING"
+
+    # Flower (`tierflow flower`): basic auth, required unless --insecure
+    flower_user: str | None = None
+    flower_password: SecretStr | None = None
 
     @field_validator("tiers")
     @classmethod
