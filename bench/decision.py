@@ -72,9 +72,8 @@ def main() -> None:
         print(json.dumps(figures))
         return
     both, alone = figures["analysis_and_decision_us"], figures["decision_us"]
-    print(
-        f"{figures['jobs']} example jobs x {args.repeat} = {figures['samples']} samples, Python {figures['python']}"
-    )
+    sizes = f"{figures['jobs']} example jobs x {args.repeat} = {figures['samples']} samples"
+    print(f"{sizes}, Python {figures['python']}")
     print(
         f"analysis + decision: p50 {both['p50']:.1f} us, p99 {both['p99']:.1f} us, mean {both['mean']:.1f} us"
     )  # type: ignore[index]
