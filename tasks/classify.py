@@ -12,7 +12,6 @@ from typing import Any
 
 from celery import shared_task
 
-from providers.base import CompletionRequest
 from routing.analysis import Analysis
 from routing.decision import Strategy, decide
 from routing.experts import Prompt
@@ -32,7 +31,7 @@ from store.lifecycle import (
 from tasks.aggregate import hold_for_review
 from tasks.context import decision_context
 from tasks.dispatch import send_attempt
-from tasks.experts import call_tier, spend
+from tasks.experts import call_tier, request_for, spend
 from tasks.runtime import Runtime, runtime_for
 
 log = logging.getLogger(__name__)
@@ -109,13 +108,7 @@ def _llm(runtime: Runtime, calls: list[dict[str, Any]]) -> LLMStage:
     policy = runtime.policy()
 
     def ask(prompt: Prompt) -> str:
-        request = CompletionRequest(
-            system=prompt.system,
-            user=prompt.user,
-            max_tokens=prompt.max_tokens,
-            timeout_s=runtime.settings.call_timeout_s,
-            json_schema=prompt.schema.model_json_schema(),
-        )
+        request = request_for(prompt, runtime)
         return call_tier(runtime, list(policy.tier_models[policy.ladder[0]]), request, calls).text
 
     return ask

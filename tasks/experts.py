@@ -18,7 +18,7 @@ from providers.base import Completion, CompletionRequest
 from providers.structured import complete_structured
 from routing.analysis import job_text
 from routing.errors import ProviderError, ProviderRateLimited
-from routing.experts import Expert, ExpertOutput, expert_for, parse_answer
+from routing.experts import Expert, ExpertOutput, Prompt, expert_for, parse_answer
 from routing.jobs import JobKind
 from store.db import transaction
 from store.lifecycle import JobView, has_expert_result, load_attempt, load_job, upsert_expert_result
@@ -82,17 +82,12 @@ def run_expert(runtime: Runtime, job: JobView, name: str, models: list[str]) -> 
 
 def _ask_models(runtime: Runtime, job: JobView, definition: Expert, models: list[str]) -> dict[str, Any]:
     assert definition.prompt is not None
-    context = {
-        "articles": [hit.as_dict() for hit in runtime.knowledge(job_text(JobKind(job.kind), job.payload), 2)]
-    }
-    prompt = definition.prompt(job.payload, context if definition.grounded else {})
-    request = CompletionRequest(
-        system=prompt.system,
-        user=prompt.user,
-        max_tokens=prompt.max_tokens,
-        timeout_s=runtime.settings.call_timeout_s,
-        json_schema=prompt.schema.model_json_schema(),
-    )
+    context: dict[str, Any] = {}
+    if definition.grounded:
+        hits = runtime.knowledge(job_text(JobKind(job.kind), job.payload), 2)
+        context["articles"] = [hit.as_dict() for hit in hits]
+    prompt = definition.prompt(job.payload, context)
+    request = request_for(prompt, runtime)
     calls: list[dict[str, Any]] = []
     try:
         completion, answer = complete_structured(
@@ -107,6 +102,17 @@ def _ask_models(runtime: Runtime, job: JobView, definition: Expert, models: list
     except ProviderError as exc:
         return _failed(exc, calls)
     return _answered(completion, answer, calls)
+
+
+def request_for(prompt: Prompt, runtime: Runtime) -> CompletionRequest:
+    """The provider request for an expert's prompt, its schema as structured output."""
+    return CompletionRequest(
+        system=prompt.system,
+        user=prompt.user,
+        max_tokens=prompt.max_tokens,
+        timeout_s=runtime.settings.call_timeout_s,
+        json_schema=prompt.schema.model_json_schema(),
+    )
 
 
 class TierRateLimited(Exception):
