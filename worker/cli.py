@@ -1,6 +1,8 @@
 """The `tierflow` command line: submit, watch and read batches; run the demo.
 
-Operator commands (worker, beat, db) live in worker/cli_ops.py and are added here.
+Other command groups live in their own modules and register here: cli_ops (worker,
+beat, db, kb, reconcile, provider-server), cli_explain, cli_eval (+ documents),
+cli_report, cli_flower.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from store.db import check_database, transaction
 from store.reports import batch_exists, batch_results, batch_status
 from tasks.runtime import Runtime, runtime_for
 from tasks.submission import SubmitReport, submit_file
-from worker import render
+from worker import cli_eval, cli_eval_documents, cli_explain, cli_flower, cli_report, render
 from worker.app import TierflowCelery, create_app
 from worker.cli_ops import ops, register, require_schema
 from worker.settings import Settings, load_settings
@@ -35,8 +37,13 @@ cli = typer.Typer(
     help="tierflow: route LLM jobs to model tiers.",
 )
 cli.add_typer(ops, name="db", help="Apply or revert the database migrations.")
-# Command groups, one module each, registered here (append new ones below this line).
-register(cli)  # worker, beat, reconcile, provider-server
+# Command groups, one module each.
+register(cli)  # worker, beat, reconcile, provider-server, kb
+cli_explain.register(cli)
+cli_eval.register(cli)
+cli_eval_documents.register(cli_eval.eval_app)
+cli_report.register(cli)
+cli_flower.register(cli)
 # soft_wrap: a FILE:LINE: field: reason line must stay one line, whatever the terminal width.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

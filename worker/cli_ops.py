@@ -144,7 +144,13 @@ def register(cli: typer.Typer) -> None:
 
     @cli.command("provider-server")
     def provider_server(
-        port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 8765,
+        port: Annotated[int, typer.Option(help="TCP port")] = 8765,
+        host: Annotated[str, typer.Option(help="IPv4 address to bind (loopback unless --allow-remote)")] = (
+            "127.0.0.1"
+        ),
+        allow_remote: Annotated[
+            bool, typer.Option(help="Allow a non-loopback --host, e.g. 0.0.0.0 in a container")
+        ] = False,
         replay: Annotated[list[Path] | None, typer.Option(help="Replay JSONL file (repeatable)")] = None,
         replay_model: Annotated[
             list[str] | None, typer.Option(help="SERVED=RECORDED model name mapping (repeatable)")
@@ -159,6 +165,8 @@ def register(cli: typer.Typer) -> None:
         mapping = dict(pair.split("=", 1) for pair in replay_model or [] if "=" in pair)
         serve(
             port=port,
+            host=host,
+            allow_remote=allow_remote,
             replay_paths=replay or [],
             replay_models=mapping or None,
             faults=FaultPlanSpec.model_validate_json(faults.read_text()).rules if faults else (),

@@ -27,16 +27,21 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 8765
 
 
-def loopback_host(host: str) -> str:
-    """`host` if it is a loopback IPv4 address ("localhost" becomes 127.0.0.1); ConfigError otherwise."""
+def loopback_host(host: str, allow_remote: bool = False) -> str:
+    """`host` if it is a loopback IPv4 address ("localhost" becomes 127.0.0.1); ConfigError otherwise.
+
+    With `allow_remote` (a container that other containers must reach), any IPv4 address is taken.
+    """
     if host == "localhost":
         return "127.0.0.1"
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise ConfigError("host", f"{host!r} is not an IP address") from None
-    if address.version != 4 or not address.is_loopback:
-        raise ConfigError("host", f"the provider server binds IPv4 loopback only, not {host}")
+    if address.version != 4 or not (address.is_loopback or allow_remote):
+        raise ConfigError(
+            "host", f"the provider server binds IPv4 loopback only, not {host} (see --allow-remote)"
+        )
     return host
 
 
@@ -77,8 +82,9 @@ class ProviderServer:
         seed: int = 0,
         api_key: str | None = None,
         hang_s: float = 30.0,
+        allow_remote: bool = False,
     ) -> None:
-        self._address = (loopback_host(host), port)
+        self._address = (loopback_host(host, allow_remote), port)
         answerer = Answerer(ReplayBook.load(replay_paths), models, replay_models, strengths)
         self._state = ServerState(
             answerer=answerer,
@@ -214,6 +220,7 @@ def serve(
     seed: int = 0,
     api_key: str | None = None,
     hang_s: float = 30.0,
+    allow_remote: bool = False,
 ) -> None:
     """Runs the local provider server in the foreground until interrupted (`tierflow provider-server`).
 
@@ -233,6 +240,7 @@ def serve(
         seed=seed,
         api_key=api_key,
         hang_s=hang_s,
+        allow_remote=allow_remote,
     )
     _stop_on_sigterm(server)
     with contextlib.suppress(KeyboardInterrupt):
