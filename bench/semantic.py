@@ -41,16 +41,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from providers.encoders import CachedEncoder, LocalMiniLM  # noqa: E402
+from providers.labelled import OUT_OF_SCOPE, LabelledText, fit_routes, read_labelled  # noqa: E402
 from routing.semantic import Outcome, SemanticMatch, SemanticRoutes  # noqa: E402
-from worker.cli_eval import (  # noqa: E402
-    OUT_OF_SCOPE,
-    LabelledText,
-    SemanticReport,
-    classify_texts,
-    fit_routes,
-    read_labelled,
-    report,
-)
+from worker.cli_eval import SemanticReport, classify_texts, report  # noqa: E402
 
 DATASETS = (("banking77", "train", "test"), ("clinc150", "train", "val"))
 BATCH = 64

@@ -49,7 +49,11 @@ def classify(self: Any, job_id: str) -> None:
     if job.state is JobState.QUEUED:
         calls: list[dict[str, Any]] = []
         analysis = cached or analyze(
-            JobKind(job.kind), job.payload, runtime.policy(), llm=_llm(runtime, calls)
+            JobKind(job.kind),
+            job.payload,
+            runtime.policy(),
+            semantic=runtime.semantic(),
+            llm=_llm(runtime, calls),
         )
         if not _classified(runtime, job, analysis, calls, cached is not None):
             return

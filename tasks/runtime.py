@@ -24,6 +24,7 @@ from providers.retry import RetryPolicy
 from routing.errors import ConfigError
 from routing.policy import Policy
 from routing.retrieval import Hit, KnowledgeBase
+from routing.stages import SemanticGuess, SemanticStage
 from routing.states import Tier
 from store.db import make_engine, make_sessions, transaction
 from store.knowledge import read_articles, search_postgres, stored_articles
@@ -43,6 +44,7 @@ class Runtime:
     breakers: Breakers | None
     _policy: Policy | None = None
     _knowledge: KnowledgeBase | str | None = None
+    _semantic: SemanticStage | None = None
     _policy_loaded_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -68,6 +70,15 @@ class Runtime:
         folder = self.settings.kb_dir
         return KnowledgeBase(read_articles(folder) if folder.is_dir() else [])
 
+    def semantic(self) -> SemanticStage | None:
+        """The semantic stage, fitted once per process from settings.semantic_routes; None when unset."""
+        if self.settings.semantic_routes is None:
+            return None
+        with self._lock:
+            if self._semantic is None:
+                self._semantic = build_semantic_stage(self.settings)
+            return self._semantic
+
     def policy(self) -> Policy:
         """The active policy version, re-read from the store at most every POLICY_TTL_S."""
         with self._lock:
@@ -78,6 +89,27 @@ class Runtime:
                     )
                 self._policy_loaded_at = time.monotonic()
             return self._policy
+
+
+def build_semantic_stage(settings: Settings) -> SemanticStage:
+    from providers.encoders import CachedEncoder, Encoder, LocalMiniLM, OpenAIEmbeddings
+    from providers.labelled import fit_routes, read_labelled
+
+    assert settings.semantic_routes is not None
+    inner: Encoder
+    if settings.semantic_encoder == "openai":
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "local"
+        inner = OpenAIEmbeddings(settings.semantic_model, api_key=key, base_url=settings.openai_base_url)
+    else:
+        inner = LocalMiniLM()
+    encoder = CachedEncoder(inner, settings.embeddings_cache_dir)
+    routes = fit_routes(encoder, read_labelled(settings.semantic_routes))
+
+    def guess(text: str) -> SemanticGuess:
+        match = routes.classify(inner.encode([text]))[0]  # queries are not cached: each is new
+        return SemanticGuess(match.route, match.score, match.decided, match.runner_up)
+
+    return guess
 
 
 def default_policy(settings: Settings) -> Policy:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -28,11 +27,10 @@ import typer
 from rich.console import Console
 
 from providers.encoders import CachedEncoder, Encoder, LocalMiniLM, OpenAIEmbeddings, encode_in_batches
-from routing.errors import InputError
-from routing.semantic import SemanticConfig, SemanticMatch, SemanticRoutes
+from providers.labelled import OUT_OF_SCOPE, LabelledText, fit_routes, read_labelled
+from routing.semantic import SemanticMatch, SemanticRoutes
 from worker.settings import load_settings
 
-OUT_OF_SCOPE = "oos"
 DEFAULT_CACHE = Path(".tierflow/embeddings")
 
 eval_app = typer.Typer(add_completion=False, no_args_is_help=True)
@@ -42,12 +40,6 @@ out = Console(soft_wrap=True)
 class EncoderKind(str, Enum):
     LOCAL = "local"
     OPENAI = "openai"
-
-
-@dataclass(frozen=True)
-class LabelledText:
-    text: str
-    intent: str
 
 
 @dataclass(frozen=True)
@@ -70,48 +62,6 @@ class SemanticReport:
             "oos_recall": self.oos_recall,
             "queries_per_s": self.queries_per_s,
         }
-
-
-def read_labelled(path: Path) -> list[LabelledText]:
-    """Every line of a `{"text", "intent"}` JSONL file; InputError names the file, line and field."""
-    source = str(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(source, 0, "file", f"cannot be read: {exc}") from None
-    rows: list[LabelledText] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(source, number, "line", f"not JSON: {exc.msg}") from None
-        if not isinstance(record, dict):
-            raise InputError(source, number, "line", "must be a JSON object")
-        for field in ("text", "intent"):
-            value = record.get(field)
-            if not isinstance(value, str) or not value.strip():
-                raise InputError(source, number, field, "must be a non-empty string")
-        rows.append(LabelledText(record["text"], record["intent"]))
-    if not rows:
-        raise InputError(source, 0, "file", "has no examples")
-    return rows
-
-
-def fit_routes(
-    encoder: Encoder, train: list[LabelledText], config: SemanticConfig | None = None
-) -> SemanticRoutes:
-    """Routes from the in-scope train examples; the out-of-scope ones fit the thresholds."""
-    vectors = encoder.encode([row.text for row in train])
-    by_intent: dict[str, list[int]] = defaultdict(list)
-    for index, row in enumerate(train):
-        by_intent[row.intent].append(index)
-    negatives = by_intent.pop(OUT_OF_SCOPE, [])
-    if not by_intent:
-        raise InputError("train", 0, "intent", "no in-scope examples: every intent is oos")
-    examples = {intent: vectors[rows] for intent, rows in sorted(by_intent.items())}
-    return SemanticRoutes.fit(examples, config, vectors[negatives] if negatives else None)
 
 
 def classify_texts(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -52,6 +52,12 @@ class Settings(BaseSettings):
 
     # Knowledge base of policy articles for the support retriever (embedded mode reads the folder)
     kb_dir: Path = Path("examples/kb")
+
+    # Semantic stage of the analysis: route examples ({"text", "intent"} JSON Lines); off when unset
+    semantic_routes: Path | None = None
+    semantic_encoder: Literal["local", "openai"] = "local"
+    semantic_model: str = "text-embedding-3-small"  # with the openai encoder
+    embeddings_cache_dir: Path = Path(".tierflow/embeddings")
 
     # Input
     max_payload_bytes: int = Field(default=64 * 1024, gt=0)

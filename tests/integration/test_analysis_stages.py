@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import pytest
 from sqlalchemy import select
 
 from routing.policy import Policy
@@ -51,3 +55,36 @@ def test_unsure_rules_ask_the_llm_once_and_a_resubmitted_content_reuses_the_anal
     assert [row.job_id for row in analysis_calls] == ["an-1"], "the second job's analysis cost nothing"
     assert analysis_calls[0].cost_usd > 0 and analysis_calls[0].calls[0]["outcome"] == "ok"
     assert jobs["an-1"].state == jobs["an-2"].state == "succeeded"
+
+
+ROUTES = Path(__file__).resolve().parents[2] / "examples" / "routes" / "support_intents.jsonl"
+
+
+def test_semantic_stage_decides_when_the_rules_are_unsure(make_app, tmp_path):
+    if os.environ.get("CI", "").lower() != "true":  # under CI the embeddings extra must be there
+        pytest.importorskip("sentence_transformers")
+    app, runtime = make_app(semantic_routes=ROUTES, embeddings_cache_dir=tmp_path / "cache")
+    with transaction(runtime.sessions) as session:
+        base: Policy = default_policy(runtime.settings)
+        publish_policy(session, base.model_copy(update={"rules_confidence": 0.99}), "test: semantic stage")
+    jobs = [
+        {
+            "id": "sem-1",
+            "kind": "support",
+            "payload": {"text": "The buckle on my rucksack snapped on the first hike."},
+        },
+        {
+            "id": "sem-2",
+            "kind": "support",
+            "payload": {"text": "What will the weather be like in Lisbon tomorrow?"},
+        },
+    ]
+    with running_worker(app):
+        report = submit_file(app, runtime, write_jobs(tmp_path / "jobs.jsonl", jobs))
+        wait_terminal(runtime, report.batch_id, timeout_s=180)
+    with transaction(runtime.sessions) as session:
+        analyses = {j.id: j.analysis for j in session.execute(select(Job)).scalars()}
+    assert (analyses["sem-1"]["stage"], analyses["sem-1"]["intent"]) == ("semantic", "warranty")
+    assert analyses["sem-2"]["stage"] == "rules"
+    assert any(reason.startswith("semantic unsure") for reason in analyses["sem-2"]["reasons"])
+    assert any((tmp_path / "cache").rglob("*.npy")), "route examples are embedded once, on disk"
