@@ -6,11 +6,13 @@ Pure. Later stages (embeddings, an LLM) plug in behind the same Analysis type.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from routing.documents import decide_document, extract_fields
 from routing.jobs import JobKind
+from routing.rules import RoutingRule, approximate_tokens, first_match
 
 HARD_MARKERS = re.compile(
     r"\b(intermittent|integration|api|webhook|regulation|gdpr|chargeback|dispute|reconcile|"
@@ -76,16 +78,57 @@ def job_text(kind: JobKind, payload: dict[str, object]) -> str:
     return f"{subject}\n{body}" if subject else body
 
 
-def analyze_rules(kind: JobKind, payload: dict[str, object]) -> Analysis:
-    """Difficulty, risk and intent from cheap textual signals."""
+CODE_BLOCK = re.compile(r"```|^(?: {4}|\t)\S", re.MULTILINE)
+ARITHMETIC = re.compile(r"\d+(?:\.\d+)?\s*[-+*/×x^]\s*\d+")
+LONG_WORDS = 400
+
+
+def _signals(text: str) -> tuple[float, list[str]]:
+    """Content signals beyond words: code, arithmetic, a long document."""
+    extra, reasons = 0.0, []
+    if CODE_BLOCK.search(text):
+        extra += 0.15
+        reasons.append("code block")
+    if ARITHMETIC.search(text):
+        extra += 0.05
+        reasons.append("arithmetic")
+    if len(text.split()) > LONG_WORDS:
+        reasons.append("long document")
+    return extra, reasons
+
+
+def analyze_rules(
+    kind: JobKind,
+    payload: dict[str, object],
+    rules: Sequence[RoutingRule] = (),
+    metadata: Mapping[str, object] | None = None,
+    tokens: int | None = None,
+) -> Analysis:
+    """The policy's declarative rules, then difficulty, risk and intent from cheap textual signals."""
     text = job_text(kind, payload)
+    built_in = _built_in(kind, text)
+    rule = first_match(rules, kind, text, tokens or approximate_tokens(text), metadata or {})
+    if rule is None:
+        return built_in
+    return replace(
+        built_in,
+        intent=rule.intent or built_in.intent,
+        difficulty=built_in.difficulty if rule.difficulty is None else rule.difficulty,
+        risk=max(built_in.risk, rule.risk or 0.0),  # a rule may add risk, not hide what was seen
+        confidence=rule.confidence,
+        reasons=(*built_in.reasons, f"rule {rule.name} matched"),
+    )
+
+
+def _built_in(kind: JobKind, text: str) -> Analysis:
     words = len(text.split())
     hard = sorted({match.lower() for match in HARD_MARKERS.findall(text)})
     risky = sorted({match.lower() for match in RISK_MARKERS.findall(text)})
-    difficulty = min(1.0, 0.1 + min(words, 400) / 800 + 0.15 * len(hard) + 0.05 * text.count("?"))
+    extra, signals = _signals(text)
+    difficulty = min(1.0, 0.1 + min(words, 400) / 800 + 0.15 * len(hard) + 0.05 * text.count("?") + extra)
     risk = min(1.0, 0.45 * len(risky))
     intent = next((name for name, pattern in INTENTS if pattern.search(text)), "general")
-    reasons = [f"{words} words"]
+    reasons = [f"{words} words", *signals]
     if hard:
         reasons.append("hard markers: " + ", ".join(hard))
     if risky:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from routing.experiments import Experiment
 from routing.jobs import JobKind
+from routing.rules import RoutingRule
 from routing.states import TIER_LADDER, Tier
 
 DEFAULT_EXPERTS: dict[JobKind, tuple[str, ...]] = {
@@ -61,6 +62,8 @@ class Policy(BaseModel):
     # Analysis: the rules decide alone at or above this confidence; below it the semantic
     # stage, then (when enabled) a small-tier model are asked.
     rules_confidence: float = Field(default=0.75, ge=0, le=1)
+    # Declarative rules, tried in order before any built-in signal decides (routing/rules.py).
+    rules: tuple[RoutingRule, ...] = ()
     llm_analysis: bool = False
     intents: tuple[str, ...] = ()  # intents an analysis may name; empty: the built-in ones
 

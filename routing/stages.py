@@ -6,7 +6,7 @@ this module decides when to ask them and what to make of their answers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from pydantic import Field
@@ -57,9 +57,11 @@ def analyze(
     policy: Policy,
     semantic: SemanticStage | None = None,
     llm: LLMStage | None = None,
+    metadata: Mapping[str, object] | None = None,
+    tokens: int | None = None,
 ) -> Analysis:
     """Rules first; the semantic stage when the rules are unsure; the LLM when that is unsure too."""
-    best = analyze_rules(kind, payload)
+    best = analyze_rules(kind, payload, policy.rules, metadata, tokens)
     if best.confidence >= policy.rules_confidence:
         return best
     if semantic is not None:

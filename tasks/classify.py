@@ -12,7 +12,8 @@ from typing import Any
 
 from celery import shared_task
 
-from routing.analysis import Analysis
+from providers.tokens import count_tokens
+from routing.analysis import Analysis, job_text
 from routing.decision import Strategy, decide
 from routing.experts import Prompt
 from routing.jobs import JobKind
@@ -48,12 +49,15 @@ def classify(self: Any, job_id: str) -> None:
         cached = cached_analysis(session, job.id) if job.state is JobState.QUEUED else None
     if job.state is JobState.QUEUED:
         calls: list[dict[str, Any]] = []
+        kind = JobKind(job.kind)
         analysis = cached or analyze(
-            JobKind(job.kind),
+            kind,
             job.payload,
             runtime.policy(),
             semantic=runtime.semantic(),
             llm=_llm(runtime, calls),
+            metadata=job.metadata,
+            tokens=count_tokens(job_text(kind, job.payload)),
         )
         if not _classified(runtime, job, analysis, calls, cached is not None):
             return
