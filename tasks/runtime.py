@@ -184,3 +184,9 @@ def runtime_for(app: Any) -> Runtime:
         if key not in _runtimes:
             _runtimes[key] = build_runtime(app.tierflow_settings)
         return _runtimes[key]
+
+
+def forget_runtime(app: Any) -> None:
+    """Drop this process's runtime for `app` (its engine is the caller's to dispose)."""
+    with _runtimes_lock:
+        _runtimes.pop((os.getpid(), id(app)), None)

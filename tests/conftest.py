@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,19 @@ from sqlalchemy.exc import OperationalError
 PG_ADMIN_URL = os.environ.get("TIERFLOW_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST_URL = os.environ.get("TIERFLOW_TEST_REDIS", "redis://127.0.0.1:6379")
 REDIS_TEST_DB = int(os.environ.get("TIERFLOW_TEST_REDIS_DB", "11"))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data(name: str) -> Path | None:
+    """A data set of ../shared/data: where TIERFLOW_TEST_DATA says, beside the checkout, or on this
+    machine's shared folder (a clone elsewhere, as CI makes, has no ../shared of its own)."""
+    candidates = [os.environ.get("TIERFLOW_TEST_DATA"), ROOT.parent / "shared" / "data", "/work/shared/data"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / name).is_dir():
+            return Path(candidate) / name
+    return None
 
 
 def missing_service(name: str, reason: object) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, text
 from store.db import make_engine, transaction
 from store.models import Base
 from store.schema import upgrade
-from tasks.runtime import Runtime, runtime_for
+from tasks.runtime import Runtime, forget_runtime, runtime_for
 from tests.conftest import service_settings
 from worker.app import ALL_QUEUES, TierflowCelery, create_app
 from worker.settings import load_settings
@@ -42,12 +42,21 @@ def db(migrated: Engine, clean_redis: str) -> Engine:
 
 
 @pytest.fixture()
-def make_app(db: Engine, pg_url: str, redis_url: str) -> Callable[..., tuple[TierflowCelery, Runtime]]:
+def make_app(
+    db: Engine, pg_url: str, redis_url: str
+) -> Iterator[Callable[..., tuple[TierflowCelery, Runtime]]]:
+    """Build apps on the test services; their connection pools are closed when the test ends."""
+    built: list[tuple[TierflowCelery, Runtime]] = []
+
     def build(**overrides: Any) -> tuple[TierflowCelery, Runtime]:
         app = create_app(load_settings(**service_settings(pg_url, redis_url, **overrides)))
-        return app, runtime_for(app)
+        built.append((app, runtime_for(app)))
+        return built[-1]
 
-    return build
+    yield build
+    for app, runtime in built:
+        forget_runtime(app)
+        runtime.engine.dispose()
 
 
 @contextmanager
