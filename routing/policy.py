@@ -5,6 +5,8 @@ Pure data. The store keeps its versions; the reflexive issue learns new ones.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from routing.experiments import Experiment
@@ -88,3 +90,16 @@ class Policy(BaseModel):
         if missing:
             raise ValueError(f"tiers without models: {', '.join(missing)}")
         return self
+
+
+def policy_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(field path, old value, new value) for every leaf that differs, in field order."""
+    changes: list[tuple[str, Any, Any]] = []
+    for key in list(dict.fromkeys([*old, *new])):
+        path = f"{prefix}{key}"
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes.extend(policy_diff(a, b, f"{path}."))
+        elif a != b:
+            changes.append((path, a, b))
+    return changes

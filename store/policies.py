@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from routing.errors import InputError
 from routing.policy import Policy
 from store.db import insert_ignore
 from store.models import PolicyVersion
@@ -53,3 +54,20 @@ def publish_policy(session: Session, policy: Policy, reason: str) -> Policy:
         )
     )
     return published
+
+
+def policy_history(session: Session) -> list[PolicyVersion]:
+    return list(session.execute(select(PolicyVersion).order_by(PolicyVersion.version)).scalars())
+
+
+def policy_version(session: Session, version: int) -> PolicyVersion:
+    row = session.get(PolicyVersion, version)
+    if row is None:
+        raise InputError("tierflow policy", 0, "version", f"no policy version {version}")
+    return row
+
+
+def rollback_policy(session: Session, version: int) -> Policy:
+    """Publish the body of an earlier version as a new version: history only grows."""
+    body = policy_version(session, version).body
+    return publish_policy(session, Policy.model_validate(body), f"rollback to version {version}")

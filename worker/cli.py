@@ -25,7 +25,7 @@ from store.db import check_database, transaction
 from store.reports import batch_exists, batch_results, batch_status
 from tasks.runtime import Runtime, runtime_for
 from tasks.submission import SubmitReport, submit_file
-from worker import cli_eval, cli_eval_documents, cli_explain, cli_flower, cli_report, render
+from worker import cli_eval, cli_eval_documents, cli_explain, cli_feedback, cli_flower, cli_report, render
 from worker.app import TierflowCelery, create_app
 from worker.cli_ops import ops, register, require_schema
 from worker.settings import Settings, load_settings
@@ -44,6 +44,7 @@ cli_eval.register(cli)
 cli_eval_documents.register(cli_eval.eval_app)
 cli_report.register(cli)
 cli_flower.register(cli)
+cli_feedback.register(cli)
 # soft_wrap: a FILE:LINE: field: reason line must stay one line, whatever the terminal width.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -97,3 +100,27 @@ def wait_terminal(runtime: Runtime, batch_id: str, timeout_s: float = 60.0) -> N
             return
         time.sleep(0.1)
     raise AssertionError(f"batch {batch_id} not terminal after {timeout_s}s: {status.by_state}")
+
+
+TIERFLOW = str(Path(sys.executable).with_name("tierflow"))
+
+
+def run(env: dict[str, str], *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """`tierflow ARGS` as a user runs it, bounded in time."""
+    done = subprocess.run([TIERFLOW, *args], env=env, capture_output=True, text=True, timeout=120)
+    if check and done.returncode != 0:
+        raise AssertionError(f"tierflow {' '.join(args)} failed: {done.stderr}")
+    return done
+
+
+@pytest.fixture()
+def env(db: Engine, pg_url: str, redis_url: str) -> dict[str, str]:
+    """The environment of a `tierflow` command on the test services (and no other TIERFLOW_ setting)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TIERFLOW_")}
+    return {
+        **base,
+        "TIERFLOW_DATABASE_URL": pg_url,
+        "TIERFLOW_BROKER_URL": redis_url,
+        "TIERFLOW_RESULT_BACKEND": redis_url,
+        "TIERFLOW_FAKE_LATENCY_SCALE": "0",
+    }

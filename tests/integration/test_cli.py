@@ -5,10 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -18,32 +14,12 @@ from sqlalchemy import create_engine, func, inspect, select, text
 from store.db import make_engine
 from store.models import Base, Job
 from store.schema import current_revision, downgrade, upgrade
-from tests.integration.conftest import running_worker, write_jobs
+from tests.integration.conftest import run, running_worker, write_jobs
 
-TIERFLOW = str(Path(sys.executable).with_name("tierflow"))
 GOOD = [
     {"id": "cli-1", "kind": "support", "payload": {"text": "Where is my parcel? Tracking shows nothing."}},
     {"id": "cli-2", "kind": "prompt", "payload": {"prompt": "What is 6 * 7?"}},
 ]
-
-
-def run(env: dict[str, str], *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([TIERFLOW, *args], env=env, capture_output=True, text=True, timeout=120)
-    if check and done.returncode != 0:
-        raise AssertionError(f"tierflow {' '.join(args)} failed: {done.stderr}")
-    return done
-
-
-@pytest.fixture()
-def env(db, pg_url: str, redis_url: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    base = {k: v for k, v in os.environ.items() if not k.startswith("TIERFLOW_")}
-    return {
-        **base,
-        "TIERFLOW_DATABASE_URL": pg_url,
-        "TIERFLOW_BROKER_URL": redis_url,
-        "TIERFLOW_RESULT_BACKEND": redis_url,
-        "TIERFLOW_FAKE_LATENCY_SCALE": "0",
-    }
 
 
 def _jobs(pg_url: str) -> int:

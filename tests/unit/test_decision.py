@@ -181,3 +181,19 @@ def test_empty_and_oversized_payloads_are_refused_at_submission() -> None:
     ]
     issues = parse_lines(lines).issues
     assert [(i.line, i.field) for i in issues] == [(1, "payload.text"), (2, "payload")]
+
+
+def test_policy_diff_walks_nested_fields_in_order() -> None:
+    from routing.policy import policy_diff
+
+    old = Policy(tier_models=TIERS).model_dump(mode="json")
+    new = Policy(tier_models=TIERS, accept_quality=0.8, tier_latency_s={Tier.LARGE: 20.0}).model_dump(
+        mode="json"
+    )
+    assert policy_diff(old, new) == [
+        ("accept_quality", 0.7, 0.8),
+        ("tier_latency_s.small", 2.0, None),
+        ("tier_latency_s.medium", 5.0, None),
+        ("tier_latency_s.large", 12.0, 20.0),
+    ]
+    assert policy_diff(old, old) == []

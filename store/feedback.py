@@ -1,0 +1,139 @@
+"""Feedback from people and gold labels, and the review queue of jobs held for a person."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from routing.errors import InputError
+from routing.states import JobState
+from store.db import insert_ignore
+from store.lifecycle import move_job
+from store.models import Attempt, Feedback, Job
+
+
+@dataclass(frozen=True)
+class Label:
+    line: int
+    job_id: str
+    correct: bool | None
+    expected: Any
+    note: str | None
+
+
+def _last_attempt(session: Session, job_id: str) -> tuple[int | None, str | None]:
+    row = session.execute(
+        select(Attempt.number, Attempt.tier)
+        .where(Attempt.job_id == job_id)
+        .order_by(Attempt.number.desc())
+        .limit(1)
+    ).first()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def record_feedback(
+    session: Session,
+    job_id: str,
+    source: str,
+    correct: bool | None,
+    score: float | None,
+    note: str | None,
+    key: str | None = None,
+) -> None:
+    """One outcome signal for the tier that gave the job's final answer."""
+    if session.get(Job, job_id) is None:
+        raise InputError("tierflow feedback", 0, "job", f"no job {job_id!r}")
+    attempt, tier = _last_attempt(session, job_id)
+    insert_ignore(
+        session,
+        Feedback,
+        {
+            "dedupe_key": key or f"{source}:{job_id}:{uuid.uuid4().hex}",
+            "job_id": job_id,
+            "attempt": attempt,
+            "tier": tier,
+            "source": source,
+            "correct": correct,
+            "score": score,
+            "note": note,
+        },
+        ["dedupe_key"],
+    )
+
+
+def read_labels(path: Path) -> list[Label]:
+    """`{"job_id", "correct"?, "expected"?, "note"?}` per line; the first bad line is an InputError."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(str(path), 0, "<file>", f"cannot be read: {exc.strerror or exc}") from None
+    labels = []
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(str(path), number, "<line>", f"not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("job_id"), str):
+            raise InputError(str(path), number, "job_id", "a string is required")
+        correct = record.get("correct")
+        if correct is not None and not isinstance(correct, bool):
+            raise InputError(str(path), number, "correct", "must be true or false")
+        if correct is None and "expected" not in record:
+            raise InputError(str(path), number, "correct", "give correct or expected")
+        labels.append(Label(number, record["job_id"], correct, record.get("expected"), record.get("note")))
+    return labels
+
+
+def import_labels(session: Session, path: Path, labels: list[Label]) -> int:
+    """Gold labels, all or none: a label for an unknown job refuses the file. One label per job."""
+    known = set(
+        session.execute(select(Job.id).where(Job.id.in_([label.job_id for label in labels]))).scalars()
+    )
+    for label in labels:
+        if label.job_id not in known:
+            raise InputError(str(path), label.line, "job_id", f"no job {label.job_id!r}")
+    for label in labels:
+        note = (
+            label.note
+            if label.expected is None
+            else json.dumps({"expected": label.expected, "note": label.note})
+        )
+        record_feedback(session, label.job_id, "gold", label.correct, None, note, key=f"gold:{label.job_id}")
+    return len(labels)
+
+
+def review_queue(session: Session, limit: int = 100) -> list[dict[str, Any]]:
+    """Jobs held for a person, oldest first, with the reasons of their last verdict."""
+    jobs = (
+        session.execute(
+            select(Job).where(Job.state == JobState.NEEDS_REVIEW.value).order_by(Job.finished_at).limit(limit)
+        )
+        .scalars()
+        .all()
+    )
+    rows = []
+    for job in jobs:
+        attempt = session.execute(
+            select(Attempt).where(Attempt.job_id == job.id).order_by(Attempt.number.desc()).limit(1)
+        ).scalar_one_or_none()
+        reasons = (attempt.reasons or {}).get("reasons", []) if attempt else []
+        rows.append({"job_id": job.id, "kind": job.kind, "tier": job.tier, "reasons": reasons})
+    return rows
+
+
+def decide_review(session: Session, job_id: str, accept: bool, note: str | None) -> None:
+    """A person's decision on a held job: it ends the job and is recorded as feedback."""
+    target = JobState.SUCCEEDED if accept else JobState.FAILED
+    if not move_job(
+        session, job_id, target, error=None if accept else f"rejected in review: {note or ''}".strip()
+    ):
+        raise InputError("tierflow review", 0, "job", f"job {job_id!r} is not held for review")
+    record_feedback(session, job_id, "review", accept, None, note, key=f"review:{job_id}")
