@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy import Engine, text
 
@@ -25,6 +27,24 @@ from worker.app import ALL_QUEUES, TierflowCelery, create_app
 from worker.settings import load_settings
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of the test Redis database."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def prefix(client: redis.Redis, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"test:{request.module.__name__.rsplit('.', 1)[-1]}:{uuid.uuid4().hex}:"
+    yield prefix
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture(scope="session")

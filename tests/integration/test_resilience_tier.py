@@ -13,7 +13,6 @@ import os
 import pickle
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -102,22 +101,6 @@ def providers(server: ProviderServer) -> Iterator[dict[str, Provider]]:
     yield {"openai": openai, "anthropic": anthropic}
     openai.close()
     anthropic.close()
-
-
-@pytest.fixture()
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture()
-def prefix(client: redis.Redis) -> Iterator[str]:
-    prefix = f"test:tier:{uuid.uuid4().hex}:"
-    yield prefix
-    keys = list(client.scan_iter(match=prefix + "*"))
-    if keys:
-        client.delete(*keys)
 
 
 def breaker_config(prefix: str, **fields: Any) -> BreakerConfig:
