@@ -19,8 +19,9 @@ from routing.states import JobState
 from store.db import transaction
 from store.lifecycle import move_job, stale_jobs, write_result
 from store.models import utcnow
-from tasks.dispatch import send_attempt, send_classify
+from tasks.dispatch import queue_lengths, send_attempt, send_classify
 from tasks.runtime import Runtime, runtime_for
+from worker.app import ALL_QUEUES, CLASSIFY_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,27 @@ def reconcile(self: Any) -> dict[str, int]:
 
 
 def requeue_stale(app: Any, runtime: Runtime, now: datetime) -> dict[str, int]:
-    """Re-send every non-terminal job whose stale deadline is before `now`."""
+    """Re-send every non-terminal job whose stale deadline is before `now`.
+
+    A job whose queue still holds messages may simply be waiting its turn behind a
+    backlog: its deadline moves forward and nothing is re-sent. Only when its queue is
+    empty can its message not be waiting there, and the job is sent again.
+    """
     settings = runtime.settings
+    lengths = queue_lengths(app, ALL_QUEUES)
     resend: list[tuple[str, str, int, str | None]] = []
-    given_up = 0
+    given_up = waiting = 0
     with transaction(runtime.sessions) as session:
         for job in stale_jobs(session, now, BATCH_LIMIT):
+            queue = (
+                CLASSIFY_QUEUE
+                if job.state == JobState.QUEUED.value or job.tier is None
+                else f"tier.{job.tier}"
+            )
+            if lengths.get(queue, 0) > 0:
+                job.stale_after = utcnow() + timedelta(seconds=settings.stage_timeout_s)
+                waiting += 1
+                continue
             if job.redeliveries >= settings.max_redeliveries:
                 given_up += _give_up(session, job.id, job.attempt, job.tier, job.redeliveries)
                 continue
@@ -53,7 +69,7 @@ def requeue_stale(app: Any, runtime: Runtime, now: datetime) -> dict[str, int]:
             send_attempt(app, job_id, attempt, tier)
     if resend or given_up:
         log.warning("reconcile: re-enqueued %d stale jobs, gave up on %d", len(resend), given_up)
-    return {"requeued": len(resend), "failed": given_up}
+    return {"requeued": len(resend), "failed": given_up, "waiting": waiting}
 
 
 def _give_up(session: Any, job_id: str, attempt: int, tier: str | None, redeliveries: int) -> int:

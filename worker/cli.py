@@ -1,7 +1,7 @@
 """The `tierflow` command line: submit, watch and read batches; run the demo.
 
 Other command groups live in their own modules and register here: cli_ops (worker,
-beat, db, kb, reconcile, provider-server), cli_explain, cli_eval (+ documents),
+beat, db, kb, reconcile, provider-server), cli_explain, cli_eval (+ documents, routing),
 cli_report, cli_flower.
 """
 
@@ -25,7 +25,16 @@ from store.db import check_database, transaction
 from store.reports import batch_exists, batch_results, batch_status
 from tasks.runtime import Runtime, runtime_for
 from tasks.submission import SubmitReport, submit_file
-from worker import cli_eval, cli_eval_documents, cli_explain, cli_feedback, cli_flower, cli_report, render
+from worker import (
+    cli_eval,
+    cli_eval_documents,
+    cli_eval_routing,
+    cli_explain,
+    cli_feedback,
+    cli_flower,
+    cli_report,
+    render,
+)
 from worker.app import TierflowCelery, create_app
 from worker.cli_ops import ops, register, require_schema
 from worker.settings import Settings, load_settings
@@ -42,6 +51,7 @@ register(cli)  # worker, beat, reconcile, provider-server, kb
 cli_explain.register(cli)
 cli_eval.register(cli)
 cli_eval_documents.register(cli_eval.eval_app)
+cli_eval_routing.register(cli_eval.eval_app)
 cli_report.register(cli)
 cli_flower.register(cli)
 cli_feedback.register(cli)

@@ -176,9 +176,24 @@ def test_reconcile_gives_up_after_max_redeliveries_with_a_result(make_app, tmp_p
     stored = _stored_batch(runtime, tmp_path, [{"id": "stuck-1", **EASY}])
     from tasks.reconcile import requeue_stale
 
-    assert requeue_stale(app, runtime, utcnow()) == {"requeued": 0, "failed": 1}
+    assert requeue_stale(app, runtime, utcnow()) == {"requeued": 0, "failed": 1, "waiting": 0}
     with transaction(runtime.sessions) as session:
         job = session.get(Job, "stuck-1")
         result = session.execute(select(Result)).scalar_one()
     assert job.state == "failed" and "redeliveries" in job.error
     assert result.verdict == "fail" and stored.batch_id
+
+
+def test_reconcile_lets_a_job_wait_while_its_queue_still_holds_messages(make_app, tmp_path, redis_url):
+    app, runtime = make_app(stage_timeout_s=1.0)
+    from tasks.reconcile import requeue_stale
+
+    report = submit_file(app, runtime, write_jobs(tmp_path / "backlog.jsonl", [{"id": "wait-1", **EASY}]))
+    assert redis.Redis.from_url(redis_url).llen("classify") == 1, "no worker: the message waits in the queue"
+    with transaction(runtime.sessions) as session:
+        session.execute(update(Job).values(stale_after=utcnow()))
+    assert requeue_stale(app, runtime, utcnow()) == {"requeued": 0, "failed": 0, "waiting": 1}
+    with transaction(runtime.sessions) as session:
+        job = session.get(Job, "wait-1")
+    assert job.redeliveries == 0 and job.stale_after > utcnow(), "its deadline moved; nothing was re-sent"
+    assert redis.Redis.from_url(redis_url).llen("classify") == 1 and report.batch_id

@@ -1,0 +1,207 @@
+"""`tierflow eval routing`: a router's quality-cost curve on recorded model outcomes, offline.
+
+Reads files shaped like ../shared/data/routellm (`providers.outcomes_data`),
+scores every test prompt with a baseline router and sweeps the threshold
+(`routing.metrics`), then prints the evaluation contract (`--json`), a table, or
+a plot (`--plot`). The baseline routers fit nothing: for them the train files only
+decide which recorded model is the small tier (the less accurate one). The
+learned router and `--mode online` come later. This module must not import the
+store or the tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.table import Table
+
+from providers.outcomes_data import benchmark_name, choose_tiers, parse_prices, prompt_outcomes, read_recorded
+from routing.errors import InputError, TierflowError
+from routing.metrics import BaselineRouter, PromptOutcomes, RoutingQuality, baseline_scores, evaluate_scores
+
+# RouteLLM's best published routers (arXiv 2406.18665, Tables 2 and 3): APGR, CPT(50%), CPT(80%) as shares.
+PUBLISHED_BEST: dict[str, tuple[float, float, float]] = {
+    "gsm8k": (0.622, 0.3364, 0.6326),
+    "mmlu": (0.603, 0.3540, 0.7031),
+}
+
+
+class EvalMode(str, Enum):
+    OFFLINE = "offline"
+    ONLINE = "online"
+
+
+@dataclass(frozen=True)
+class RoutingRun:
+    """One offline evaluation: the test set's outcomes and the router's figures on it."""
+
+    test: Path
+    router: BaselineRouter
+    seed: int
+    benchmark: str | None
+    outcomes: PromptOutcomes
+    quality: RoutingQuality
+
+
+def evaluate_routing(
+    train: list[Path],
+    test: Path,
+    router: BaselineRouter,
+    seed: int = 0,
+    tiers: tuple[str | None, str | None] = (None, None),
+    price_options: list[str] | None = None,
+) -> RoutingRun:
+    """Read the files, pick and price the tiers, score the test prompts and sweep the threshold."""
+    train_records = [record for path in train for record in read_recorded(path)]
+    test_records = read_recorded(test)
+    models = choose_tiers(train_records, test_records, *tiers)
+    outcomes = prompt_outcomes(test_records, models, parse_prices(price_options or []))
+    quality = evaluate_scores(outcomes, baseline_scores(router, outcomes, seed))
+    return RoutingRun(test, router, seed, benchmark_name(test_records), outcomes, quality)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def routing_report(run: RoutingRun) -> dict[str, Any]:
+    """The object `tierflow eval routing --json` prints (the contract of issue 5)."""
+    quality = run.quality
+    curve = [
+        {
+            "large_share": _rounded(p.large_share),
+            "accuracy": _rounded(p.accuracy),
+            "cost_usd": _rounded(p.cost_usd),
+        }
+        for p in quality.curve
+    ]
+    return {
+        "test": str(run.test),
+        "n": run.outcomes.n,
+        "router": run.router.value,
+        "mode": EvalMode.OFFLINE.value,
+        "small_accuracy": _rounded(quality.small_accuracy),
+        "large_accuracy": _rounded(quality.large_accuracy),
+        "apgr": _rounded(quality.apgr),
+        "cpt50": _rounded(quality.cpt50),
+        "cpt80": _rounded(quality.cpt80),
+        "large_share_at_95pct_quality": _rounded(quality.large_share_at_95pct_quality),
+        "cost_ratio_at_95pct_quality": _rounded(quality.cost_ratio_at_95pct_quality),
+        "curve": curve,
+    }
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def routing_table(report: dict[str, Any]) -> Table:
+    """The figures as a readable table; the curve is summarised by its length."""
+    table = Table(title=f"routing {report['router']} on {report['test']} ({report['mode']})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("prompts", str(report["n"]))
+    table.add_row("small accuracy", _percent(report["small_accuracy"]))
+    table.add_row("large accuracy", _percent(report["large_accuracy"]))
+    table.add_row("APGR", "-" if report["apgr"] is None else f"{report['apgr']:.3f}")
+    table.add_row("CPT(50%) large share", _percent(report["cpt50"]))
+    table.add_row("CPT(80%) large share", _percent(report["cpt80"]))
+    table.add_row("large share at 95% quality", _percent(report["large_share_at_95pct_quality"]))
+    table.add_row("cost vs always-large at 95% quality", _percent(report["cost_ratio_at_95pct_quality"]))
+    table.add_row("curve points", str(len(report["curve"])))
+    return table
+
+
+def _draw_curves(share_axes: Axes, cost_axes: Axes, run: RoutingRun) -> None:
+    curves = {run.router.value: run.quality}
+    for reference in (BaselineRouter.RANDOM, BaselineRouter.ORACLE):
+        if reference is not run.router:
+            scores = baseline_scores(reference, run.outcomes, run.seed)
+            curves[reference.value] = evaluate_scores(run.outcomes, scores)
+    for name, quality in curves.items():
+        shares = [p.large_share for p in quality.curve]
+        accuracy = [p.accuracy for p in quality.curve]
+        style = "-" if name == run.router.value else "--"
+        share_axes.plot(shares, accuracy, style, label=name)
+        cost_axes.plot([p.cost_usd for p in quality.curve], accuracy, style, label=name)
+
+
+def _mark_published(axes: Axes, run: RoutingRun) -> str:
+    published = PUBLISHED_BEST.get(run.benchmark or "")
+    if published is None:
+        return "no published RouteLLM figures for this test file's source"
+    small, large = run.quality.small_accuracy, run.quality.large_accuracy
+    apgr, cpt50, cpt80 = published
+    for target, share in ((0.5, cpt50), (0.8, cpt80)):
+        accuracy = small + target * (large - small)
+        axes.plot([share], [accuracy], "k*", markersize=10)
+        axes.annotate(
+            f"RouteLLM CPT({target:.0%})", (share, accuracy), textcoords="offset points", xytext=(6, -10)
+        )
+    return f"RouteLLM's best published {run.benchmark} router (APGR {apgr}) marked as stars"
+
+
+def draw_plot(run: RoutingRun, path: Path) -> None:
+    """Accuracy against large-tier share and against cost, with random, oracle and RouteLLM marked."""
+    figure = Figure(figsize=(12, 5))
+    FigureCanvasAgg(figure)
+    share_axes, cost_axes = figure.subplots(1, 2)
+    _draw_curves(share_axes, cost_axes, run)
+    caption = _mark_published(share_axes, run)
+    for axes, label in ((share_axes, "share of large-tier calls"), (cost_axes, "cost of the test set (USD)")):
+        axes.axhline(run.quality.small_accuracy, color="grey", linewidth=0.5)
+        axes.axhline(run.quality.large_accuracy, color="grey", linewidth=0.5)
+        axes.set_xlabel(label)
+        axes.set_ylabel("accuracy")
+        axes.legend(loc="lower right")
+    figure.suptitle(f"{run.router.value} on {run.test.name} (n={run.outcomes.n})")
+    figure.subplots_adjust(bottom=0.17)
+    figure.text(0.5, 0.02, caption, ha="center", fontsize=9)
+    figure.savefig(path, dpi=110)
+
+
+def eval_routing(
+    train: Annotated[list[Path], typer.Option("--train", help="JSONL of recorded outcomes to fit on")],
+    test: Annotated[Path, typer.Option("--test", help="JSONL of recorded outcomes to evaluate on")],
+    router: Annotated[BaselineRouter, typer.Option(help="Which router scores the prompts")] = (
+        BaselineRouter.RANDOM
+    ),
+    mode: Annotated[EvalMode, typer.Option(help="offline (online is not available yet)")] = EvalMode.OFFLINE,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the contract as one JSON object")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Write accuracy vs share and vs cost to this PNG")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random router")] = 0,
+    small: Annotated[str | None, typer.Option(help="Recorded model to use as the small tier")] = None,
+    large: Annotated[str | None, typer.Option(help="Recorded model to use as the large tier")] = None,
+    price: Annotated[list[str] | None, typer.Option(help="MODEL=IN,OUT USD per million tokens")] = None,
+) -> None:
+    """Trace a router's accuracy and cost against its share of large-tier calls."""
+    err = Console(stderr=True)
+    if mode is EvalMode.ONLINE:
+        err.print("error: --mode online is not available yet; use --mode offline", markup=False)
+        raise typer.Exit(2)
+    try:
+        run = evaluate_routing(train, test, router, seed, (small, large), price)
+        if plot is not None:
+            draw_plot(run, plot)
+    except TierflowError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2 if isinstance(exc, InputError) else 1) from None
+    report = routing_report(run)
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        Console().print(routing_table(report))
+
+
+def register(eval_app: typer.Typer) -> None:
+    """Add `routing` to the `tierflow eval` sub-app."""
+    eval_app.command("routing")(eval_routing)
