@@ -10,7 +10,6 @@ breakers and fallbacks belong to the resilience layer.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +18,7 @@ import anthropic
 from anthropic.types import Message
 from pydantic import SecretStr
 
-from providers.base import Completion, CompletionRequest
+from providers.base import Completion, CompletionRequest, json_object, string_id
 from providers.failures import MALFORMED, error_for_status, redact
 from providers.pricing import Price, price_for
 from routing.errors import (
@@ -93,8 +92,8 @@ class AnthropicProvider:
             latency_s=latency_s,
             provider=self.name,
             model=model,
-            request_id=raw.request_id or _message_id(message),
-            parsed=_parsed(text) if request.json_schema is not None else None,
+            request_id=raw.request_id or string_id(message),
+            parsed=json_object(text) if request.json_schema is not None else None,
         )
 
     def _params(self, model: str, request: CompletionRequest) -> dict[str, Any]:
@@ -149,17 +148,3 @@ def _input_tokens(usage: object) -> int | None:
     if not isinstance(counts[0], int):
         return None
     return sum(count for count in counts if isinstance(count, int))
-
-
-def _message_id(message: object) -> str:
-    value = getattr(message, "id", None)
-    return value if isinstance(value, str) else ""
-
-
-def _parsed(text: str) -> dict[str, Any] | None:
-    """The JSON object the model returned, or None: judging a bad output is the caller's job."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None

@@ -6,6 +6,7 @@ exact usage and cost, or raises a ProviderError subclass.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,3 +60,18 @@ class Provider(Protocol):
     name: str
 
     def complete(self, model: str, request: CompletionRequest) -> Completion: ...
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object a model returned, or None: judging a bad output is the caller's job."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def string_id(response: object) -> str:
+    """A response's `id`, or "" when the SDK object has none."""
+    value = getattr(response, "id", None)
+    return value if isinstance(value, str) else ""

@@ -9,7 +9,6 @@ translation of SDK exceptions into ProviderErrors. It never retries
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -18,7 +17,7 @@ import openai
 from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 
-from providers.base import Completion, CompletionRequest
+from providers.base import Completion, CompletionRequest, json_object, string_id
 from providers.failures import MALFORMED, error_for_status, redact
 from providers.pricing import Price, price_for
 from routing.errors import (
@@ -91,8 +90,8 @@ class OpenAIProvider:
             latency_s=latency_s,
             provider=self.name,
             model=model,
-            request_id=raw.request_id or _completion_id(completion),
-            parsed=_parsed(text) if request.json_schema is not None else None,
+            request_id=raw.request_id or string_id(completion),
+            parsed=json_object(text) if request.json_schema is not None else None,
         )
 
     def _params(self, model: str, request: CompletionRequest) -> dict[str, Any]:
@@ -140,17 +139,3 @@ class OpenAIProvider:
                 self.name, model, exc.status_code, exc.response.headers, redact(str(detail), self._secrets)
             )
         return ProviderUnavailable(self.name, model, f"{MALFORMED}: {redact(exc.message, self._secrets)}")
-
-
-def _completion_id(completion: object) -> str:
-    value = getattr(completion, "id", None)
-    return value if isinstance(value, str) else ""
-
-
-def _parsed(text: str) -> dict[str, Any] | None:
-    """The JSON object the model returned, or None: judging a bad output is the caller's job."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None

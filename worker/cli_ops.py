@@ -160,10 +160,10 @@ def register(cli: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed for latency jitter and random faults")] = 0,
     ) -> None:
         """Serve the OpenAI and Anthropic HTTP APIs on loopback from replays and rules."""
-        from providers.server import FaultPlanSpec, LatencySpec, serve
+        from providers.server import FaultPlanSpec, LatencySpec, ProviderServer, serve
 
         mapping = dict(pair.split("=", 1) for pair in replay_model or [] if "=" in pair)
-        serve(
+        server = ProviderServer(
             port=port,
             host=host,
             allow_remote=allow_remote,
@@ -173,6 +173,7 @@ def register(cli: typer.Typer) -> None:
             latency=LatencySpec.model_validate_json(latency.read_text()) if latency else None,
             seed=seed,
         )
+        serve(server)
 
     kb = typer.Typer(add_completion=False, no_args_is_help=True)
     cli.add_typer(kb, name="kb", help="The knowledge base of policy articles the support retriever searches.")

@@ -207,41 +207,12 @@ class ProviderServer:
         return self._state.answerer.models()
 
 
-def serve(
-    *,
-    port: int = DEFAULT_PORT,
-    host: str = "127.0.0.1",
-    replay_paths: Sequence[str | Path] = (),
-    models: Iterable[str] = DEFAULT_MODELS,
-    replay_models: Mapping[str, str] | None = None,
-    strengths: Mapping[str, float] | None = None,
-    faults: Sequence[FaultRule] = (),
-    latency: LatencySpec | None = None,
-    seed: int = 0,
-    api_key: str | None = None,
-    hang_s: float = 30.0,
-    allow_remote: bool = False,
-) -> None:
-    """Runs the local provider server in the foreground until interrupted (`tierflow provider-server`).
+def serve(server: ProviderServer) -> None:
+    """Run a built server in the foreground until ^C or SIGTERM (`tierflow provider-server`).
 
-    The arguments are those of `ProviderServer`. A fault plan or latency file given on a
-    command line parses with `FaultPlanSpec.model_validate_json(text).rules` and
-    `LatencySpec.model_validate_json(text)`.
+    A fault plan or latency file given on a command line parses with
+    `FaultPlanSpec.model_validate_json(text).rules` and `LatencySpec.model_validate_json(text)`.
     """
-    server = ProviderServer(
-        port=port,
-        host=host,
-        replay_paths=replay_paths,
-        models=models,
-        replay_models=replay_models,
-        strengths=strengths,
-        faults=faults,
-        latency=latency,
-        seed=seed,
-        api_key=api_key,
-        hang_s=hang_s,
-        allow_remote=allow_remote,
-    )
     _stop_on_sigterm(server)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
