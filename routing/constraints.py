@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+from numpy.typing import NDArray
+
 from routing.jobs import JobKind
 from routing.policy import Policy
 from routing.states import Tier
@@ -24,6 +27,8 @@ class DecisionContext:
     seconds_left: float | None = None
     unavailable: frozenset[str] = frozenset()  # models with an open breaker
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # USD per million in / out
+    # The job's prompt features for the policy's learned scorers (routing.scorers); None: not computed.
+    prompt_features: NDArray[np.float64] | None = None
 
 
 def usable_models(

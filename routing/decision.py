@@ -16,6 +16,7 @@ from routing.constraints import DecisionContext, attempt_cost, misfit, usable_mo
 from routing.experiments import ExperimentMode, in_treatment
 from routing.experts import EXPERTS
 from routing.jobs import JobKind
+from routing.learning import first_tier, tier_probabilities
 from routing.policy import Policy
 from routing.states import Tier, next_tier
 
@@ -126,6 +127,10 @@ def _decide(
         if floor
         else f"difficulty {analysis.difficulty:.2f} maps to {tier.value}"
     ]
+    learned = None if floor else learned_first_tier(kind, policy, ctx)
+    if learned is not None:
+        tier, why = learned
+        reasons = [why, f"learned scorer starts the job on {tier.value}"]
     if floor is None and analysis.stronger and next_tier(tier, policy.ladder) is not None:
         tier = next_tier(tier, policy.ladder) or tier
         reasons.append(f"analysis failed: starting one tier up, on {tier.value}")
@@ -156,6 +161,15 @@ def _decide(
         reasons.append(f"routed to {candidate.value} instead")
     cost = attempt_cost(models[0], calls, policy, ctx)
     return Decision(candidate, strategy, experts, models, policy.version, arm, tuple(reasons), cost)
+
+
+def learned_first_tier(kind: JobKind, policy: Policy, ctx: DecisionContext) -> tuple[Tier, str] | None:
+    """The first tier the policy's learned scorers pick for this job, when they can score it."""
+    learned = policy.learned.get(kind)
+    features = ctx.prompt_features
+    if learned is None or features is None or features.shape != (learned.width,):
+        return None
+    return first_tier(tier_probabilities(learned, features, policy.ladder), learned.gain_threshold)
 
 
 def _first_fit(

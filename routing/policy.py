@@ -1,6 +1,6 @@
-"""The routing policy: versioned thresholds, tier models, ladder and expert sets.
+"""The routing policy: versioned thresholds, tier models, ladder, expert sets and learned scorers.
 
-Pure data. The store keeps its versions; the reflexive issue learns new ones.
+Pure data. The store keeps its versions; `reflect` (routing/reflect.py) learns new ones.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from routing.experiments import Experiment
 from routing.jobs import JobKind
+from routing.learning import LearnedRouting, LearningSettings
 from routing.rules import RoutingRule
 from routing.states import TIER_LADDER, Tier
 
@@ -68,6 +69,9 @@ class Policy(BaseModel):
     rules: tuple[RoutingRule, ...] = ()
     llm_analysis: bool = False
     intents: tuple[str, ...] = ()  # intents an analysis may name; empty: the built-in ones
+    # How `reflect` learns from feedback, and what it learned per job class (routing/learning.py).
+    learning: LearningSettings = Field(default_factory=LearningSettings)
+    learned: dict[JobKind, LearnedRouting] = Field(default_factory=dict)
 
     def threshold(self, tier: Tier) -> float:
         return self.accept_quality_by_tier.get(tier, self.accept_quality)

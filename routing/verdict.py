@@ -6,6 +6,7 @@ is left and nothing usable came back.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -122,8 +123,39 @@ def _above(kind: JobKind, tier: Tier, policy: Policy) -> Tier | None:
     return above
 
 
-def judge(kind: JobKind, outcomes: list[ExpertOutcome], tier: Tier, policy: Policy) -> Verdict:
-    """Decide what happens to an attempt from its experts' outcomes."""
+def answer_text(kind: JobKind, outcomes: list[ExpertOutcome]) -> str | None:
+    """The attempt's answer as text, for the learned cascade scorer; None when nothing answered."""
+    output = _output(kind, {outcome.name: outcome for outcome in outcomes})
+    if output is None:
+        return None
+    for key in ("answer", "reply"):
+        if isinstance(output.get(key), str):
+            return str(output[key])
+    return json.dumps(output, sort_keys=True, default=str)
+
+
+def _learned_escalation(kind: JobKind, policy: Policy, cascade_gain: float | None) -> str | None:
+    learned = policy.learned.get(kind)
+    if learned is None or cascade_gain is None or cascade_gain < learned.escalate_gain:
+        return None
+    return (
+        f"learned cascade: the top tier is likelier good by {cascade_gain:.2f} >= {learned.escalate_gain:.2f}"
+    )
+
+
+def judge(
+    kind: JobKind,
+    outcomes: list[ExpertOutcome],
+    tier: Tier,
+    policy: Policy,
+    cascade_gain: float | None = None,
+) -> Verdict:
+    """Decide what happens to an attempt from its experts' outcomes.
+
+    Args:
+        cascade_gain: from the policy's learned cascade scorer (routing.learning.cascade_gain), how
+            much likelier the top tier's answer is good than this one; it can only escalate.
+    """
     by_name = {outcome.name: outcome for outcome in outcomes}
     above = _above(kind, tier, policy)
     failed = [o.name for o in outcomes if o.error is not None]
@@ -150,6 +182,9 @@ def judge(kind: JobKind, outcomes: list[ExpertOutcome], tier: Tier, policy: Poli
     if risk >= policy.review_risk:
         reasons.append("policy flags: " + ", ".join(flags))
         return Verdict(VerdictAction.NEEDS_REVIEW, round(quality, 3), output, tuple(reasons))
+    learned = _learned_escalation(kind, policy, cascade_gain)
+    if learned is not None and above is not None:
+        return Verdict(VerdictAction.ESCALATE, round(quality, 3), output, (*reasons, learned), above)
     threshold = policy.threshold(tier)
     if quality >= threshold:
         return Verdict(VerdictAction.ACCEPT, round(quality, 3), output, tuple(reasons))

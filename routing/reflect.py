@@ -1,0 +1,219 @@
+"""Reflection: from judged outcomes to the next policy version, within the guardrails.
+
+Owns `OutcomeRow` (one judged attempt: the job's class, the tier, whether its
+answer was good, its features, cost and latency, and the policy version that
+decided it), the statistics a version records, and `reflect`, which either
+rolls the active version back (its jobs succeed less often than its parent's by
+more than the tolerance), waits (too few samples), or fits the learned scorers
+per job class, calibrates their thresholds to the policy's target, bounds the
+step, and returns the next policy with a plain-language account of what changed.
+
+The workers' `reflect` beat task and `tierflow eval routing --mode online` both
+call this. Pure: numpy and pydantic only; it never opens a connection.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from routing.jobs import JobKind
+from routing.learning import LearnedRouting, LearningSettings, calibrate
+from routing.policy import Policy
+from routing.scorers import LogisticScorer, Vector, fit_scorer
+from routing.states import Tier
+
+
+@dataclass(frozen=True)
+class OutcomeRow:
+    """One judged attempt, as the learner sees it."""
+
+    job_id: str
+    kind: JobKind
+    tier: Tier
+    attempt: int
+    good: bool
+    features: Vector  # the prompt's features (routing.scorers.prompt_features)
+    answer: Vector | None  # the answer's features (routing.answer_features), when it had one
+    action: str  # the verdict: accept, escalate, needs_review, fail
+    cost_usd: float = 0.0
+    latency_s: float | None = None
+    policy_version: int | None = None  # the version that decided the job's first attempt
+
+
+@dataclass(frozen=True)
+class Reflection:
+    """What a reflect run concluded."""
+
+    policy: Policy | None  # the next version to publish; None: nothing to publish
+    rollback_to: int | None  # publish this earlier version again instead
+    statistics: dict[str, Any]
+    text: str
+
+
+def tier_statistics(rows: list[OutcomeRow]) -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """Per job class and tier: rows, success, cost per success, escalation, review, latency p50."""
+    groups: dict[tuple[JobKind, Tier], list[OutcomeRow]] = defaultdict(list)
+    for row in rows:
+        groups[(row.kind, row.tier)].append(row)
+    stats: dict[str, dict[str, dict[str, float | int | None]]] = {}
+    for (kind, tier), group in sorted(groups.items(), key=lambda item: (item[0][0].value, item[0][1].value)):
+        good = sum(row.good for row in group)
+        latencies = [row.latency_s for row in group if row.latency_s is not None]
+        stats.setdefault(kind.value, {})[tier.value] = {
+            "rows": len(group),
+            "success_rate": round(good / len(group), 4),
+            "cost_per_success_usd": round(sum(r.cost_usd for r in group) / good, 8) if good else None,
+            "escalation_rate": round(sum(r.action == "escalate" for r in group) / len(group), 4),
+            "review_rate": round(sum(r.action == "needs_review" for r in group) / len(group), 4),
+            "latency_p50_s": round(float(np.median(latencies)), 3) if latencies else None,
+        }
+    return stats
+
+
+def version_success(rows: list[OutcomeRow], version: int) -> tuple[int, float]:
+    """Jobs whose first attempt this version decided, and the share whose last judged answer was good."""
+    last: dict[str, OutcomeRow] = {}
+    for row in rows:
+        if row.policy_version == version and (
+            row.job_id not in last or row.attempt > last[row.job_id].attempt
+        ):
+            last[row.job_id] = row
+    jobs = len(last)
+    return jobs, (sum(row.good for row in last.values()) / jobs if jobs else 0.0)
+
+
+def reflect(policy: Policy, parent: int | None, rows: list[OutcomeRow], encoder: str | None) -> Reflection:
+    """The next step for the active `policy` (whose parent version is `parent`) given judged `rows`.
+
+    Args:
+        encoder: the embedding the rows' prompt features include (None: cheap features only).
+    """
+    settings = policy.learning
+    stats: dict[str, Any] = {"tiers": tier_statistics(rows)}
+    jobs, success = version_success(rows, policy.version)
+    stats["version"] = {"jobs": jobs, "success_rate": round(success, 4)}
+    if parent is not None:
+        parent_jobs, parent_success = version_success(rows, parent)
+        stats["parent"] = {"version": parent, "jobs": parent_jobs, "success_rate": round(parent_success, 4)}
+        enough = min(jobs, parent_jobs) >= settings.min_version_samples
+        if enough and success < parent_success - settings.rollback_tolerance:
+            text = (
+                f"Version {policy.version} succeeded on {success:.0%} of {jobs} jobs against "
+                f"{parent_success:.0%} of {parent_jobs} under version {parent}, a drop beyond the "
+                f"tolerance of {settings.rollback_tolerance:.0%}: rolling back to version {parent}."
+            )
+            return Reflection(None, parent, stats, text)
+        if jobs < settings.min_version_samples and policy.learned:
+            needs = settings.min_version_samples
+            text = f"Version {policy.version} has judged {jobs} jobs; it needs {needs} before a change."
+            return Reflection(None, None, stats, text)
+    learned, notes = dict(policy.learned), []
+    for kind in JobKind:
+        mine = [row for row in rows if row.kind is kind]
+        change, note = learn_kind(kind, mine, policy, encoder)
+        notes.append(note)
+        if change is not None:
+            learned[kind] = change
+    if learned == policy.learned:
+        return Reflection(None, None, stats, " ".join(notes))
+    return Reflection(policy.model_copy(update={"learned": learned}), None, stats, " ".join(notes))
+
+
+def learn_kind(
+    kind: JobKind, rows: list[OutcomeRow], policy: Policy, encoder: str | None
+) -> tuple[LearnedRouting | None, str]:
+    """One job class's learned routing from its rows, or None and why not."""
+    settings = policy.learning
+    if len(rows) < settings.min_samples:
+        return (
+            None,
+            f"{kind.value}: {len(rows)} judged attempts, fewer than {settings.min_samples}; unchanged.",
+        )
+    scorers = tier_scorers(rows, policy.ladder, settings)
+    if len(scorers) < 2:
+        return (
+            None,
+            f"{kind.value}: fewer than two tiers with {settings.min_samples} mixed outcomes; unchanged.",
+        )
+    features = np.vstack([row.features for row in _first_attempts(rows)])
+    tiers = list(scorers)
+    cheap = scorers[tiers[0]].probability(features)
+    best = np.max(np.vstack([scorers[t].probability(features) for t in tiers[1:]]), axis=0)
+    current = policy.learned.get(kind)
+    was = (
+        _share_up(rows, tiers[0])
+        if current is None
+        else float(np.mean(best - cheap >= current.gain_threshold))
+    )
+    threshold, share = calibrate(cheap, best, settings.target, was, settings.max_share_step)
+    cascade, escalate_gain, cascade_note = cascade_scorer(rows, scorers, tiers, policy, current)
+    result = LearnedRouting(
+        encoder=encoder,
+        tiers=scorers,
+        gain_threshold=threshold,
+        cascade=cascade,
+        escalate_gain=escalate_gain,
+        samples=len(rows),
+    )
+    rates = ", ".join(f"{t.value} {np.mean([r.good for r in rows if r.tier is t]):.0%}" for t in tiers)
+    note = (
+        f"{kind.value}: {len(rows)} judged attempts (success {rates}); to {settings.target.describe()} "
+        f"the first tier is above {tiers[0].value} for {share:.0%} of jobs (was {was:.0%}, "
+        f"step at most {settings.max_share_step:.0%}).{cascade_note}"
+    )
+    return result, note
+
+
+def tier_scorers(
+    rows: list[OutcomeRow], ladder: tuple[Tier, ...], settings: LearningSettings
+) -> dict[Tier, LogisticScorer]:
+    """P(good | prompt) per tier with enough rows of both outcomes, in ladder order."""
+    scorers: dict[Tier, LogisticScorer] = {}
+    for tier in ladder:
+        mine = [row for row in rows if row.tier is tier]
+        labels = np.array([row.good for row in mine], dtype=np.bool_)
+        if len(mine) >= settings.min_samples and 0 < labels.sum() < len(labels):
+            scorers[tier] = fit_scorer(np.vstack([row.features for row in mine]), labels)
+    return scorers
+
+
+def cascade_scorer(
+    rows: list[OutcomeRow],
+    scorers: dict[Tier, LogisticScorer],
+    tiers: list[Tier],
+    policy: Policy,
+    current: LearnedRouting | None,
+) -> tuple[LogisticScorer | None, float, str]:
+    """P(a cheaper answer is good | prompt, answer) and its calibrated escalation gain, if learnable."""
+    settings = policy.learning
+    top = tiers[-1]
+    cheaper = [row for row in rows if row.tier is not top and row.answer is not None]
+    labels = np.array([row.good for row in cheaper], dtype=np.bool_)
+    if len(cheaper) < settings.min_samples or labels.all() or not labels.any():
+        return None, 1.0, ""
+    joined = np.vstack(
+        [np.concatenate([row.features, row.answer]) for row in cheaper if row.answer is not None]
+    )
+    scorer = fit_scorer(joined, labels)
+    answer_good = scorer.probability(joined)
+    top_good = scorers[top].probability(np.vstack([row.features for row in cheaper]))
+    if current is not None and current.cascade is not None and current.cascade.width == scorer.width:
+        was = float(np.mean(top_good - answer_good >= current.escalate_gain))
+    else:
+        was = float(np.mean([row.action == "escalate" for row in cheaper]))
+    gain, share = calibrate(answer_good, top_good, settings.target, was, settings.max_share_step)
+    return scorer, gain, f" The cascade scorer would escalate {share:.0%} of cheaper answers (was {was:.0%})."
+
+
+def _first_attempts(rows: list[OutcomeRow]) -> list[OutcomeRow]:
+    return [row for row in rows if row.attempt == 1] or rows
+
+
+def _share_up(rows: list[OutcomeRow], cheapest: Tier) -> float:
+    """The share of jobs whose first attempt started above the cheapest scored tier."""
+    first = _first_attempts(rows)
+    return float(np.mean([row.tier is not cheapest for row in first])) if first else 0.0
