@@ -23,7 +23,7 @@ import numpy as np
 from routing.jobs import JobKind
 from routing.learning import LearnedRouting, LearningSettings, calibrate
 from routing.policy import Policy
-from routing.scorers import LogisticScorer, Vector, fit_scorer
+from routing.scorers import LogisticScorer, Vector, constant_scorer, fit_scorer
 from routing.states import Tier
 
 
@@ -171,13 +171,18 @@ def learn_kind(
 def tier_scorers(
     rows: list[OutcomeRow], ladder: tuple[Tier, ...], settings: LearningSettings
 ) -> dict[Tier, LogisticScorer]:
-    """P(good | prompt) per tier with enough rows of both outcomes, in ladder order."""
+    """P(good | prompt) per tier with enough rows, in ladder order (a constant where all agree)."""
     scorers: dict[Tier, LogisticScorer] = {}
     for tier in ladder:
         mine = [row for row in rows if row.tier is tier]
+        if len(mine) < settings.min_samples:
+            continue
         labels = np.array([row.good for row in mine], dtype=np.bool_)
-        if len(mine) >= settings.min_samples and 0 < labels.sum() < len(labels):
-            scorers[tier] = fit_scorer(np.vstack([row.features for row in mine]), labels)
+        features = np.vstack([row.features for row in mine])
+        if 0 < labels.sum() < len(labels):
+            scorers[tier] = fit_scorer(features, labels)
+        else:
+            scorers[tier] = constant_scorer(features.shape[1], int(labels.sum()), len(labels))
     return scorers
 
 

@@ -43,6 +43,7 @@ CHEAP_FEATURES: tuple[str, ...] = (
     "upper_share",
     *(f"kind_{kind.value}" for kind in JobKind),
 )
+SMALL_DATA = 2_000  # rows below which the penalty is chosen by 5-fold cross-validation
 L2_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # per-row penalty on standardised weights
 
 
@@ -162,16 +163,38 @@ def fit_scorer(
     )
 
 
+def constant_scorer(width: int, good: int, rows: int) -> LogisticScorer:
+    """A scorer that ignores the features: the Laplace-smoothed success rate, (good + 1) / (rows + 2).
+
+    For a tier whose outcomes so far were all good (or all bad): a logistic fit would diverge.
+    """
+    rate = (good + 1) / (rows + 2)
+    return LogisticScorer(
+        weights=(0.0,) * width,
+        bias=math.log(rate / (1 - rate)),
+        mean=(0.0,) * width,
+        scale=(1.0,) * width,
+        l2=0.0,
+        rows=rows,
+    )
+
+
 def _choose_l2(z: Matrix, y: Vector, grid: Sequence[float], seed: int) -> float:
-    """The grid penalty with the least log-loss on a fifth of the rows held out (strongest first)."""
-    if len(grid) == 1 or z.shape[0] < 20 or len(set(y.tolist())) < 2:
+    """The grid penalty with the least held-out log-loss: 5-fold below SMALL_DATA rows, else one
+    fifth held out. Penalties are tried strongest first, each fit warm-started from the last."""
+    n = z.shape[0]
+    if len(grid) == 1 or n < 10 or len(set(y.tolist())) < 2:
         return float(max(grid))
-    held = np.random.default_rng(seed).permutation(z.shape[0]) < max(1, z.shape[0] // 5)
-    best, best_loss, start = float(max(grid)), math.inf, None
-    for l2 in sorted(grid, reverse=True):
-        beta = _newton(z[~held], y[~held], l2, start)
-        start = beta  # warm start: each weaker penalty begins where the stronger one ended
-        loss = _log_loss(_sigmoid(np.hstack([z[held], np.ones((int(held.sum()), 1))]) @ beta), y[held])
-        if loss < best_loss - 1e-9:
-            best, best_loss = l2, loss
-    return best
+    order = np.random.default_rng(seed).permutation(n)
+    folds = 5 if n < SMALL_DATA else 1
+    losses = np.zeros(len(grid))
+    for fold in range(folds):
+        held = np.zeros(n, dtype=np.bool_)
+        held[order[fold::5]] = True
+        start = None
+        for index, l2 in enumerate(sorted(grid, reverse=True)):
+            beta = _newton(z[~held], y[~held], l2, start)
+            start = beta
+            design = np.hstack([z[held], np.ones((int(held.sum()), 1))])
+            losses[index] += _log_loss(_sigmoid(design @ beta), y[held])
+    return float(sorted(grid, reverse=True)[int(np.argmin(losses))])

@@ -149,6 +149,9 @@ class PolicyVersion(Base):
     reason: Mapped[str] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # What the reflect run that wrote this version saw, and its account of what changed.
+    statistics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    reflection: Mapped[str | None] = mapped_column(Text)
 
 
 class KnowledgeArticle(Base):

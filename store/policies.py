@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from typing import Any
+
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from routing.errors import InputError
 from routing.policy import Policy
 from store.db import insert_ignore
 from store.models import PolicyVersion
+
+PUBLISH_LOCK = 0x7469_6572  # any fixed number: the advisory lock of policy publishing
 
 
 def active_policy(session: Session) -> Policy | None:
@@ -38,22 +42,60 @@ def seed_policy(session: Session, policy: Policy) -> Policy:
     return active_policy(session) or policy
 
 
-def publish_policy(session: Session, policy: Policy, reason: str) -> Policy:
-    """Store `policy` as the next version, make it the active one, and return it with its number."""
+def publish_policy(
+    session: Session,
+    policy: Policy,
+    reason: str,
+    statistics: dict[str, Any] | None = None,
+    reflection: str | None = None,
+) -> Policy:
+    """Store `policy` as the next version, make it the active one, and return it with its number.
+
+    The parent is the version active until now. Publishers are serialised (a transaction-scoped
+    advisory lock on PostgreSQL) so two reflect runs cannot both take the same number.
+    """
+    lock_publishing(session)
     current = session.execute(select(func.max(PolicyVersion.version))).scalar_one()
+    parent = (
+        session.execute(
+            select(PolicyVersion.version)
+            .where(PolicyVersion.active.is_(True))
+            .order_by(PolicyVersion.version.desc())
+        )
+        .scalars()
+        .first()
+    )
     version = (current or 0) + 1
     published = policy.model_copy(update={"version": version})
     session.execute(update(PolicyVersion).values(active=False))
     session.add(
         PolicyVersion(
             version=version,
-            parent=current,
+            parent=parent if parent is not None else current,
             body=published.model_dump(mode="json"),
             reason=reason,
             active=True,
+            statistics=statistics,
+            reflection=reflection,
         )
     )
+    session.flush()
     return published
+
+
+def lock_publishing(session: Session) -> None:
+    """Hold the policy publishing lock until the transaction ends (PostgreSQL; SQLite locks the file)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PUBLISH_LOCK})
+
+
+def active_version(session: Session) -> PolicyVersion | None:
+    return session.execute(
+        select(PolicyVersion)
+        .where(PolicyVersion.active.is_(True))
+        .order_by(PolicyVersion.version.desc())
+        .limit(1)
+    ).scalar_one_or_none()
 
 
 def policy_history(session: Session) -> list[PolicyVersion]:
@@ -67,7 +109,11 @@ def policy_version(session: Session, version: int) -> PolicyVersion:
     return row
 
 
-def rollback_policy(session: Session, version: int) -> Policy:
+def rollback_policy(
+    session: Session, version: int, why: str | None = None, statistics: dict[str, Any] | None = None
+) -> Policy:
     """Publish the body of an earlier version as a new version: history only grows."""
     body = policy_version(session, version).body
-    return publish_policy(session, Policy.model_validate(body), f"rollback to version {version}")
+    return publish_policy(
+        session, Policy.model_validate(body), f"rollback to version {version}", statistics, why
+    )

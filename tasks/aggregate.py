@@ -35,6 +35,7 @@ from store.lifecycle import (
 )
 from tasks.context import decision_context
 from tasks.dispatch import send_attempt
+from tasks.features import attempt_cascade_gain
 from tasks.runtime import Runtime, runtime_for
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,12 @@ def finish_attempt(app: Any, job_id: str, attempt: int, failure: str | None) -> 
             return None
         kind, tier = JobKind(job.kind), Tier(current.tier)
         outcomes = _outcomes(session, kind, job_id, attempt, current.decision["experts"], failure)
-        verdict = judge(kind, outcomes, tier, policy)
+        gain = (
+            attempt_cascade_gain(runtime, policy, kind, job.payload, outcomes)
+            if tier is not policy.ladder[-1]
+            else None
+        )
+        verdict = judge(kind, outcomes, tier, policy, gain)
         if verdict.action is VerdictAction.ESCALATE and verdict.next_tier is not None:
             verdict, escalated_to = _escalate(session, runtime, policy, job, attempt, verdict)
         record_verdict(session, job_id, attempt, verdict.action.value, verdict.quality, list(verdict.reasons))

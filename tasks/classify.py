@@ -8,6 +8,7 @@ calls happen outside any database transaction.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from celery import shared_task
@@ -33,6 +34,7 @@ from tasks.aggregate import hold_for_review
 from tasks.context import decision_context
 from tasks.dispatch import send_attempt
 from tasks.experts import call_tier, request_for, spend
+from tasks.features import job_features
 from tasks.runtime import Runtime, runtime_for
 
 log = logging.getLogger(__name__)
@@ -76,10 +78,11 @@ def _classified(
 ) -> bool:
     """Store the analysis and the first decision; False when another delivery got there first."""
     policy = runtime.policy()
+    kind = JobKind(job.kind)
+    features = job_features(runtime, policy, kind, job.payload)  # may embed: outside the transaction
     with transaction(runtime.sessions) as session:
-        decision = decide(
-            JobKind(job.kind), analysis, policy, decision_context(session, runtime, policy, job)
-        )
+        ctx = replace(decision_context(session, runtime, policy, job), prompt_features=features)
+        decision = decide(kind, analysis, policy, ctx)
         body = analysis.as_dict() | {"cached": cached}
         moved = move_job(
             session,

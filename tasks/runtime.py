@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from pydantic import SecretStr
@@ -31,7 +31,8 @@ from store.knowledge import read_articles, search_postgres, stored_articles
 from store.policies import active_policy, seed_policy
 from worker.settings import Settings
 
-POLICY_TTL_S = 30.0
+if TYPE_CHECKING:
+    from providers.encoders import CachedEncoder, Encoder
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Runtime:
     _knowledge: KnowledgeBase | str | None = None
     _semantic: SemanticStage | None = None
     _policy_loaded_at: float = 0.0
+    _encoders: dict[str, CachedEncoder] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -80,9 +82,9 @@ class Runtime:
             return self._semantic
 
     def policy(self) -> Policy:
-        """The active policy version, re-read from the store at most every POLICY_TTL_S."""
+        """The active policy version, re-read from the store at most every settings.policy_ttl_s."""
         with self._lock:
-            if self._policy is None or time.monotonic() - self._policy_loaded_at > POLICY_TTL_S:
+            if self._policy is None or time.monotonic() - self._policy_loaded_at > self.settings.policy_ttl_s:
                 with transaction(self.sessions) as session:
                     self._policy = active_policy(session) or seed_policy(
                         session, default_policy(self.settings)
@@ -90,19 +92,40 @@ class Runtime:
                 self._policy_loaded_at = time.monotonic()
             return self._policy
 
+    def forget_policy(self) -> None:
+        """Read the active version again on the next `policy()` (after this process published one)."""
+        with self._lock:
+            self._policy = None
+
+    def text_encoder(self, name: str) -> CachedEncoder:
+        """The embedding encoder `name` ("local" or "openai") with the on-disk cache, built once."""
+        with self._lock:
+            if name not in self._encoders:
+                self._encoders[name] = build_encoder(self.settings, name)
+            return self._encoders[name]
+
+
+def build_encoder(settings: Settings, name: str) -> CachedEncoder:
+    """all-MiniLM-L6-v2 on the CPU ("local") or the OpenAI embeddings API ("openai"), cached on disk."""
+    from providers.encoders import CachedEncoder, LocalMiniLM, OpenAIEmbeddings
+
+    inner: Encoder
+    if name == "openai":
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "local"
+        inner = OpenAIEmbeddings(settings.semantic_model, api_key=key, base_url=settings.openai_base_url)
+    elif name == "local":
+        inner = LocalMiniLM()
+    else:
+        raise ConfigError("policy.learning.encoder", f"unknown encoder {name!r}: local or openai")
+    return CachedEncoder(inner, settings.embeddings_cache_dir)
+
 
 def build_semantic_stage(settings: Settings) -> SemanticStage:
-    from providers.encoders import CachedEncoder, Encoder, LocalMiniLM, OpenAIEmbeddings
     from providers.labelled import fit_routes, read_labelled
 
     assert settings.semantic_routes is not None
-    inner: Encoder
-    if settings.semantic_encoder == "openai":
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "local"
-        inner = OpenAIEmbeddings(settings.semantic_model, api_key=key, base_url=settings.openai_base_url)
-    else:
-        inner = LocalMiniLM()
-    encoder = CachedEncoder(inner, settings.embeddings_cache_dir)
+    encoder = build_encoder(settings, settings.semantic_encoder)
+    inner = encoder.inner
     routes = fit_routes(encoder, read_labelled(settings.semantic_routes))
 
     def guess(text: str) -> SemanticGuess:
@@ -113,7 +136,10 @@ def build_semantic_stage(settings: Settings) -> SemanticStage:
 
 
 def default_policy(settings: Settings) -> Policy:
-    return Policy(tier_models={Tier(name): tuple(models) for name, models in settings.tiers.items()})
+    return Policy(
+        tier_models={Tier(name): tuple(models) for name, models in settings.tiers.items()},
+        learning=settings.learning,
+    )
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:

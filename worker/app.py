@@ -20,7 +20,14 @@ MAINTENANCE_QUEUE = "maintenance"
 TIER_QUEUES = tuple(tier.queue for tier in Tier)
 ALL_QUEUES = (CLASSIFY_QUEUE, *TIER_QUEUES, MAINTENANCE_QUEUE)
 
-TASK_MODULES = ("tasks.classify", "tasks.attempts", "tasks.experts", "tasks.aggregate", "tasks.reconcile")
+TASK_MODULES = (
+    "tasks.classify",
+    "tasks.attempts",
+    "tasks.experts",
+    "tasks.aggregate",
+    "tasks.reconcile",
+    "tasks.reflect",
+)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -41,6 +48,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             "tierflow.classify": {"queue": CLASSIFY_QUEUE},
             "tierflow.reconcile": {"queue": MAINTENANCE_QUEUE},
+            "tierflow.reflect": {"queue": MAINTENANCE_QUEUE},
         },
         "task_serializer": "json",
         "result_serializer": "json",
@@ -54,14 +62,26 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_expires": timedelta(hours=settings.result_expires_hours),
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
-        "beat_schedule": {
-            "reconcile": {
-                "task": "tierflow.reconcile",
-                "schedule": settings.reconcile_interval_s,
-                "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.reconcile_interval_s},
-            },
+        "beat_schedule": beat_schedule(settings),
+    }
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """reconcile always; reflect unless its interval is 0. Each expires before its next run."""
+    schedule: dict[str, dict[str, Any]] = {
+        "reconcile": {
+            "task": "tierflow.reconcile",
+            "schedule": settings.reconcile_interval_s,
+            "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.reconcile_interval_s},
         },
     }
+    if settings.reflect_interval_s > 0:
+        schedule["reflect"] = {
+            "task": "tierflow.reflect",
+            "schedule": settings.reflect_interval_s,
+            "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.reflect_interval_s},
+        }
+    return schedule
 
 
 class TierflowCelery(Celery):  # type: ignore[misc]

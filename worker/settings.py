@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from providers.resilience.config import BreakerConfig, RateLimit
 from routing.errors import ConfigError
+from routing.learning import LearningSettings
 from routing.policy import DEFAULT_TIER_MODELS
 from routing.states import Tier
 
@@ -49,6 +50,13 @@ class Settings(BaseSettings):
     stage_timeout_s: float = Field(default=600.0, gt=0)
     max_redeliveries: int = Field(default=5, ge=0)
     reconcile_interval_s: float = Field(default=60.0, gt=0)
+    # Beat runs `reflect` this often (0: never); it learns from at most reflect_window judged attempts.
+    reflect_interval_s: float = Field(default=900.0, ge=0)
+    reflect_window: int = Field(default=10_000, gt=0)
+    # A worker re-reads the active policy version at most this often.
+    policy_ttl_s: float = Field(default=30.0, ge=0)
+    # The first policy version's learning target and guardrails (later versions carry their own).
+    learning: LearningSettings = Field(default_factory=LearningSettings)
 
     # Knowledge base of policy articles for the support retriever (embedded mode reads the folder)
     kb_dir: Path = Path("examples/kb")

@@ -161,15 +161,19 @@ def test_migration_applies_to_an_empty_database_and_downgrades(pg_url):
         } <= tables
         uniques = {tuple(u["column_names"]) for u in inspect(engine).get_unique_constraints("expert_results")}
         assert ("job_id", "attempt", "expert") in uniques
-        assert current_revision(engine) == "0001"
+        assert current_revision(engine) == "0002"
+        columns = {c["name"] for c in inspect(engine).get_columns("policy_versions")}
+        assert {"statistics", "reflection"} <= columns
         with engine.connect() as connection:
             drift = compare_metadata(MigrationContext.configure(connection), Base.metadata)
         assert drift == [], "the migration creates exactly what the models describe"
         downgrade(engine)
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
         assert current_revision(engine) is None
-        upgrade(engine)
+        upgrade(engine, "0001")
         assert current_revision(engine) == "0001"
+        upgrade(engine)
+        assert current_revision(engine) == "0002"
     finally:
         engine.dispose()
         with admin.connect() as connection:

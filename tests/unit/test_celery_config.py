@@ -43,7 +43,7 @@ def test_only_the_chord_tasks_keep_results(conf) -> None:  # type: ignore[no-unt
     ours = {name: task for name, task in conf.tasks.items() if name.startswith("tierflow.")}
     keep = {name for name, task in ours.items() if not task.ignore_result}
     assert keep == {"tierflow.expert", "tierflow.aggregate"}
-    assert len(ours) == 6
+    assert len(ours) == 7
 
 
 def test_worker_command_maps_to_celery_arguments() -> None:
@@ -59,3 +59,14 @@ def test_worker_command_refuses_unknown_queues_and_impossible_autoscale() -> Non
         worker_queues("tier.huge", None)
     with pytest.raises(ConfigError, match="cannot autoscale"):
         worker_argv(["tier.small"], "threads", None, "8,2", "INFO", None)
+
+
+def test_beat_runs_reflect_on_the_maintenance_queue_unless_disabled() -> None:
+    from worker.app import beat_schedule
+
+    schedule = beat_schedule(load_settings(reflect_interval_s=120))
+    assert schedule["reflect"]["task"] == "tierflow.reflect"
+    assert schedule["reflect"]["schedule"] == 120
+    assert schedule["reflect"]["options"] == {"queue": "maintenance", "expires": 120}
+    assert "reflect" not in beat_schedule(load_settings(reflect_interval_s=0))
+    assert "reconcile" in beat_schedule(load_settings(reflect_interval_s=0))

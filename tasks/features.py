@@ -1,0 +1,97 @@
+"""The learned scorers' inputs, computed the same way for classify, aggregate and reflect.
+
+A job's prompt features are its cheap text features plus, when the policy's
+learning names an encoder, its embedding (cached on disk by the runtime's
+encoder). An answer's features come from `routing.answer_features`. Every caller
+goes through here, so training and scoring can never see different features.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from routing.analysis import job_text
+from routing.answer_features import answer_features
+from routing.experts import EXPERTS, ExpertOutcome
+from routing.jobs import JobKind
+from routing.learning import LearnedRouting, cascade_gain
+from routing.policy import Policy
+from routing.reflect import OutcomeRow
+from routing.scorers import Matrix, Vector, prompt_features
+from routing.states import Tier
+from routing.verdict import answer_text
+from store.outcomes import JudgedAttempt
+from tasks.runtime import Runtime
+
+
+def prompt_matrix(runtime: Runtime, encoder: str | None, kinds: list[JobKind], texts: list[str]) -> Matrix:
+    """One row of prompt features per text."""
+    embeddings = None
+    if encoder is not None and texts:
+        embeddings = np.asarray(runtime.text_encoder(encoder).encode(texts), dtype=np.float64)
+    return prompt_features(texts, kinds, embeddings)
+
+
+def job_features(
+    runtime: Runtime, policy: Policy, kind: JobKind, payload: dict[str, object]
+) -> Vector | None:
+    """The job's prompt features for the policy's learned routing of its class; None when it has none."""
+    learned = policy.learned.get(kind)
+    if learned is None:
+        return None
+    row: Vector = prompt_matrix(runtime, learned.encoder, [kind], [job_text(kind, payload)])[0]
+    return row
+
+
+def attempt_cascade_gain(
+    runtime: Runtime,
+    policy: Policy,
+    kind: JobKind,
+    payload: dict[str, object],
+    outcomes: list[ExpertOutcome],
+) -> float | None:
+    """The learned cascade's gain for this attempt's answer; None without a cascade or an answer."""
+    learned: LearnedRouting | None = policy.learned.get(kind)
+    answer = answer_text(kind, outcomes)
+    if learned is None or learned.cascade is None or answer is None:
+        return None
+    text = job_text(kind, payload)
+    prompt = prompt_matrix(runtime, learned.encoder, [kind], [text])[0]
+    return cascade_gain(learned, prompt, answer_features(text, answer), policy.ladder[-1])
+
+
+def outcome_rows(runtime: Runtime, encoder: str | None, records: list[JudgedAttempt]) -> list[OutcomeRow]:
+    """The learner's rows for judged attempts: prompt features for all of them in one encoder pass."""
+    usable = [
+        r for r in records if r.kind in JobKind._value2member_map_ and r.tier in Tier._value2member_map_
+    ]
+    kinds = [JobKind(r.kind) for r in usable]
+    texts = [job_text(kind, r.payload) for kind, r in zip(kinds, usable, strict=True)]
+    features = prompt_matrix(runtime, encoder, kinds, texts)
+    rows = []
+    for index, (record, kind, text) in enumerate(zip(usable, kinds, texts, strict=True)):
+        answer = answer_text(kind, _outcomes(kind, record))
+        rows.append(
+            OutcomeRow(
+                job_id=record.job_id,
+                kind=kind,
+                tier=Tier(record.tier),
+                attempt=record.attempt,
+                good=record.good,
+                features=features[index],
+                answer=None if answer is None else answer_features(text, answer),
+                action=record.verdict,
+                cost_usd=record.cost_usd,
+                latency_s=record.latency_s,
+                policy_version=record.policy_version,
+            )
+        )
+    return rows
+
+
+def _outcomes(kind: JobKind, record: JudgedAttempt) -> list[ExpertOutcome]:
+    outcomes = []
+    for name, (output, confidence, error) in record.outputs.items():
+        known = EXPERTS.get((kind, name))
+        outcomes.append(ExpertOutcome(name, known.uses_model if known else True, output, confidence, error))
+    return outcomes

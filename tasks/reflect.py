@@ -1,0 +1,90 @@
+"""reflect (queue `maintenance`, run by beat): learn the next routing policy version from outcomes.
+
+Reads the recent judged attempts, computes their features outside any
+transaction, asks `routing.reflect` what to do, then publishes in one
+transaction under the publishing lock: a new version (with the statistics it saw
+and its reflection), a rollback to the parent, or nothing. If another version
+became active meanwhile, nothing is published: the next run sees the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from celery import shared_task
+
+from routing.policy import Policy
+from routing.reflect import Reflection, reflect
+from store.db import transaction
+from store.outcomes import judged_attempts
+from store.policies import active_version, lock_publishing, publish_policy, rollback_policy, seed_policy
+from tasks.features import outcome_rows
+from tasks.runtime import Runtime, default_policy, runtime_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReflectRun:
+    """What one run did: the version it started from, the one it published (if any), and why."""
+
+    from_version: int
+    published: int | None
+    rolled_back_to: int | None
+    text: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "from_version": self.from_version,
+            "published": self.published,
+            "rolled_back_to": self.rolled_back_to,
+            "reflection": self.text,
+        }
+
+
+@shared_task(name="tierflow.reflect", bind=True, ignore_result=True)
+def reflect_task(self: Any) -> dict[str, Any]:
+    run = run_reflect(runtime_for(self.app))
+    log.info("reflect from version %s: published %s. %s", run.from_version, run.published, run.text)
+    return run.as_dict()
+
+
+def run_reflect(runtime: Runtime) -> ReflectRun:
+    """One reflect run against the store."""
+    with transaction(runtime.sessions) as session:
+        row = active_version(session)
+        if row is None:
+            seed_policy(session, default_policy(runtime.settings))
+            row = active_version(session)
+        assert row is not None
+        policy, parent = Policy.model_validate(row.body), row.parent
+        records = judged_attempts(session, runtime.settings.reflect_window)
+    encoder = policy.learning.encoder
+    reflection = reflect(policy, parent, outcome_rows(runtime, encoder, records), encoder)
+    published = _publish(runtime, policy.version, reflection)
+    if published is not None:
+        runtime.forget_policy()
+    return ReflectRun(
+        policy.version, published, reflection.rollback_to if published else None, reflection.text
+    )
+
+
+def _publish(runtime: Runtime, seen: int, reflection: Reflection) -> int | None:
+    if reflection.policy is None and reflection.rollback_to is None:
+        return None
+    with transaction(runtime.sessions) as session:
+        lock_publishing(session)
+        now = active_version(session)
+        if now is None or now.version != seen:
+            log.info("reflect: version %s became active meanwhile; nothing published", now and now.version)
+            return None
+        if reflection.rollback_to is not None:
+            statistics = dict(reflection.statistics)
+            return rollback_policy(session, reflection.rollback_to, reflection.text, statistics).version
+        assert reflection.policy is not None
+        published = publish_policy(
+            session, reflection.policy, "reflect", dict(reflection.statistics), reflection.text
+        )
+        return published.version
