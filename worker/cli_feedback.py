@@ -1,4 +1,4 @@
-"""`tierflow feedback`, `tierflow review` and `tierflow policy`: what people tell the router, and its policy.
+"""`tierflow feedback`, `review`, `reflect` and `policy`: what people tell the router, and its policy.
 
 Feedback is recorded per job for the tier that gave the final answer; reviews end a
 held job; policy versions only grow (a rollback publishes an old body as a new version).
@@ -18,10 +18,11 @@ from routing.errors import InputError
 from routing.policy import policy_diff
 from store.db import transaction
 from store.feedback import decide_review, import_labels, read_labels, record_feedback, review_queue
-from store.policies import active_policy, policy_history, policy_version, rollback_policy
+from store.policies import active_policy, active_version, policy_history, policy_version, rollback_policy
 
 out = Console(soft_wrap=True)
 policy_app = typer.Typer(add_completion=False, no_args_is_help=True)
+LONG_LIST = 8
 
 
 def _runtime() -> Any:
@@ -105,13 +106,59 @@ def policy_show_history() -> None:
     """Every policy version: parent, active, when, and why it was made."""
     runtime = _runtime()
     with transaction(runtime.sessions) as session:
-        rows = [(v.version, v.parent, v.active, v.created_at, v.reason) for v in policy_history(session)]
+        rows = [
+            (v.version, v.parent, v.active, v.created_at, v.reason, v.reflection)
+            for v in policy_history(session)
+        ]
     table = Table(title="policy versions")
     for column in ("version", "parent", "active", "created", "reason"):
         table.add_column(column)
-    for version, parent, active, created, reason in rows:
-        table.add_row(str(version), str(parent or "-"), "yes" if active else "", created.isoformat(), reason)
+    for version, parent, active, created, reason, _ in rows:
+        table.add_row(
+            str(version),
+            str(parent or "-"),
+            "yes" if active else "",
+            created.isoformat(timespec="seconds"),
+            reason,
+        )
     out.print(table)
+    for version, *_, reflection in rows:
+        if reflection:
+            out.print(f"version {version}: {reflection}", markup=False, highlight=False)
+
+
+@policy_app.command("stats")
+def policy_stats(
+    version: Annotated[int | None, typer.Argument(help="Version (default: active)")] = None,
+) -> None:
+    """What the reflect run that wrote a version saw, and its reflection, as JSON."""
+    runtime = _runtime()
+    with transaction(runtime.sessions) as session:
+        row = policy_version(session, version) if version else active_version(session)
+        if row is None:
+            raise InputError("tierflow policy stats", 0, "version", "no policy version is stored yet")
+        body = {
+            "version": row.version,
+            "parent": row.parent,
+            "reason": row.reason,
+            "reflection": row.reflection,
+            "statistics": row.statistics,
+        }
+    out.print_json(json.dumps(body))
+
+
+def _brief(value: Any) -> Any:
+    """`value` with every long list (a scorer's weights) replaced by its length."""
+    if isinstance(value, list) and len(value) > LONG_LIST:
+        return f"[{len(value)} values]"
+    if isinstance(value, dict):
+        return {key: _brief(item) for key, item in value.items()}
+    return value
+
+
+def _shown(value: Any) -> str:
+    brief = _brief(value)
+    return brief if isinstance(brief, str) and isinstance(value, list) else json.dumps(brief)
 
 
 @policy_app.command("diff")
@@ -123,7 +170,7 @@ def policy_show_diff(old: int, new: int) -> None:
     # the version numbers differ by definition; the diff is about what the policy does
     changes = policy_diff({**before, "version": None}, {**after, "version": None})
     for path, was, now in changes:
-        out.print(f"{path}: {json.dumps(was)} -> {json.dumps(now)}", markup=False, highlight=False)
+        out.print(f"{path}: {_shown(was)} -> {_shown(now)}", markup=False, highlight=False)
     if not changes:
         out.print("no differences")
 
@@ -137,7 +184,24 @@ def policy_rollback(version: int) -> None:
     out.print(f"version {published.version} is active: the policy of version {version}")
 
 
+def reflect(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as one JSON object")] = False,
+) -> None:
+    """Learn from the judged outcomes now, once (what beat does every reflect_interval_s)."""
+    from tasks.reflect import run_reflect
+
+    done = run_reflect(_runtime())
+    if as_json:
+        typer.echo(json.dumps(done.as_dict()))
+        return
+    if done.published is None:
+        out.print(f"version {done.from_version} stays active. {done.text}", markup=False)
+    else:
+        out.print(f"version {done.published} is active (from {done.from_version}). {done.text}", markup=False)
+
+
 def register(cli: typer.Typer) -> None:
+    cli.command()(reflect)
     cli.command()(feedback)
     cli.command()(review)
     cli.add_typer(policy_app, name="policy", help="Show, compare and roll back routing policy versions.")

@@ -92,6 +92,8 @@ def test_reflect_run_by_beat_changes_what_the_next_classify_decides(env, make_ap
     assert learned.statistics["tiers"]["prompt"]["small"]["rows"] == 20
     assert learned.statistics["tiers"]["prompt"]["small"]["success_rate"] == 0.5
     assert "prompt: " in learned.reflection and "above small for 50% of jobs" in learned.reflection
+    diff = run(env, "policy", "diff", "1", "2", check=True).stdout
+    assert diff.startswith("learned.prompt: null -> ") and '"weights": "[13 values]"' in diff, diff
     after = _first_tiers(runtime, "b-")
     for job_id, (tier, decision) in after.items():
         assert decision["policy_version"] == 2
@@ -121,5 +123,12 @@ def test_a_version_that_does_worse_than_its_parent_is_rolled_back(env, make_app,
         assert "rolling back to version 1" in rows[3].reflection
         assert rows[3].statistics["parent"]["version"] == 1
     shown = run(env, "policy", "history", check=True).stdout
-    assert "rollback to version 1" in shown
+    assert "rollback to version 1" in shown and "rolling back to version 1" in shown
     assert json.loads(run(env, "policy", "show", check=True).stdout)["version"] == 3
+    stats = json.loads(run(env, "policy", "stats", "3", check=True).stdout)
+    assert (stats["version"], stats["parent"], stats["reason"]) == (3, 2, "rollback to version 1")
+    assert stats["statistics"]["parent"] == {"version": 1, "jobs": 10, "success_rate": 1.0}
+    assert stats["statistics"]["version"] == {"jobs": 10, "success_rate": 0.5}
+    assert run(env, "policy", "diff", "2", "3", check=True).stdout.strip() == 'max_tier.prompt: "small" -> null'
+    again = json.loads(run(env, "reflect", "--json", check=True).stdout)
+    assert again["from_version"] == 3 and again["rolled_back_to"] is None
