@@ -80,18 +80,22 @@ def tier_probabilities(
 
 
 def first_tier(probabilities: dict[Tier, float], gain_threshold: float) -> tuple[Tier, str] | None:
-    """The cheapest scored tier that no tier above beats by `gain_threshold`; why; None if none scored."""
+    """The cheapest scored tier that no tier above beats by `gain_threshold` (else the top scored
+    tier), and why; None when no tier is scored."""
     tiers = list(probabilities)
-    for position, tier in enumerate(tiers):
-        above = tiers[position + 1 :]
-        gain = max((probabilities[u] - probabilities[tier] for u in above), default=0.0)
+    shown = ", ".join(f"{t.value} {p:.2f}" for t, p in probabilities.items())
+    for position, tier in enumerate(tiers[:-1]):
+        gain = max(probabilities[u] - probabilities[tier] for u in tiers[position + 1 :])
         if gain < gain_threshold:
-            shown = ", ".join(f"{t.value} {p:.2f}" for t, p in probabilities.items())
             return (
                 tier,
                 f"learned P(good): {shown}; gain above {tier.value} {gain:.2f} < {gain_threshold:.2f}",
             )
-    return None
+    if not tiers:
+        return None
+    return tiers[
+        -1
+    ], f"learned P(good): {shown}; every cheaper tier is beaten by {gain_threshold:.2f} or more"
 
 
 def cascade_gain(learned: LearnedRouting, prompt: Vector, answer: Vector, top: Tier) -> float | None:
