@@ -47,6 +47,7 @@ class RecordedPrompt:
     prompt: str
     source: str | None
     outcomes: dict[str, ModelOutcome]
+    line: int = 0  # where it was read, for errors about it
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def parse_record(line: str, source: str, number: int) -> RecordedPrompt:
     if not isinstance(outcomes, dict) or not outcomes:
         raise InputError(source, number, "outcomes", "must be an object of model -> {correct}")
     parsed = {str(model): _outcome(value, source, number, str(model)) for model, value in outcomes.items()}
-    return RecordedPrompt(record["prompt"], record.get("source"), parsed)
+    return RecordedPrompt(record["prompt"], record.get("source"), parsed, number)
 
 
 def read_recorded(path: Path) -> list[RecordedPrompt]:
@@ -173,6 +174,18 @@ def prompt_outcomes(
         small_cost=np.array(small_cost, dtype=np.float64),
         large_cost=np.array(large_cost, dtype=np.float64),
     )
+
+
+def require_responses(records: list[RecordedPrompt], path: Path, model: str, needed_by: str) -> list[str]:
+    """The model's recorded response to every record; InputError names the first record without one."""
+    responses = []
+    for record in records:
+        response = record.outcomes[model].response
+        if response is None:
+            reason = f"{needed_by} needs the small tier's recorded response"
+            raise InputError(str(path), record.line, f"outcomes.{model}.response", reason)
+        responses.append(response)
+    return responses
 
 
 def benchmark_name(records: list[RecordedPrompt]) -> str | None:

@@ -4,9 +4,11 @@ Reads files shaped like ../shared/data/routellm (`providers.outcomes_data`),
 scores every test prompt with a baseline router and sweeps the threshold
 (`routing.metrics`), then prints the evaluation contract (`--json`), a table, or
 a plot (`--plot`). The baseline routers fit nothing: for them the train files only
-decide which recorded model is the small tier (the less accurate one). The
-learned router and `--mode online` come later. This module must not import the
-store or the tasks.
+decide which recorded model is the small tier (the less accurate one; the test
+file when no train file is given). The learned routers (`pre`, `cascade`,
+`combined`, see `worker.cli_eval_learned`) fit on the train files, or with
+`--folds K` on the test file's other folds as well. `--mode online` comes later.
+This module must not import the store or the tasks.
 """
 
 from __future__ import annotations
@@ -24,9 +26,20 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
+from providers.encoders import Encoder
 from providers.outcomes_data import benchmark_name, choose_tiers, parse_prices, prompt_outcomes, read_recorded
 from routing.errors import InputError, TierflowError
 from routing.metrics import BaselineRouter, PromptOutcomes, RoutingQuality, baseline_scores, evaluate_scores
+from routing.offline_routers import LearnedRouter
+from worker.cli_eval import DEFAULT_CACHE
+from worker.cli_eval_learned import (
+    EncoderChoice,
+    LabelledFile,
+    RoutingEncoder,
+    learned_quality,
+    learned_test_scores,
+    paid_outcomes,
+)
 
 # RouteLLM's best published routers (arXiv 2406.18665, Tables 2 and 3): APGR, CPT(50%), CPT(80%) as shares.
 PUBLISHED_BEST: dict[str, tuple[float, float, float]] = {
@@ -40,12 +53,29 @@ class EvalMode(str, Enum):
     ONLINE = "online"
 
 
+class RouterName(str, Enum):
+    """Every router the command evaluates: the baselines of `routing.metrics` and the learned ones."""
+
+    RANDOM = BaselineRouter.RANDOM.value
+    ALWAYS_SMALL = BaselineRouter.ALWAYS_SMALL.value
+    ALWAYS_LARGE = BaselineRouter.ALWAYS_LARGE.value
+    ORACLE = BaselineRouter.ORACLE.value
+    PRE = LearnedRouter.PRE.value
+    CASCADE = LearnedRouter.CASCADE.value
+    COMBINED = LearnedRouter.COMBINED.value
+
+    def resolve(self) -> BaselineRouter | LearnedRouter:
+        if self.value in {router.value for router in LearnedRouter}:
+            return LearnedRouter(self.value)
+        return BaselineRouter(self.value)
+
+
 @dataclass(frozen=True)
 class RoutingRun:
     """One offline evaluation: the test set's outcomes and the router's figures on it."""
 
     test: Path
-    router: BaselineRouter
+    router: BaselineRouter | LearnedRouter
     seed: int
     benchmark: str | None
     outcomes: PromptOutcomes
@@ -55,18 +85,31 @@ class RoutingRun:
 def evaluate_routing(
     train: list[Path],
     test: Path,
-    router: BaselineRouter,
+    router: BaselineRouter | LearnedRouter,
     seed: int = 0,
     tiers: tuple[str | None, str | None] = (None, None),
     price_options: list[str] | None = None,
+    folds: int = 0,
+    encoder: Encoder | None = None,
 ) -> RoutingRun:
-    """Read the files, pick and price the tiers, score the test prompts and sweep the threshold."""
-    train_records = [record for path in train for record in read_recorded(path)]
-    test_records = read_recorded(test)
-    models = choose_tiers(train_records, test_records, *tiers)
-    outcomes = prompt_outcomes(test_records, models, parse_prices(price_options or []))
-    quality = evaluate_scores(outcomes, baseline_scores(router, outcomes, seed))
-    return RoutingRun(test, router, seed, benchmark_name(test_records), outcomes, quality)
+    """Read the files, pick and price the tiers, score the test prompts and sweep the threshold.
+
+    Learned routers embed prompts with `encoder` (None: cheap features only) and fit on
+    the train files, or, with `folds` >= 2, k-fold on the test file plus the train files.
+    A cascade's outcomes carry what it pays: the small call always.
+    """
+    train_files = [LabelledFile(path, read_recorded(path)) for path in train]
+    test_file = LabelledFile(test, read_recorded(test))
+    train_records = [record for part in train_files for record in part.records]
+    models = choose_tiers(train_records or test_file.records, test_file.records, *tiers)
+    outcomes = prompt_outcomes(test_file.records, models, parse_prices(price_options or []))
+    benchmark = benchmark_name(test_file.records)
+    if isinstance(router, BaselineRouter):
+        quality = evaluate_scores(outcomes, baseline_scores(router, outcomes, seed))
+        return RoutingRun(test, router, seed, benchmark, outcomes, quality)
+    scores = learned_test_scores(router, train_files, test_file, models, encoder, folds, seed)
+    quality = learned_quality(outcomes, router, scores)
+    return RoutingRun(test, router, seed, benchmark, paid_outcomes(outcomes, router), quality)
 
 
 def _rounded(value: float | None) -> float | None:
@@ -170,11 +213,14 @@ def draw_plot(run: RoutingRun, path: Path) -> None:
 
 
 def eval_routing(
-    train: Annotated[list[Path], typer.Option("--train", help="JSONL of recorded outcomes to fit on")],
     test: Annotated[Path, typer.Option("--test", help="JSONL of recorded outcomes to evaluate on")],
-    router: Annotated[BaselineRouter, typer.Option(help="Which router scores the prompts")] = (
-        BaselineRouter.RANDOM
-    ),
+    train: Annotated[
+        list[Path] | None, typer.Option("--train", help="JSONL of recorded outcomes to fit on")
+    ] = None,
+    router: Annotated[RouterName, typer.Option(help="Which router scores the prompts")] = RouterName.RANDOM,
+    folds: Annotated[
+        int, typer.Option(min=0, help="Learned routers: k-fold on the test file too (0: fit on --train only)")
+    ] = 0,
     mode: Annotated[EvalMode, typer.Option(help="offline (online is not available yet)")] = EvalMode.OFFLINE,
     as_json: Annotated[bool, typer.Option("--json", help="Print the contract as one JSON object")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write accuracy vs share and vs cost to this PNG")] = None,
@@ -182,6 +228,14 @@ def eval_routing(
     small: Annotated[str | None, typer.Option(help="Recorded model to use as the small tier")] = None,
     large: Annotated[str | None, typer.Option(help="Recorded model to use as the large tier")] = None,
     price: Annotated[list[str] | None, typer.Option(help="MODEL=IN,OUT USD per million tokens")] = None,
+    encoder: Annotated[
+        RoutingEncoder, typer.Option(help="Prompt embeddings of the learned routers (none: cheap features)")
+    ] = RoutingEncoder.LOCAL,
+    model: Annotated[
+        str, typer.Option(help="Embeddings model for --encoder openai")
+    ] = "text-embedding-3-small",
+    cache_dir: Annotated[Path, typer.Option(help="Where prompt embeddings are cached")] = DEFAULT_CACHE,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per encoder call")] = 64,
 ) -> None:
     """Trace a router's accuracy and cost against its share of large-tier calls."""
     err = Console(stderr=True)
@@ -189,7 +243,10 @@ def eval_routing(
         err.print("error: --mode online is not available yet; use --mode offline", markup=False)
         raise typer.Exit(2)
     try:
-        run = evaluate_routing(train, test, router, seed, (small, large), price)
+        choice = EncoderChoice(encoder, model, cache_dir, batch_size)
+        resolved = router.resolve()
+        built = choice.build() if isinstance(resolved, LearnedRouter) else None
+        run = evaluate_routing(train or [], test, resolved, seed, (small, large), price, folds, built)
         if plot is not None:
             draw_plot(run, plot)
     except TierflowError as exc:

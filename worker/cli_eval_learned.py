@@ -1,0 +1,140 @@
+"""The learned routers of `tierflow eval routing`: features of recorded prompts, fitting, scoring, paying.
+
+Owns turning recorded prompts (`providers.outcomes_data`) into `RoutingRows`
+(cheap prompt features, the prompt's embedding through the on-disk encoder cache,
+the small model's answer features), scoring the test file with a learned router
+(`routing.offline_routers`: fitted on the train files, or k-fold on the test file
+plus the train files), and what a cascade pays: the small call always, and the
+large one as well for an escalated prompt. This module must not import the store
+or the tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from providers.encoders import CachedEncoder, Encoder, encode_in_batches
+from providers.outcomes_data import RecordedPrompt, TierModels, require_responses
+from routing.answer_features import ANSWER_FEATURES, answer_feature_matrix
+from routing.errors import InputError
+from routing.jobs import JobKind
+from routing.metrics import PromptOutcomes, RoutingQuality, evaluate_scores
+from routing.offline_routers import (
+    LearnedRouter,
+    RoutingRows,
+    cross_validated_scores,
+    learned_scores,
+    stack_rows,
+)
+from routing.scorers import prompt_features
+from worker.cli_eval import DEFAULT_CACHE, EncoderKind, make_encoder
+
+ENCODE_SLICE = 512  # texts per cache look-up and encoder call
+
+
+class RoutingEncoder(str, Enum):
+    """How prompts are embedded for the learned routers; none = cheap features only."""
+
+    LOCAL = "local"
+    OPENAI = "openai"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    kind: RoutingEncoder = RoutingEncoder.LOCAL
+    model: str = "text-embedding-3-small"
+    cache_dir: Path = DEFAULT_CACHE
+    batch_size: int = 64
+
+    def build(self) -> Encoder | None:
+        """The cached encoder, or None for cheap features only; nothing is loaded until it encodes."""
+        if self.kind is RoutingEncoder.NONE:
+            return None
+        inner = make_encoder(EncoderKind(self.kind.value), self.model, self.batch_size)
+        return CachedEncoder(inner, self.cache_dir)
+
+
+@dataclass(frozen=True)
+class LabelledFile:
+    """The recorded prompts of one file, and where they came from (for errors)."""
+
+    path: Path
+    records: list[RecordedPrompt]
+
+
+def routing_rows(
+    labelled: LabelledFile, tiers: TierModels, encoder: Encoder | None, router: LearnedRouter
+) -> RoutingRows:
+    """The features and outcomes of a file's prompts; InputError if `router` needs answers it lacks."""
+    records = labelled.records
+    prompts = [record.prompt for record in records]
+    cheap = prompt_features(prompts, [JobKind.PROMPT] * len(prompts), None)
+    if encoder is None:
+        embedding = np.zeros((len(prompts), 0), dtype=np.float64)
+    else:
+        embedding = encode_in_batches(encoder, prompts, ENCODE_SLICE).astype(np.float64)
+    answer = None
+    if router.needs_answers:
+        needed_by = f"--router {router.value}"
+        answers = require_responses(records, labelled.path, tiers.small, needed_by)
+        answer = answer_feature_matrix(prompts, answers).reshape(len(prompts), len(ANSWER_FEATURES))
+    return RoutingRows(
+        cheap=cheap,
+        embedding=embedding,
+        answer=answer,
+        small_good=np.array([r.outcomes[tiers.small].correct for r in records], dtype=np.bool_),
+        large_good=np.array([r.outcomes[tiers.large].correct for r in records], dtype=np.bool_),
+    )
+
+
+def learned_test_scores(
+    router: LearnedRouter,
+    train: list[LabelledFile],
+    test: LabelledFile,
+    tiers: TierModels,
+    encoder: Encoder | None,
+    folds: int = 0,
+    seed: int = 0,
+) -> NDArray[np.float64]:
+    """The test prompts' scores: fitted on the train files, or k-fold (`folds` >= 2) on test + train."""
+    train_rows = [routing_rows(part, tiers, encoder, router) for part in train if part.records]
+    test_rows = routing_rows(test, tiers, encoder, router)
+    stacked = _stack(train_rows)
+    if folds:
+        if folds < 2 or folds > test_rows.n:
+            raise InputError("--folds", 0, "folds", f"must be 0 or 2 to {test_rows.n} (the test rows)")
+        return cross_validated_scores(router, stacked, test_rows, folds, seed)
+    if stacked is None:
+        raise InputError("--train", 0, "file", f"--router {router.value} needs --train files or --folds")
+    return learned_scores(router, stacked, test_rows, seed)
+
+
+def _stack(parts: list[RoutingRows]) -> RoutingRows | None:
+    return stack_rows(parts) if parts else None
+
+
+def paid_outcomes(outcomes: PromptOutcomes, router: LearnedRouter) -> PromptOutcomes:
+    """What each prompt costs as routed: after a small answer, escalating pays the large call on top."""
+    if not router.needs_answers:
+        return outcomes
+    return dataclasses.replace(outcomes, large_cost=outcomes.small_cost + outcomes.large_cost)
+
+
+def learned_quality(
+    outcomes: PromptOutcomes, router: LearnedRouter, scores: NDArray[np.float64]
+) -> RoutingQuality:
+    """The figures of `scores` with the router's costs; the cost ratio is against plain always-large."""
+    quality = evaluate_scores(paid_outcomes(outcomes, router), scores)
+    share, always_large = quality.large_share_at_95pct_quality, float(outcomes.large_cost.sum())
+    if share is None or always_large <= 0:
+        return quality
+    shares = [point.large_share for point in quality.curve]
+    cost = float(np.interp(share, shares, [point.cost_usd for point in quality.curve]))
+    return dataclasses.replace(quality, cost_ratio_at_95pct_quality=cost / always_large)
