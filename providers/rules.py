@@ -76,7 +76,31 @@ def answer(system: str, user: str, strength: float) -> str:
         return _extract(user, strength)
     if task == "analyze":
         return _analyze(user, strength)
+    if task == "coach":
+        return _coach(user, strength)
     return _answer(user, strength)
+
+
+def _coach(text: str, strength: float) -> str:
+    """Where most recent failures were on the small tier, send less to small (weak models overreach)."""
+    try:
+        body = json.loads(text)
+        failures, policy = list(body["failures"]), dict(body["policy"])
+    except (ValueError, KeyError, TypeError):
+        return json.dumps({"summary": "could not read the request", "changes": [], "confidence": 0.2})
+    on_small = sum(1 for failure in failures if failure.get("tier") == "small")
+    changes = []
+    if failures and on_small * 2 >= len(failures) and policy.get("small_max_difficulty", 0) > 0.1:
+        step = 0.05 if strength >= 0.7 else 0.2
+        changes.append(
+            {
+                "field": "small_max_difficulty",
+                "value": round(policy["small_max_difficulty"] - step, 3),
+                "why": f"{on_small} of {len(failures)} recent failures were on the small tier",
+            }
+        )
+    summary = f"{len(failures)} recent failures, {on_small} on the small tier"
+    return json.dumps({"summary": summary, "changes": changes, "confidence": round(0.5 + strength / 2, 3)})
 
 
 def _draft(text: str, strength: float) -> str:

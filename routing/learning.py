@@ -19,7 +19,7 @@ from enum import Enum
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from routing.scorers import LogisticScorer, Vector
+from routing.scorers import CHEAP_FEATURES, LogisticScorer, Vector
 from routing.states import Tier
 
 
@@ -50,7 +50,8 @@ class LearningSettings(BaseModel):
     max_share_step: float = Field(default=0.2, gt=0, le=1)  # most a run may move the share routed up
     rollback_tolerance: float = Field(default=0.05, ge=0, le=1)  # success drop that undoes a version
     min_version_samples: int = Field(default=30, ge=1)  # judged jobs of a version before it is judged
-    encoder: str | None = None  # the embedding the features include; None: cheap features only
+    encoder: str | None = None  # the embedding the features include ("local" or "openai"); None: none
+    coach_model: str | None = None  # "provider:model" of the routing coach; None: no coach
 
 
 class LearnedRouting(BaseModel):
@@ -102,9 +103,14 @@ def cascade_gain(learned: LearnedRouting, prompt: Vector, answer: Vector, top: T
     """How much likelier the top tier's answer is good than this cheaper answer; None if unscored."""
     if learned.cascade is None or top not in learned.tiers:
         return None
-    p_answer = float(learned.cascade.probability(np.concatenate([prompt, answer]))[0])
+    p_answer = float(learned.cascade.probability(cascade_features(prompt, answer))[0])
     p_top = float(learned.tiers[top].probability(prompt)[0])
     return p_top - p_answer
+
+
+def cascade_features(prompt: Vector, answer: Vector) -> Vector:
+    """What the cascade scorer sees: the prompt's cheap features (not its embedding) and the answer's."""
+    return np.concatenate([prompt[..., : len(CHEAP_FEATURES)], answer], axis=-1)
 
 
 def routed_up_count(gains: Vector, cheap_good: Vector, best_good: Vector, target: RoutingTarget) -> int:

@@ -24,7 +24,7 @@ from routing.experts import ExpertOutcome
 from routing.jobs import JobKind
 from routing.learning import LearningSettings, cascade_gain
 from routing.policy import Policy
-from routing.reflect import OutcomeRow, reflect
+from routing.reflect import OutcomeRow, calibrate_kind, reflect
 from routing.scorers import Vector
 from routing.states import Tier
 from routing.verdict import VerdictAction, judge
@@ -117,15 +117,28 @@ def first_fit(train: list[StreamedPrompt], learning: LearningSettings, encoder: 
     return fitted.model_copy(update={"version": 2, "learning": learning})
 
 
+def retarget(fitted: Policy, train: list[StreamedPrompt], learning: LearningSettings) -> Policy:
+    """`fitted`'s scorers with thresholds calibrated on `train` for another target (no refit)."""
+    rows = training_rows(train)
+    unbounded = learning.model_copy(update={"max_share_step": 1.0})
+    learned = {
+        kind: calibrate_kind(kind, [row for row in rows if row.kind is kind], routing, unbounded, None)[0]
+        for kind, routing in fitted.learned.items()
+    }
+    return fitted.model_copy(update={"learned": learned, "learning": learning})
+
+
 def stream_prompts(
     train: list[StreamedPrompt],
     stream: list[StreamedPrompt],
     learning: LearningSettings,
     reflect_every: int,
     encoder: str | None = None,
+    fitted: Policy | None = None,
 ) -> OnlineRun:
-    """Fit on `train`, then route `stream` in order, reflecting every `reflect_every` prompts."""
-    policy = first_fit(train, learning, encoder)
+    """Fit on `train` (or retarget `fitted`, already fitted on it), then route `stream` in order,
+    reflecting every `reflect_every` prompts."""
+    policy = first_fit(train, learning, encoder) if fitted is None else retarget(fitted, train, learning)
     versions: dict[int, Policy] = {policy.version: policy}
     parents: dict[int, int | None] = {policy.version: None}
     rows = training_rows(train)

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from routing.jobs import JobKind
-from routing.learning import LearnedRouting, LearningSettings, calibrate
+from routing.learning import LearnedRouting, LearningSettings, calibrate, cascade_features
 from routing.policy import Policy
-from routing.scorers import LogisticScorer, Vector, constant_scorer, fit_scorer
+from routing.scorers import L2_GRID, LogisticScorer, Vector, constant_scorer, fit_scorer
 from routing.states import Tier
 
 
@@ -133,43 +133,62 @@ def learn_kind(
             None,
             f"{kind.value}: {len(rows)} judged attempts, fewer than {settings.min_samples}; unchanged.",
         )
-    scorers = tier_scorers(rows, policy.ladder, settings)
+    current = policy.learned.get(kind)
+    scorers = tier_scorers(rows, policy.ladder, settings, current)
     if len(scorers) < 2:
         return (
             None,
-            f"{kind.value}: fewer than two tiers with {settings.min_samples} mixed outcomes; unchanged.",
+            f"{kind.value}: fewer than two tiers with {settings.min_samples} outcomes; unchanged.",
         )
+    cascade = cascade_scorer(rows, list(scorers)[-1], settings, current)
+    fitted = LearnedRouting(
+        encoder=encoder, tiers=scorers, gain_threshold=1.0, cascade=cascade, samples=len(rows)
+    )
+    return calibrate_kind(kind, rows, fitted, settings, current)
+
+
+def calibrate_kind(
+    kind: JobKind,
+    rows: list[OutcomeRow],
+    fitted: LearnedRouting,
+    settings: LearningSettings,
+    current: LearnedRouting | None,
+) -> tuple[LearnedRouting, str]:
+    """`fitted`'s thresholds calibrated to the target on `rows`, each moved at most the step from
+    where `current` (or, without one, today's routing) sends jobs; and what changed, in words."""
+    tiers = list(fitted.tiers)
     features = np.vstack([row.features for row in _first_attempts(rows)])
-    tiers = list(scorers)
-    cheap = scorers[tiers[0]].probability(features)
-    best = np.max(np.vstack([scorers[t].probability(features) for t in tiers[1:]]), axis=0)
-    current = policy.learned.get(kind)
-    was = (
-        _share_up(rows, tiers[0])
-        if current is None
-        else float(np.mean(best - cheap >= current.gain_threshold))
-    )
+    cheap = fitted.tiers[tiers[0]].probability(features)
+    best = np.max(np.vstack([fitted.tiers[t].probability(features) for t in tiers[1:]]), axis=0)
+    if current is None:
+        was = _share_up(rows, tiers[0])
+    else:
+        was = float(np.mean(best - cheap >= current.gain_threshold))
     threshold, share = calibrate(cheap, best, settings.target, was, settings.max_share_step)
-    cascade, escalate_gain, cascade_note = cascade_scorer(rows, scorers, tiers, policy, current)
-    result = LearnedRouting(
-        encoder=encoder,
-        tiers=scorers,
-        gain_threshold=threshold,
-        cascade=cascade,
-        escalate_gain=escalate_gain,
-        samples=len(rows),
-    )
+    escalate_gain, cascade_note = 1.0, ""
+    if fitted.cascade is not None:
+        escalate_gain, cascade_note = _calibrate_cascade(rows, fitted, tiers[-1], settings, current)
     rates = ", ".join(f"{t.value} {np.mean([r.good for r in rows if r.tier is t]):.0%}" for t in tiers)
     note = (
         f"{kind.value}: {len(rows)} judged attempts (success {rates}); to {settings.target.describe()} "
         f"the first tier is above {tiers[0].value} for {share:.0%} of jobs (was {was:.0%}, "
         f"step at most {settings.max_share_step:.0%}).{cascade_note}"
     )
-    return result, note
+    return fitted.model_copy(update={"gain_threshold": threshold, "escalate_gain": escalate_gain}), note
+
+
+def _grid(current: LogisticScorer | None, rows: int) -> tuple[float, ...]:
+    """The penalties to try: the last one chosen while the rows have not doubled since, else all."""
+    if current is not None and current.l2 > 0 and rows < 2 * current.rows:
+        return (current.l2,)
+    return L2_GRID
 
 
 def tier_scorers(
-    rows: list[OutcomeRow], ladder: tuple[Tier, ...], settings: LearningSettings
+    rows: list[OutcomeRow],
+    ladder: tuple[Tier, ...],
+    settings: LearningSettings,
+    current: LearnedRouting | None = None,
 ) -> dict[Tier, LogisticScorer]:
     """P(good | prompt) per tier with enough rows, in ladder order (a constant where all agree)."""
     scorers: dict[Tier, LogisticScorer] = {}
@@ -180,38 +199,53 @@ def tier_scorers(
         labels = np.array([row.good for row in mine], dtype=np.bool_)
         features = np.vstack([row.features for row in mine])
         if 0 < labels.sum() < len(labels):
-            scorers[tier] = fit_scorer(features, labels)
+            last = current.tiers.get(tier) if current is not None else None
+            scorers[tier] = fit_scorer(features, labels, _grid(last, len(mine)))
         else:
             scorers[tier] = constant_scorer(features.shape[1], int(labels.sum()), len(labels))
     return scorers
 
 
+def _cheaper_answers(rows: list[OutcomeRow], top: Tier) -> list[OutcomeRow]:
+    return [row for row in rows if row.tier is not top and row.answer is not None]
+
+
 def cascade_scorer(
-    rows: list[OutcomeRow],
-    scorers: dict[Tier, LogisticScorer],
-    tiers: list[Tier],
-    policy: Policy,
-    current: LearnedRouting | None,
-) -> tuple[LogisticScorer | None, float, str]:
-    """P(a cheaper answer is good | prompt, answer) and its calibrated escalation gain, if learnable."""
-    settings = policy.learning
-    top = tiers[-1]
-    cheaper = [row for row in rows if row.tier is not top and row.answer is not None]
+    rows: list[OutcomeRow], top: Tier, settings: LearningSettings, current: LearnedRouting | None
+) -> LogisticScorer | None:
+    """P(a cheaper answer is good | prompt's cheap features, answer), if learnable."""
+    cheaper = _cheaper_answers(rows, top)
     labels = np.array([row.good for row in cheaper], dtype=np.bool_)
     if len(cheaper) < settings.min_samples or labels.all() or not labels.any():
-        return None, 1.0, ""
+        return None
     joined = np.vstack(
-        [np.concatenate([row.features, row.answer]) for row in cheaper if row.answer is not None]
+        [cascade_features(row.features, row.answer) for row in cheaper if row.answer is not None]
     )
-    scorer = fit_scorer(joined, labels)
-    answer_good = scorer.probability(joined)
-    top_good = scorers[top].probability(np.vstack([row.features for row in cheaper]))
-    if current is not None and current.cascade is not None and current.cascade.width == scorer.width:
+    last = current.cascade if current is not None else None
+    return fit_scorer(joined, labels, _grid(last, len(cheaper)))
+
+
+def _calibrate_cascade(
+    rows: list[OutcomeRow],
+    fitted: LearnedRouting,
+    top: Tier,
+    settings: LearningSettings,
+    current: LearnedRouting | None,
+) -> tuple[float, str]:
+    """The escalation gain meeting the target on the cheaper answers, within the step."""
+    assert fitted.cascade is not None
+    cheaper = _cheaper_answers(rows, top)
+    joined = np.vstack(
+        [cascade_features(row.features, row.answer) for row in cheaper if row.answer is not None]
+    )
+    answer_good = fitted.cascade.probability(joined)
+    top_good = fitted.tiers[top].probability(np.vstack([row.features for row in cheaper]))
+    if current is not None and current.cascade is not None:
         was = float(np.mean(top_good - answer_good >= current.escalate_gain))
     else:
         was = float(np.mean([row.action == "escalate" for row in cheaper]))
     gain, share = calibrate(answer_good, top_good, settings.target, was, settings.max_share_step)
-    return scorer, gain, f" The cascade scorer would escalate {share:.0%} of cheaper answers (was {was:.0%})."
+    return gain, f" The cascade scorer would escalate {share:.0%} of cheaper answers (was {was:.0%})."
 
 
 def _first_attempts(rows: list[OutcomeRow]) -> list[OutcomeRow]:

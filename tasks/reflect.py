@@ -20,6 +20,7 @@ from routing.reflect import Reflection, reflect
 from store.db import transaction
 from store.outcomes import judged_attempts
 from store.policies import active_version, lock_publishing, publish_policy, rollback_policy, seed_policy
+from tasks.coaching import coach_reflection
 from tasks.features import outcome_rows
 from tasks.runtime import Runtime, default_policy, runtime_for
 
@@ -63,6 +64,7 @@ def run_reflect(runtime: Runtime) -> ReflectRun:
         records = judged_attempts(session, runtime.settings.reflect_window)
     encoder = policy.learning.encoder
     reflection = reflect(policy, parent, outcome_rows(runtime, encoder, records), encoder)
+    reflection = coach_reflection(runtime, policy, reflection, records)
     published = _publish(runtime, policy.version, reflection)
     if published is not None:
         runtime.forget_policy()

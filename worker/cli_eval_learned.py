@@ -5,8 +5,11 @@ Owns turning recorded prompts (`providers.outcomes_data`) into `RoutingRows`
 the small model's answer features), scoring the test file with a learned router
 (`routing.offline_routers`: fitted on the train files, or k-fold on the test file
 plus the train files), and what a cascade pays: the small call always, and the
-large one as well for an escalated prompt. This module must not import the store
-or the tasks.
+large one as well for an escalated prompt. With `--rank gain-per-cost` the rows
+also carry token counts and list prices (`routing.offline_routers.CallCosts`), so the
+router can divide its gain by the escalation's expected cost. A local encoder that
+cannot load its model is a `ConfigError` (one line, exit 1), not a traceback.
+This module must not import the store or the tasks.
 """
 
 from __future__ import annotations
@@ -20,13 +23,18 @@ import numpy as np
 from numpy.typing import NDArray
 
 from providers.encoders import CachedEncoder, Encoder, encode_in_batches
-from providers.outcomes_data import RecordedPrompt, TierModels, require_responses
+from providers.outcomes_data import UNRECORDED_OUTPUT_TOKENS, RecordedPrompt, TierModels, require_responses
+from providers.pricing import Price
+from providers.server.wire import WireError
+from providers.tokens import count_tokens
 from routing.answer_features import ANSWER_FEATURES, answer_feature_matrix
-from routing.errors import InputError
+from routing.errors import ConfigError, InputError
 from routing.jobs import JobKind
 from routing.metrics import PromptOutcomes, RoutingQuality, evaluate_scores
 from routing.offline_routers import (
+    CallCosts,
     LearnedRouter,
+    Ranking,
     RoutingRows,
     cross_validated_scores,
     learned_scores,
@@ -69,17 +77,53 @@ class LabelledFile:
     records: list[RecordedPrompt]
 
 
+def _embed(encoder: Encoder | None, prompts: list[str]) -> NDArray[np.float64]:
+    if encoder is None:
+        return np.zeros((len(prompts), 0), dtype=np.float64)
+    try:
+        return encode_in_batches(encoder, prompts, ENCODE_SLICE).astype(np.float64)
+    except WireError as exc:  # the local model's loader: the embeddings extra is missing
+        raise ConfigError("--encoder", f"{encoder.name} cannot be loaded: {exc.message}") from None
+
+
+def _output_tokens(records: list[RecordedPrompt], model: str) -> NDArray[np.float64]:
+    responses = (record.outcomes[model].response for record in records)
+    counts = [UNRECORDED_OUTPUT_TOKENS if text is None else count_tokens(text) for text in responses]
+    return np.array(counts, dtype=np.float64)
+
+
+def call_costs(records: list[RecordedPrompt], tiers: TierModels, prices: dict[str, Price]) -> CallCosts:
+    """Token counts and the large tier's list prices of each prompt, for the gain-per-cost ranking."""
+    large = prices.get(tiers.large)
+    if large is None:
+        raise InputError("--price", 0, tiers.large, f"no list price; pass --price '{tiers.large}=IN,OUT'")
+    prompt_tokens = np.array([count_tokens(record.prompt) for record in records], dtype=np.float64)
+    return CallCosts(
+        prompt_tokens=prompt_tokens,
+        small_output_tokens=_output_tokens(records, tiers.small),
+        large_input_usd=prompt_tokens * large.input_per_million / 1e6,
+        large_output_usd_per_token=np.full(len(records), large.output_per_million / 1e6),
+        large_output_tokens=_output_tokens(records, tiers.large),
+    )
+
+
 def routing_rows(
-    labelled: LabelledFile, tiers: TierModels, encoder: Encoder | None, router: LearnedRouter
+    labelled: LabelledFile,
+    tiers: TierModels,
+    encoder: Encoder | None,
+    router: LearnedRouter,
+    prices: dict[str, Price] | None = None,
 ) -> RoutingRows:
-    """The features and outcomes of a file's prompts; InputError if `router` needs answers it lacks."""
+    """The features and outcomes of a file's prompts, with `call_costs` when `prices` are given.
+
+    Raises:
+        InputError: `router` needs small answers the file lacks, or a tier has no price.
+        ConfigError: the encoder cannot be loaded.
+    """
     records = labelled.records
     prompts = [record.prompt for record in records]
     cheap = prompt_features(prompts, [JobKind.PROMPT] * len(prompts), None)
-    if encoder is None:
-        embedding = np.zeros((len(prompts), 0), dtype=np.float64)
-    else:
-        embedding = encode_in_batches(encoder, prompts, ENCODE_SLICE).astype(np.float64)
+    embedding = _embed(encoder, prompts)
     answer = None
     if router.needs_answers:
         needed_by = f"--router {router.value}"
@@ -91,6 +135,7 @@ def routing_rows(
         answer=answer,
         small_good=np.array([r.outcomes[tiers.small].correct for r in records], dtype=np.bool_),
         large_good=np.array([r.outcomes[tiers.large].correct for r in records], dtype=np.bool_),
+        costs=None if prices is None else call_costs(records, tiers, prices),
     )
 
 
@@ -102,18 +147,27 @@ def learned_test_scores(
     encoder: Encoder | None,
     folds: int = 0,
     seed: int = 0,
+    rank: Ranking = Ranking.GAIN,
+    prices: dict[str, Price] | None = None,
 ) -> NDArray[np.float64]:
-    """The test prompts' scores: fitted on the train files, or k-fold (`folds` >= 2) on test + train."""
-    train_rows = [routing_rows(part, tiers, encoder, router) for part in train if part.records]
-    test_rows = routing_rows(test, tiers, encoder, router)
+    """The test prompts' scores: fitted on the train files, or k-fold (`folds` >= 2) on test + train.
+
+    With `rank` gain-per-cost, `prices` (the tiers' list prices) are required: the cost
+    model is fitted on the same rows as the scorers, never on the rows it scores.
+    """
+    if rank is Ranking.GAIN_PER_COST and prices is None:
+        raise ValueError("the gain-per-cost ranking needs the tiers' prices")
+    priced = prices if rank is Ranking.GAIN_PER_COST else None
+    train_rows = [routing_rows(part, tiers, encoder, router, priced) for part in train if part.records]
+    test_rows = routing_rows(test, tiers, encoder, router, priced)
     stacked = _stack(train_rows)
     if folds:
         if folds < 2 or folds > test_rows.n:
             raise InputError("--folds", 0, "folds", f"must be 0 or 2 to {test_rows.n} (the test rows)")
-        return cross_validated_scores(router, stacked, test_rows, folds, seed)
+        return cross_validated_scores(router, stacked, test_rows, folds, seed, rank)
     if stacked is None:
         raise InputError("--train", 0, "file", f"--router {router.value} needs --train files or --folds")
-    return learned_scores(router, stacked, test_rows, seed)
+    return learned_scores(router, stacked, test_rows, seed, rank)
 
 
 def _stack(parts: list[RoutingRows]) -> RoutingRows | None:

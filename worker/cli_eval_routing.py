@@ -7,7 +7,8 @@ a plot (`--plot`). The baseline routers fit nothing: for them the train files on
 decide which recorded model is the small tier (the less accurate one; the test
 file when no train file is given). The learned routers (`pre`, `cascade`,
 `combined`, see `worker.cli_eval_learned`) fit on the train files, or with
-`--folds K` on the test file's other folds as well. `--mode online` comes later.
+`--folds K` on the test file's other folds as well. `--mode online` streams the test
+prompts through the workers' decide / judge / reflect code (`worker.cli_eval_online`).
 This module must not import the store or the tasks.
 """
 
@@ -30,7 +31,7 @@ from providers.encoders import Encoder
 from providers.outcomes_data import benchmark_name, choose_tiers, parse_prices, prompt_outcomes, read_recorded
 from routing.errors import InputError, TierflowError
 from routing.metrics import BaselineRouter, PromptOutcomes, RoutingQuality, baseline_scores, evaluate_scores
-from routing.offline_routers import LearnedRouter
+from routing.offline_routers import LearnedRouter, Ranking
 from worker.cli_eval import DEFAULT_CACHE
 from worker.cli_eval_learned import (
     EncoderChoice,
@@ -40,6 +41,7 @@ from worker.cli_eval_learned import (
     learned_test_scores,
     paid_outcomes,
 )
+from worker.cli_eval_online import OnlineOptions, online_quality
 
 # RouteLLM's best published routers (arXiv 2406.18665, Tables 2 and 3): APGR, CPT(50%), CPT(80%) as shares.
 PUBLISHED_BEST: dict[str, tuple[float, float, float]] = {
@@ -80,6 +82,7 @@ class RoutingRun:
     benchmark: str | None
     outcomes: PromptOutcomes
     quality: RoutingQuality
+    mode: EvalMode = EvalMode.OFFLINE
 
 
 def evaluate_routing(
@@ -91,12 +94,15 @@ def evaluate_routing(
     price_options: list[str] | None = None,
     folds: int = 0,
     encoder: Encoder | None = None,
+    online: OnlineOptions | None = None,
+    rank: Ranking = Ranking.GAIN,
 ) -> RoutingRun:
     """Read the files, pick and price the tiers, score the test prompts and sweep the threshold.
 
     Learned routers embed prompts with `encoder` (None: cheap features only) and fit on
     the train files, or, with `folds` >= 2, k-fold on the test file plus the train files.
-    A cascade's outcomes carry what it pays: the small call always.
+    A cascade's outcomes carry what it pays: the small call always. With `online`, the
+    test prompts are streamed through decide / judge / reflect instead (`worker.cli_eval_online`).
     """
     train_files = [LabelledFile(path, read_recorded(path)) for path in train]
     test_file = LabelledFile(test, read_recorded(test))
@@ -105,9 +111,21 @@ def evaluate_routing(
     outcomes = prompt_outcomes(test_file.records, models, parse_prices(price_options or []))
     benchmark = benchmark_name(test_file.records)
     if isinstance(router, BaselineRouter):
+        if online is not None:
+            raise InputError(
+                "--router", 0, "router", "--mode online runs the learned routers pre and combined"
+            )
         quality = evaluate_scores(outcomes, baseline_scores(router, outcomes, seed))
         return RoutingRun(test, router, seed, benchmark, outcomes, quality)
-    scores = learned_test_scores(router, train_files, test_file, models, encoder, folds, seed)
+    if online is not None:
+        prices = parse_prices(price_options or [])
+        fit = [(part, prompt_outcomes(part.records, models, prices)) for part in train_files]
+        quality = online_quality(router, fit, (test_file, outcomes), models, encoder, online)
+        return RoutingRun(
+            test, router, seed, benchmark, paid_outcomes(outcomes, router), quality, EvalMode.ONLINE
+        )
+    prices = parse_prices(price_options or [])
+    scores = learned_test_scores(router, train_files, test_file, models, encoder, folds, seed, rank, prices)
     quality = learned_quality(outcomes, router, scores)
     return RoutingRun(test, router, seed, benchmark, paid_outcomes(outcomes, router), quality)
 
@@ -131,7 +149,7 @@ def routing_report(run: RoutingRun) -> dict[str, Any]:
         "test": str(run.test),
         "n": run.outcomes.n,
         "router": run.router.value,
-        "mode": EvalMode.OFFLINE.value,
+        "mode": run.mode.value,
         "small_accuracy": _rounded(quality.small_accuracy),
         "large_accuracy": _rounded(quality.large_accuracy),
         "apgr": _rounded(quality.apgr),
@@ -221,7 +239,13 @@ def eval_routing(
     folds: Annotated[
         int, typer.Option(min=0, help="Learned routers: k-fold on the test file too (0: fit on --train only)")
     ] = 0,
-    mode: Annotated[EvalMode, typer.Option(help="offline (online is not available yet)")] = EvalMode.OFFLINE,
+    mode: Annotated[
+        EvalMode, typer.Option(help="offline: sweep a threshold; online: stream through decide/judge/reflect")
+    ] = EvalMode.OFFLINE,
+    reflect_every: Annotated[
+        int, typer.Option(min=0, help="Online: reflect every N prompts (0: never)")
+    ] = 100,
+    targets: Annotated[int, typer.Option(min=1, help="Online: policy targets traced (cost targets)")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the contract as one JSON object")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write accuracy vs share and vs cost to this PNG")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random router")] = 0,
@@ -236,17 +260,20 @@ def eval_routing(
     ] = "text-embedding-3-small",
     cache_dir: Annotated[Path, typer.Option(help="Where prompt embeddings are cached")] = DEFAULT_CACHE,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per encoder call")] = 64,
+    rank: Annotated[
+        Ranking, typer.Option(help="Learned routers: rank by gain, or gain per expected USD of escalating")
+    ] = Ranking.GAIN,
 ) -> None:
     """Trace a router's accuracy and cost against its share of large-tier calls."""
     err = Console(stderr=True)
-    if mode is EvalMode.ONLINE:
-        err.print("error: --mode online is not available yet; use --mode offline", markup=False)
-        raise typer.Exit(2)
+    online = OnlineOptions(reflect_every, targets, folds, seed) if mode is EvalMode.ONLINE else None
     try:
         choice = EncoderChoice(encoder, model, cache_dir, batch_size)
         resolved = router.resolve()
         built = choice.build() if isinstance(resolved, LearnedRouter) else None
-        run = evaluate_routing(train or [], test, resolved, seed, (small, large), price, folds, built)
+        run = evaluate_routing(
+            train or [], test, resolved, seed, (small, large), price, folds, built, online, rank=rank
+        )
         if plot is not None:
             draw_plot(run, plot)
     except TierflowError as exc:

@@ -129,6 +129,33 @@ def test_a_version_that_does_worse_than_its_parent_is_rolled_back(env, make_app,
     assert (stats["version"], stats["parent"], stats["reason"]) == (3, 2, "rollback to version 1")
     assert stats["statistics"]["parent"] == {"version": 1, "jobs": 10, "success_rate": 1.0}
     assert stats["statistics"]["version"] == {"jobs": 10, "success_rate": 0.5}
-    assert run(env, "policy", "diff", "2", "3", check=True).stdout.strip() == 'max_tier.prompt: "small" -> null'
+    assert (
+        run(env, "policy", "diff", "2", "3", check=True).stdout.strip() == 'max_tier.prompt: "small" -> null'
+    )
     again = json.loads(run(env, "reflect", "--json", check=True).stdout)
     assert again["from_version"] == 3 and again["rolled_back_to"] is None
+
+
+def test_the_coach_proposes_reflect_bounds_and_the_version_records_it(env, make_app, tmp_path):
+    # the small fake model overreaches (a step of 0.2): the review cuts it to 0.1
+    app, runtime = make_app(learning={**LEARNING, "coach_model": "fake:fake-small"}, policy_ttl_s=0)
+    with running_worker(app):
+        run(env, "submit", str(write_jobs(tmp_path / "a.jsonl", _jobs("a", 10, 10))), "--wait", check=True)
+    done = run_reflect(runtime)
+    assert done.published == 2
+    with transaction(runtime.sessions) as session:
+        version = session.get(PolicyVersion, 2)
+        coach = version.statistics["coach"]
+        assert coach["model"] == "fake:fake-small" and coach["cost_usd"] > 0
+        assert coach["changes"] == [
+            {
+                "field": "small_max_difficulty",
+                "proposed": 0.15,
+                "why": "10 of 20 recent failures were on the small tier",
+                "from": 0.35,
+                "to": 0.25,
+                "outcome": "applied, bounded to 0.250 (step 0.1)",
+            }
+        ]
+        assert version.body["small_max_difficulty"] == 0.25
+        assert "Applied: small_max_difficulty 0.35 -> 0.25." in version.reflection
