@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
 from routing.jobs import JobKind
 
@@ -87,11 +87,29 @@ class LogisticScorer(BaseModel):
     l2: float
     rows: int  # how many training rows it saw
 
+    # The standardisation folded into the weights, once: scoring a job is then one dot product.
+    _direction: Vector = PrivateAttr()
+    _offset: float = PrivateAttr()
+
     @model_validator(mode="after")
     def _same_width(self) -> LogisticScorer:
         if not len(self.weights) == len(self.mean) == len(self.scale):
             raise ValueError("weights, mean and scale must have one entry per feature")
         return self
+
+    def __eq__(self, other: object) -> bool:  # the fields decide; the folded copy follows from them
+        return isinstance(other, LogisticScorer) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.weights, self.bias, self.mean, self.scale, self.l2, self.rows)
+
+    def model_post_init(self, context: object, /) -> None:
+        direction = np.array(self.weights, dtype=np.float64) / np.array(self.scale, dtype=np.float64)
+        self._direction = direction
+        self._offset = float(self.bias - np.dot(np.array(self.mean, dtype=np.float64), direction))
 
     @property
     def width(self) -> int:
@@ -102,8 +120,7 @@ class LogisticScorer(BaseModel):
         rows = np.atleast_2d(np.asarray(features, dtype=np.float64))
         if rows.shape[1] != self.width:
             raise ValueError(f"scorer takes {self.width} features, got {rows.shape[1]}")
-        z = (rows - np.array(self.mean)) / np.array(self.scale)
-        return _sigmoid(z @ np.array(self.weights) + self.bias)
+        return _sigmoid(rows @ self._direction + self._offset)
 
 
 def _sigmoid(z: Vector) -> Vector:

@@ -192,3 +192,19 @@ def test_statistics_per_class_and_tier() -> None:
     assert stats["prompt"]["small"]["rows"] == 4
     assert stats["prompt"]["small"]["success_rate"] == 0.75
     assert stats["prompt"]["small"]["escalation_rate"] == 0.0
+
+
+def test_a_scorer_survives_the_policy_store_round_trip() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 4)) * [1.0, 10.0, 0.1, 1.0] + [0.0, 5.0, -1.0, 0.0]
+    scorer = fit_scorer(x, x[:, 0] > 0)
+    policy = Policy(
+        learned={JobKind.PROMPT: {"encoder": None, "tiers": {"small": scorer}, "gain_threshold": 0.2}}
+    )
+    stored = Policy.model_validate_json(policy.model_dump_json())
+    again = stored.learned[JobKind.PROMPT].tiers[Tier.SMALL]
+    assert again == scorer and stored == policy
+    assert np.allclose(again.probability(x), scorer.probability(x))
+    z = (x - np.array(scorer.mean)) / np.array(scorer.scale)  # the stored numbers mean what they say
+    expected = 1 / (1 + np.exp(-(z @ np.array(scorer.weights) + scorer.bias)))
+    assert np.allclose(scorer.probability(x), expected)

@@ -1,0 +1,134 @@
+"""The learned scorers' speed: training on N rows, and scoring one job once it is embedded.
+
+    .venv/bin/python bench/learning.py [--rows 10000] [--width 397] [--repeat 2000] [--json]
+
+Rows are synthetic (a known logistic model over standard-normal features, the
+width of tierflow's prompt features with the MiniLM embedding: 13 cheap + 384), so
+nothing is read. Side by side in the same run, on the same rows:
+
+- fit: `routing.scorers.fit_scorer` with its penalty chosen on held-out rows (what
+  `reflect` runs), the same with the penalty fixed (what a later reflect run does),
+  and scikit-learn's LogisticRegression (lbfgs, the anchor), as seconds and ratios;
+- score: one job through `routing.decision.decide` with a learned policy of three
+  tier scorers, p50 and p99 in microseconds, against the rule-only decision.
+
+Also reports the held-out accuracy of each fit, so speed is not bought with quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from routing.analysis import Analysis
+from routing.constraints import DecisionContext
+from routing.decision import decide
+from routing.jobs import JobKind
+from routing.learning import LearnedRouting
+from routing.policy import Policy
+from routing.scorers import fit_scorer
+from routing.states import Tier
+
+EASY = Analysis("general", "general", 0.1, 0.0, False, 0.9, "rules")
+
+
+def synthetic(rows: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, width))
+    truth = rng.normal(size=width) / np.sqrt(width) * 3
+    good = rng.random(rows) < 1 / (1 + np.exp(-(x @ truth)))
+    return x, good
+
+
+def _timed(fit: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    model = fit()
+    return time.perf_counter() - started, model
+
+
+def fits(rows: int, width: int) -> dict[str, Any]:
+    x, good = synthetic(rows + 2000, width)
+    train, test = slice(0, rows), slice(rows, rows + 2000)
+    figures: dict[str, Any] = {}
+    seconds, chosen = _timed(lambda: fit_scorer(x[train], good[train]))
+    figures["tierflow_choose_l2"] = {
+        "seconds": seconds,
+        "accuracy": float(np.mean((chosen.probability(x[test]) > 0.5) == good[test])),
+    }
+    seconds, fixed = _timed(lambda: fit_scorer(x[train], good[train], (chosen.l2,)))
+    figures["tierflow_fixed_l2"] = {
+        "seconds": seconds,
+        "accuracy": float(np.mean((fixed.probability(x[test]) > 0.5) == good[test])),
+    }
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:
+        return figures
+    seconds, anchor = _timed(lambda: LogisticRegression(max_iter=1000).fit(x[train], good[train]))
+    figures["sklearn_lbfgs"] = {"seconds": seconds, "accuracy": float(anchor.score(x[test], good[test]))}
+    figures["ratio_fixed_vs_sklearn"] = figures["tierflow_fixed_l2"]["seconds"] / seconds
+    figures["ratio_choose_vs_sklearn"] = figures["tierflow_choose_l2"]["seconds"] / seconds
+    return figures
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered) + 0.5) - 1))]
+
+
+def scoring(width: int, repeat: int) -> dict[str, Any]:
+    x, good = synthetic(3000, width, seed=1)
+    scorers = {tier: fit_scorer(x, good, (1.0,)) for tier in (Tier.SMALL, Tier.MEDIUM, Tier.LARGE)}
+    learned = LearnedRouting(encoder="local", tiers=scorers, gain_threshold=0.1)
+    policies = {"learned": Policy(learned={JobKind.PROMPT: learned}), "rules": Policy()}
+    out: dict[str, Any] = {}
+    for name, policy in policies.items():
+        samples = []
+        for i in range(repeat):
+            ctx = DecisionContext(job_id=f"j{i}", prompt_features=x[i % len(x)])
+            started = time.perf_counter_ns()
+            decide(JobKind.PROMPT, EASY, policy, ctx)
+            samples.append((time.perf_counter_ns() - started) / 1000)
+        out[name] = {"p50_us": percentile(samples, 0.5), "p99_us": percentile(samples, 0.99)}
+        out[name]["mean_us"] = statistics.fmean(samples)
+    out["ratio_learned_vs_rules_p50"] = out["learned"]["p50_us"] / out["rules"]["p50_us"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--width", type=int, default=397)
+    parser.add_argument("--repeat", type=int, default=2000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    report = {
+        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "rows": args.rows,
+        "width": args.width,
+        "fit": fits(args.rows, args.width),
+        "decide": scoring(args.width, args.repeat),
+    }
+    if args.json:
+        print(json.dumps(report))
+        return
+    fit, score = report["fit"], report["decide"]
+    for name, figures in fit.items():
+        if isinstance(figures, dict):
+            print(f"fit {name:<20} {figures['seconds']:8.2f} s   held-out accuracy {figures['accuracy']:.3f}")
+    for key in ("ratio_fixed_vs_sklearn", "ratio_choose_vs_sklearn"):
+        if key in fit:
+            print(f"{key:<28} {fit[key]:.2f}x")
+    for name in ("learned", "rules"):
+        print(f"decide {name:<8} p50 {score[name]['p50_us']:7.1f} us   p99 {score[name]['p99_us']:7.1f} us")
+    print(f"learned / rules decide p50: {score['ratio_learned_vs_rules_p50']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
