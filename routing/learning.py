@@ -15,6 +15,7 @@ Pure: numpy and pydantic only.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,8 +51,8 @@ class LearningSettings(BaseModel):
     max_share_step: float = Field(default=0.2, gt=0, le=1)  # most a run may move the share routed up
     rollback_tolerance: float = Field(default=0.05, ge=0, le=1)  # success drop that undoes a version
     min_version_samples: int = Field(default=30, ge=1)  # judged jobs of a version before it is judged
-    encoder: str | None = None  # the embedding the features include ("local" or "openai"); None: none
-    coach_model: str | None = None  # "provider:model" of the routing coach; None: no coach
+    encoder: Literal["local", "openai"] | None = None  # the embedding the features include; None: none
+    coach_model: str | None = Field(default=None, pattern=r"^[\w.-]+:.+$")  # "provider:model"; None: no coach
 
 
 class LearnedRouting(BaseModel):

@@ -93,3 +93,20 @@ def test_api_keys_do_not_show_in_the_settings_repr(monkeypatch: pytest.MonkeyPat
     settings = load_settings()
     assert "sk-very-secret-value" not in repr(settings)
     assert settings.openai_api_key is not None
+
+
+def test_learning_settings_come_from_a_config_table_and_are_checked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "tierflow.toml"
+    config.write_text(
+        '[learning]\nmin_samples = 100\nencoder = "local"\ncoach_model = "fake:fake-large"\n'
+        '[learning.target]\nkind = "cost"\nvalue = 0.3\n'
+    )
+    monkeypatch.setenv("TIERFLOW_CONFIG", str(config))
+    learning = load_settings().learning
+    assert (learning.min_samples, learning.encoder, learning.coach_model) == (100, "local", "fake:fake-large")
+    assert (learning.target.kind.value, learning.target.value) == ("cost", 0.3)
+    config.write_text('[learning]\nencoder = "word2vec"\n')
+    with pytest.raises(ConfigError, match="learning.encoder"):
+        load_settings()
