@@ -169,7 +169,8 @@ def learned_first_tier(kind: JobKind, policy: Policy, ctx: DecisionContext) -> t
     features = ctx.prompt_features
     if learned is None or features is None or features.shape != (learned.width,):
         return None
-    return first_tier(tier_probabilities(learned, features, policy.ladder), learned.gain_threshold)
+    probabilities = tier_probabilities(learned, features, policy.ladder)
+    return first_tier(probabilities, learned.gain_threshold, policy.learning.min_start_probability)
 
 
 def _first_fit(

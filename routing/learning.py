@@ -52,6 +52,8 @@ class LearningSettings(BaseModel):
     rollback_tolerance: float = Field(default=0.05, ge=0, le=1)  # success drop that undoes a version
     min_version_samples: int = Field(default=30, ge=1)  # judged jobs of a version before it is judged
     encoder: Literal["local", "openai"] | None = None  # the embedding the features include; None: none
+    # A cheaper tier is never the first one when its P(good) is below this: it would escalate anyway.
+    min_start_probability: float = Field(default=0.05, ge=0, le=1)
     coach_model: str | None = Field(default=None, pattern=r"^[\w.-]+:.+$")  # "provider:model"; None: no coach
 
 
@@ -81,23 +83,27 @@ def tier_probabilities(
     }
 
 
-def first_tier(probabilities: dict[Tier, float], gain_threshold: float) -> tuple[Tier, str] | None:
-    """The cheapest scored tier that no tier above beats by `gain_threshold` (else the top scored
-    tier), and why; None when no tier is scored."""
+def first_tier(
+    probabilities: dict[Tier, float], gain_threshold: float, min_probability: float = 0.0
+) -> tuple[Tier, str] | None:
+    """The cheapest scored tier that no tier above beats by `gain_threshold` and whose P(good)
+    reaches `min_probability` (else the top scored tier), and why; None when no tier is scored.
+
+    The floor matters because a job started where it will almost surely fail is escalated
+    anyway: it costs the failed attempt on top, and time.
+    """
     tiers = list(probabilities)
     shown = ", ".join(f"{t.value} {p:.2f}" for t, p in probabilities.items())
     for position, tier in enumerate(tiers[:-1]):
         gain = max(probabilities[u] - probabilities[tier] for u in tiers[position + 1 :])
-        if gain < gain_threshold:
+        if gain < gain_threshold and probabilities[tier] >= min_probability:
             return (
                 tier,
                 f"learned P(good): {shown}; gain above {tier.value} {gain:.2f} < {gain_threshold:.2f}",
             )
     if not tiers:
         return None
-    return tiers[
-        -1
-    ], f"learned P(good): {shown}; every cheaper tier is beaten by {gain_threshold:.2f} or more"
+    return tiers[-1], f"learned P(good): {shown}; no cheaper tier is both close enough and likely enough"
 
 
 def cascade_gain(learned: LearnedRouting, prompt: Vector, answer: Vector, top: Tier) -> float | None:

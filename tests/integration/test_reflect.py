@@ -159,3 +159,19 @@ def test_the_coach_proposes_reflect_bounds_and_the_version_records_it(env, make_
         ]
         assert version.body["small_max_difficulty"] == 0.25
         assert "Applied: small_max_difficulty 0.35 -> 0.25." in version.reflection
+
+
+def test_with_the_local_encoder_the_scorers_see_the_prompt_embedding(env, make_app, tmp_path):
+    app, runtime = make_app(learning={**LEARNING, "encoder": "local"}, policy_ttl_s=0)
+    with running_worker(app):
+        run(env, "submit", str(write_jobs(tmp_path / "a.jsonl", _jobs("a", 10, 10))), "--wait", check=True)
+        done = run_reflect(runtime)
+        assert done.published == 2
+        run(env, "submit", str(write_jobs(tmp_path / "b.jsonl", _jobs("b", 60, 3))), "--wait", check=True)
+    learned = runtime.policy().learned["prompt"]  # type: ignore[index]
+    assert learned.encoder == "local" and learned.tiers["small"].width == 13 + 384  # type: ignore[index]
+    after = _first_tiers(runtime, "b-")
+    assert all(decision["reasons"][1].startswith("learned scorer") for _, decision in after.values())
+    assert {job_id for job_id, (tier, _) in after.items() if tier != "small"} == {
+        f"b-hedged-{n}" for n in range(60, 63)
+    }

@@ -81,6 +81,8 @@ def test_first_tier_is_the_cheapest_no_tier_above_beats_by_the_threshold() -> No
     assert first_tier(probabilities, 0.3)[0] is Tier.MEDIUM  # type: ignore[index]
     assert first_tier(probabilities, 0.5)[0] is Tier.SMALL  # type: ignore[index]
     assert first_tier({}, 0.1) is None
+    # a tier where the job would almost surely fail is skipped, however close the tier above
+    assert first_tier({Tier.SMALL: 0.02, Tier.LARGE: 0.05}, 0.3, 0.05)[0] is Tier.LARGE  # type: ignore[index]
     # a threshold below every gain sends the job to the top scored tier
     assert first_tier({Tier.SMALL: 0.9, Tier.LARGE: 0.85}, -0.1)[0] is Tier.LARGE  # type: ignore[index]
 
