@@ -224,7 +224,7 @@ def draw_plot(run: RoutingRun, path: Path) -> None:
         axes.set_xlabel(label)
         axes.set_ylabel("accuracy")
         axes.legend(loc="lower right")
-    figure.suptitle(f"{run.router.value} on {run.test.name} (n={run.outcomes.n})")
+    figure.suptitle(f"{run.router.value}, {run.mode.value}, on {run.test.name} (n={run.outcomes.n})")
     figure.subplots_adjust(bottom=0.17)
     figure.text(0.5, 0.02, caption, ha="center", fontsize=9)
     figure.savefig(path, dpi=110)
