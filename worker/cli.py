@@ -187,11 +187,14 @@ def demo(
     """Run the example batches through the whole pipeline in embedded mode and summarise."""
     from worker.demo import run_demo
 
-    report, summary, elapsed = run_demo(database, files)
+    report, summary, elapsed, reflected = run_demo(database, files)
     _print_submit(report, as_json=False)
     if report.batch_id is None:
         raise typer.Exit(2)
     out.print(render.summary_table(summary, elapsed))
+    if reflected is not None:
+        outcome = f"version {reflected.published} published" if reflected.published else "no change"
+        out.print(f"reflect on these outcomes: {outcome}. {reflected.text}", markup=False, highlight=False)
 
 
 def main() -> None:

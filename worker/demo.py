@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from providers.server import ProviderServer
 from store.db import transaction
@@ -16,6 +16,9 @@ from store.reports import batch_results, summarize
 from tasks.submission import SubmitReport, read_lines, submit_file
 from worker.app import create_app
 from worker.settings import load_settings
+
+if TYPE_CHECKING:
+    from tasks.reflect import ReflectRun
 
 EXAMPLES = ("examples/support.jsonl", "examples/documents.jsonl", "examples/prompts.jsonl")
 
@@ -27,6 +30,8 @@ DEMO_TIERS = {
     "large": ["anthropic:claude-sonnet-4-5"],
 }
 DEMO_STRENGTHS = {"gpt-4o-mini": 0.55, "claude-haiku-4-5": 0.55, "gpt-4o": 0.8, "claude-sonnet-4-5": 0.97}
+# One demo batch is small: let reflect learn from a few dozen outcomes per class.
+DEMO_LEARNING = {"min_samples": 10, "min_version_samples": 10}
 
 
 def prepare(database: Path, files: list[Path] | None) -> Path:
@@ -42,8 +47,10 @@ def prepare(database: Path, files: list[Path] | None) -> Path:
 
 def run_demo(
     database: Path, files: list[Path] | None, timeout_s: float = 600.0
-) -> tuple[SubmitReport, dict[str, Any], float]:
-    """Run the batch end to end; return the submission report, the summary and the seconds it took."""
+) -> tuple[SubmitReport, dict[str, Any], float, ReflectRun | None]:
+    """Run the batch end to end, then reflect on its outcomes once; return the submission report,
+    the summary, the seconds the batch took and what reflect did."""
+    from tasks.reflect import run_reflect
     from tasks.runtime import runtime_for
     from worker.cli import wait_for_batch
     from worker.embedded import embedded_worker
@@ -57,6 +64,7 @@ def run_demo(
             tiers=DEMO_TIERS,
             openai_base_url=server.openai_base_url,
             anthropic_base_url=server.anthropic_base_url,
+            learning=DEMO_LEARNING,
         )
         app = create_app(settings)
         runtime = runtime_for(app)
@@ -64,9 +72,9 @@ def run_demo(
         with embedded_worker(app, runtime):
             report = submit_file(app, runtime, batch)
             if report.batch_id is None:
-                return report, {}, 0.0
+                return report, {}, 0.0, None
             wait_for_batch(runtime, report.batch_id, timeout_s)
         elapsed = time.perf_counter() - started
     with transaction(runtime.sessions) as session:
         rows = batch_results(session, report.batch_id)
-    return report, summarize(rows), elapsed
+    return report, summarize(rows), elapsed, run_reflect(runtime)

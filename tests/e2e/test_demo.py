@@ -39,6 +39,8 @@ def test_demo_runs_every_example_to_a_terminal_state_with_one_result_each(tmp_pa
         "latency p95",
     ):
         assert figure in done.stdout
+    # the loop closes: reflect learns from the demo's own outcomes and publishes version 2
+    assert "reflect on these outcomes: version 2 published. support: " in done.stdout
     examples = sum(
         1
         for name in ("support", "documents", "prompts")
