@@ -3,10 +3,15 @@
 A job's prompt features are its cheap text features plus, when the policy's
 learning names an encoder, its embedding (cached on disk by the runtime's
 encoder). An answer's features come from `routing.answer_features`. Every caller
-goes through here, so training and scoring can never see different features.
+goes through here, so training and scoring can never see different features. When
+the encoder fails (the embeddings extra is missing, the API is down), classify
+routes by the rules and the aggregate judges without the cascade: a job never
+stops because learning is unavailable.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
@@ -22,6 +27,8 @@ from routing.states import Tier
 from routing.verdict import answer_text
 from store.outcomes import JudgedAttempt
 from tasks.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 def prompt_matrix(runtime: Runtime, encoder: str | None, kinds: list[JobKind], texts: list[str]) -> Matrix:
@@ -39,7 +46,11 @@ def job_features(
     learned = policy.learned.get(kind)
     if learned is None:
         return None
-    row: Vector = prompt_matrix(runtime, learned.encoder, [kind], [job_text(kind, payload)])[0]
+    try:
+        row: Vector = prompt_matrix(runtime, learned.encoder, [kind], [job_text(kind, payload)])[0]
+    except Exception as exc:  # an encoder that cannot load or answer must not stop the job
+        log.warning("learned routing skipped: encoder %s failed: %s", learned.encoder, exc)
+        return None
     return row
 
 
@@ -56,7 +67,11 @@ def attempt_cascade_gain(
     if learned is None or learned.cascade is None or answer is None:
         return None
     text = job_text(kind, payload)
-    prompt = prompt_matrix(runtime, learned.encoder, [kind], [text])[0]
+    try:
+        prompt = prompt_matrix(runtime, learned.encoder, [kind], [text])[0]
+    except Exception as exc:  # judged without the cascade rather than not at all
+        log.warning("learned cascade skipped: encoder %s failed: %s", learned.encoder, exc)
+        return None
     return cascade_gain(learned, prompt, answer_features(text, answer), policy.ladder[-1])
 
 

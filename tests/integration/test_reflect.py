@@ -16,8 +16,9 @@ import time
 from sqlalchemy import select
 
 from routing.policy import Policy
+from routing.scorers import constant_scorer
 from store.db import transaction
-from store.models import Attempt, PolicyVersion
+from store.models import Attempt, Job, PolicyVersion
 from store.policies import publish_policy
 from tasks.reflect import run_reflect
 from tests.integration.conftest import TIERFLOW, run, running_worker, write_jobs
@@ -175,3 +176,21 @@ def test_with_the_local_encoder_the_scorers_see_the_prompt_embedding(env, make_a
     assert {job_id for job_id, (tier, _) in after.items() if tier != "small"} == {
         f"b-hedged-{n}" for n in range(60, 63)
     }
+
+
+def test_an_encoder_that_fails_leaves_routing_to_the_rules(env, make_app, tmp_path):
+    # the policy's scorers want OpenAI embeddings, and nothing answers at that address
+    app, runtime = make_app(openai_base_url="http://127.0.0.1:9/v1", policy_ttl_s=0)
+    base = runtime.policy()
+    scorers = {tier: constant_scorer(13 + 1536, good, 20) for tier, good in (("small", 2), ("large", 18))}
+    learned = {"prompt": {"encoder": "openai", "tiers": scorers, "gain_threshold": 0.1}}
+    with transaction(runtime.sessions) as session:
+        publish_policy(session, Policy.model_validate({**base.model_dump(), "learned": learned}), "openai")
+    with running_worker(app):
+        run(env, "submit", str(write_jobs(tmp_path / "a.jsonl", _jobs("a", 10, 1))), "--wait", check=True)
+    for job_id, (tier, decision) in _first_tiers(runtime, "a-").items():
+        assert decision["policy_version"] == 2 and tier == "small"
+        assert decision["reasons"][0].startswith("difficulty"), (job_id, decision["reasons"])
+    with transaction(runtime.sessions) as session:
+        states = {job.state for job in session.execute(select(Job)).scalars()}
+    assert states <= {"succeeded", "needs_review"}
