@@ -45,9 +45,8 @@ from numpy.typing import NDArray
 from routing.scorers import LogisticScorer, Matrix, Vector, fit_scorer
 
 PRE_WEIGHT_IN_COMBINED = 0.5
-OUTPUT_TOKENS_L2 = (
-    1.0  # ridge penalty on standardised columns; CV R^2 of log tokens 0.30 (pre), 0.45 (cascade)
-)
+# Ridge penalty on standardised columns; CV R^2 of log output tokens 0.30 (pre), 0.45 (cascade).
+OUTPUT_TOKENS_L2 = 1.0
 MIN_EXPECTED_COST = 1e-9  # USD: keeps the ratio finite for a free model
 
 
