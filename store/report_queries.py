@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from routing.errors import InputError
 from routing.states import TERMINAL_STATES, JobState, Tier
-from store.models import Attempt, Batch, ExpertResult, Job, Result
+from store.models import Attempt, Batch, ExpertResult, Job, PolicyVersion, Result
 
 if TYPE_CHECKING:
     from providers.pricing import Price
@@ -273,6 +273,25 @@ def _attempt_trace(attempt: Attempt, rows: list[ExpertResult]) -> AttemptTrace:
 
 
 @dataclass(frozen=True)
+class VersionNote:
+    """A policy version the selection's jobs were decided by: why it exists, and its reflection."""
+
+    version: int
+    parent: int | None
+    reason: str
+    reflection: str | None
+
+
+def version_notes(session: Session, versions: Iterable[int]) -> list[VersionNote]:
+    rows = session.execute(
+        select(PolicyVersion)
+        .where(PolicyVersion.version.in_(sorted(set(versions))))
+        .order_by(PolicyVersion.version)
+    ).scalars()
+    return [VersionNote(v.version, v.parent, v.reason, v.reflection) for v in rows]
+
+
+@dataclass(frozen=True)
 class ReportData:
     selection: Selection
     tier_state: dict[tuple[str, str], int]
@@ -284,6 +303,7 @@ class ReportData:
     last: list[JobTrace]
     large_model: str
     large_price: Price
+    versions: list[VersionNote] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -298,6 +318,8 @@ def collect(
 ) -> ReportData:
     """Every figure the page shows, read in one transaction."""
     require_batch(session, selection)
+    ended = outcomes(session, selection, TERMINAL)
+    used = [o.policy_version for o in ended if o.policy_version is not None]
     return ReportData(
         selection=selection,
         tier_state=jobs_by_tier_state(session, selection),
@@ -305,10 +327,11 @@ def collect(
         kind_spend=spend_by_kind(session, selection),
         paths=job_paths(session, selection),
         latencies=attempt_latencies(session, selection),
-        outcomes=outcomes(session, selection, TERMINAL),
+        outcomes=ended,
         last=last_jobs(session, selection, last_n),
         large_model=large_model,
         large_price=large_price,
+        versions=version_notes(session, used),
     )
 
 

@@ -196,8 +196,20 @@ def section_policy(data: ReportData) -> str:
     return (
         '<section id="policy"><h2>Success rate per policy version</h2>'
         f'<div class="grid">{chart_policy(data)}</div>'
-        '<p class="muted">A job counts for the policy version of its first routing decision.</p></section>'
+        '<p class="muted">A job counts for the policy version of its first routing decision.</p>'
+        f"{_versions_table(data)}</section>"
     )
+
+
+def _versions_table(data: ReportData) -> str:
+    """The versions that decided these jobs: parent, why, and what reflect said it changed."""
+    if not data.versions:
+        return ""
+    rows = [
+        [f"v{v.version}", f"v{v.parent}" if v.parent else "-", _e(v.reason), _e(v.reflection or "")]
+        for v in data.versions
+    ]
+    return '<div id="policy-versions">' + _table(["version", "parent", "why", "reflection"], rows) + "</div>"
 
 
 def section_decisions(data: ReportData) -> str:

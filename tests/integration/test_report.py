@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from routing.errors import InputError
 from store.db import transaction
 from store.models import Attempt, ExpertResult, Job
+from store.policies import publish_policy
 from store.report_queries import Selection
 from tasks.submission import submit_file
 from tests.integration.conftest import running_worker, wait_terminal, write_jobs
@@ -130,10 +131,17 @@ def test_success_per_policy_version_draws_one_line_per_version(make_app, tmp_pat
             select(Attempt).where(Attempt.job_id == "r-2", Attempt.number == 1)
         ).scalar_one()
         first.decision = {**first.decision, "policy_version": 2}
+        publish_policy(session, runtime.policy(), "reflect", {}, "small: <learned> the first tier moves up")
     data = write_report(runtime.sessions, runtime.settings, Selection(batch_id=batch), tmp_path / "p.html")
     assert {o.policy_version for o in data.outcomes} == {1, 2}
     page = (tmp_path / "p.html").read_text()
     assert "policy v1" in page and "policy v2" in page
+    assert [(v.version, v.parent, v.reason) for v in data.versions] == [
+        (1, None, "initial policy from settings"),
+        (2, 1, "reflect"),
+    ]
+    versions = re.search(r'<div id="policy-versions">(.*?)</div>', page, re.S)
+    assert versions is not None and "&lt;learned&gt; the first tier moves up" in versions.group(1)
 
 
 def test_since_keeps_only_the_jobs_created_after_the_date(make_app, tmp_path):
