@@ -170,12 +170,22 @@ def cost_to_reach_target(
 
 
 def quality_point(
-    curve: tuple[CurvePoint, ...], large_accuracy: float, quality: float = 0.95
+    curve: tuple[CurvePoint, ...],
+    large_accuracy: float,
+    quality: float = 0.95,
+    always_large_cost: float | None = None,
 ) -> tuple[float | None, float | None]:
-    """The smallest large share whose accuracy is `quality` x large_acc, and its cost / always-large cost."""
+    """The smallest large share whose accuracy is `quality` x large_acc, and its cost / always-large cost.
+
+    The always-large cost is the curve's last point unless `always_large_cost` is given (a
+    cascade's curve ends at small + large, but is compared with plain always-large).
+    """
     shares = [point.large_share for point in curve]
     share = first_share_reaching(shares, [point.accuracy for point in curve], quality * large_accuracy)
-    always_large = curve[-1].cost_usd if curve else 0.0
+    if always_large_cost is not None:
+        always_large = always_large_cost
+    else:
+        always_large = curve[-1].cost_usd if curve else 0.0
     if share is None or always_large <= 0:
         return share, None
     cost = float(np.interp(share, shares, [point.cost_usd for point in curve]))
@@ -184,9 +194,17 @@ def quality_point(
 
 def evaluate_scores(outcomes: PromptOutcomes, scores: NDArray[np.float64]) -> RoutingQuality:
     """Every figure of the evaluation contract for one router's scores."""
-    small, large = outcomes.small_accuracy, outcomes.large_accuracy
-    curve = sweep_curve(outcomes, scores)
-    share95, cost95 = quality_point(curve, large)
+    return curve_quality(sweep_curve(outcomes, scores), outcomes.small_accuracy, outcomes.large_accuracy)
+
+
+def curve_quality(
+    curve: tuple[CurvePoint, ...],
+    small: float,
+    large: float,
+    always_large_cost: float | None = None,
+) -> RoutingQuality:
+    """Every figure of the evaluation contract read off a traced curve (see `quality_point`)."""
+    share95, cost95 = quality_point(curve, large, always_large_cost=always_large_cost)
     return RoutingQuality(
         small_accuracy=small,
         large_accuracy=large,

@@ -42,14 +42,15 @@ def prompt_matrix(runtime: Runtime, encoder: str | None, kinds: list[JobKind], t
 def job_features(
     runtime: Runtime, policy: Policy, kind: JobKind, payload: dict[str, object]
 ) -> Vector | None:
-    """The job's prompt features for the policy's learned routing of its class; None when it has none."""
+    """The job's prompt features for the policy's learned routing of its class; None when it has
+    none, or when its encoder fails: a job never stops because learning is unavailable."""
     learned = policy.learned.get(kind)
     if learned is None:
         return None
     try:
         row: Vector = prompt_matrix(runtime, learned.encoder, [kind], [job_text(kind, payload)])[0]
-    except Exception as exc:  # an encoder that cannot load or answer must not stop the job
-        log.warning("learned routing skipped: encoder %s failed: %s", learned.encoder, exc)
+    except Exception as exc:  # an encoder that cannot load or answer: the rules route instead
+        log.warning("learned scorers skipped: encoder %s failed: %s", learned.encoder, exc)
         return None
     return row
 
@@ -61,18 +62,16 @@ def attempt_cascade_gain(
     payload: dict[str, object],
     outcomes: list[ExpertOutcome],
 ) -> float | None:
-    """The learned cascade's gain for this attempt's answer; None without a cascade or an answer."""
+    """The learned cascade's gain for this attempt's answer; None without a cascade, an answer or
+    the prompt's features."""
     learned: LearnedRouting | None = policy.learned.get(kind)
     answer = answer_text(kind, outcomes)
     if learned is None or learned.cascade is None or answer is None:
         return None
-    text = job_text(kind, payload)
-    try:
-        prompt = prompt_matrix(runtime, learned.encoder, [kind], [text])[0]
-    except Exception as exc:  # judged without the cascade rather than not at all
-        log.warning("learned cascade skipped: encoder %s failed: %s", learned.encoder, exc)
+    prompt = job_features(runtime, policy, kind, payload)
+    if prompt is None:
         return None
-    return cascade_gain(learned, prompt, answer_features(text, answer), policy.ladder[-1])
+    return cascade_gain(learned, prompt, answer_features(job_text(kind, payload), answer), policy.ladder[-1])
 
 
 def outcome_rows(runtime: Runtime, encoder: str | None, records: list[JudgedAttempt]) -> list[OutcomeRow]:

@@ -30,7 +30,7 @@ from providers.tokens import count_tokens
 from routing.answer_features import ANSWER_FEATURES, answer_feature_matrix
 from routing.errors import ConfigError, InputError
 from routing.jobs import JobKind
-from routing.metrics import PromptOutcomes, RoutingQuality, evaluate_scores
+from routing.metrics import PromptOutcomes, RoutingQuality, curve_quality, sweep_curve
 from routing.offline_routers import (
     CallCosts,
     LearnedRouter,
@@ -185,10 +185,10 @@ def learned_quality(
     outcomes: PromptOutcomes, router: LearnedRouter, scores: NDArray[np.float64]
 ) -> RoutingQuality:
     """The figures of `scores` with the router's costs; the cost ratio is against plain always-large."""
-    quality = evaluate_scores(paid_outcomes(outcomes, router), scores)
-    share, always_large = quality.large_share_at_95pct_quality, float(outcomes.large_cost.sum())
-    if share is None or always_large <= 0:
-        return quality
-    shares = [point.large_share for point in quality.curve]
-    cost = float(np.interp(share, shares, [point.cost_usd for point in quality.curve]))
-    return dataclasses.replace(quality, cost_ratio_at_95pct_quality=cost / always_large)
+    paid, always_large = paid_outcomes(outcomes, router), float(outcomes.large_cost.sum())
+    return curve_quality(
+        sweep_curve(paid, scores),
+        paid.small_accuracy,
+        paid.large_accuracy,
+        always_large if always_large > 0 else None,
+    )

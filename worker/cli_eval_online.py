@@ -20,20 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from providers.encoders import Encoder
 from providers.outcomes_data import TierModels
 from routing.errors import InputError
 from routing.learning import LearningSettings, RoutingTarget, TargetKind
-from routing.metrics import (
-    CurvePoint,
-    PromptOutcomes,
-    RoutingQuality,
-    area_under_pgr,
-    cost_to_reach_target,
-    quality_point,
-)
+from routing.metrics import CurvePoint, PromptOutcomes, RoutingQuality, curve_quality
 from routing.offline_routers import LearnedRouter, RoutingRows, assign_folds
 from routing.online import OnlineRun, StreamedPrompt, first_fit, stream_prompts
 from worker.cli_eval_learned import LabelledFile, routing_rows
@@ -141,18 +132,4 @@ def _quality(outcomes: PromptOutcomes, points: list[CurvePoint]) -> RoutingQuali
         CurvePoint(1.0, large, float(outcomes.large_cost.sum())),
     ]
     curve = tuple(sorted([*points, *ends], key=lambda p: (p.large_share, p.cost_usd)))
-    share95, _ = quality_point(curve, large)
-    cost95 = None
-    if share95 is not None:
-        cost = float(np.interp(share95, [p.large_share for p in curve], [p.cost_usd for p in curve]))
-        cost95 = cost / float(outcomes.large_cost.sum())
-    return RoutingQuality(
-        small_accuracy=small,
-        large_accuracy=large,
-        apgr=area_under_pgr(curve, small, large),
-        cpt50=cost_to_reach_target(curve, small, large, 0.5),
-        cpt80=cost_to_reach_target(curve, small, large, 0.8),
-        large_share_at_95pct_quality=share95,
-        cost_ratio_at_95pct_quality=cost95,
-        curve=curve,
-    )
+    return curve_quality(curve, small, large, float(outcomes.large_cost.sum()))
