@@ -1,8 +1,9 @@
 """From an analysis and a policy to a Decision: which tier, strategy, experts and models.
 
 Scoring is kept apart from deciding: `choose_tier` maps a number to a tier and
-nothing else; `decide` applies the policy's caps, the constraints and the
-experiments, and records a reason for everything it did.
+nothing else; `decide` applies the learned scorers (and their exploration), the
+policy's caps, the constraints and the experiments, and records a reason for
+everything it did.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from typing import Any
 
 from routing.analysis import Analysis
 from routing.constraints import DecisionContext, attempt_cost, misfit, usable_models
-from routing.experiments import ExperimentMode, in_treatment
+from routing.experiments import ExperimentMode, bucket, in_treatment
 from routing.experts import EXPERTS
 from routing.jobs import JobKind
 from routing.learning import first_tier, tier_probabilities
 from routing.policy import Policy
 from routing.states import Tier, next_tier
+
+# Hashes job ids for exploration; "/" cannot be in an experiment's name, so it splits jobs independently.
+EXPLORATION_SALT = "tierflow/explore"
 
 
 class Strategy(str, Enum):
@@ -127,10 +131,10 @@ def _decide(
         if floor
         else f"difficulty {analysis.difficulty:.2f} maps to {tier.value}"
     ]
-    learned = None if floor else learned_first_tier(kind, policy, ctx)
+    learned = None if floor else learned_first_tier(kind, policy, ctx, explore=not analysis.stronger)
     if learned is not None:
         tier, why = learned
-        reasons = [why, f"learned scorer starts the job on {tier.value}"]
+        reasons = list(why)
     if floor is None and analysis.stronger and next_tier(tier, policy.ladder) is not None:
         tier = next_tier(tier, policy.ladder) or tier
         reasons.append(f"analysis failed: starting one tier up, on {tier.value}")
@@ -163,14 +167,43 @@ def _decide(
     return Decision(candidate, strategy, experts, models, policy.version, arm, tuple(reasons), cost)
 
 
-def learned_first_tier(kind: JobKind, policy: Policy, ctx: DecisionContext) -> tuple[Tier, str] | None:
-    """The first tier the policy's learned scorers pick for this job, when they can score it."""
+def learned_first_tier(
+    kind: JobKind, policy: Policy, ctx: DecisionContext, explore: bool = True
+) -> tuple[Tier, tuple[str, ...]] | None:
+    """The first tier the policy's learned scorers pick for a first attempt, and why; None when
+    they cannot score the job.
+
+    Exploration: when the scorers pick a tier above the cheapest scored one and the job is
+    among `learning.explore_share` of job ids (hashed as experiments hash them, under a salt of
+    its own, so a redelivery decides the same), the job starts on the cheapest scored tier
+    instead. Its outcome there is what the scorers never see otherwise, and the judge still
+    escalates a bad answer. It applies even where that tier's P(good) is below
+    `min_start_probability`: the share bounds its cost, and it is how a wrong floor is found.
+    The caps, review and the constraints still apply after it. A job without an id, or whose
+    analysis failed (`explore` False: it starts one tier up), does not explore.
+    """
     learned = policy.learned.get(kind)
     features = ctx.prompt_features
     if learned is None or features is None or features.shape != (learned.width,):
         return None
     probabilities = tier_probabilities(learned, features, policy.ladder)
-    return first_tier(probabilities, learned.gain_threshold, policy.learning.min_start_probability)
+    picked = first_tier(probabilities, learned.gain_threshold, policy.learning.min_start_probability)
+    if picked is None:
+        return None
+    tier, why = picked
+    cheapest, share = next(iter(probabilities)), policy.learning.explore_share
+    if explore and tier is not cheapest and explores(ctx.job_id, share):
+        return cheapest, (
+            why,
+            f"exploring: started on {cheapest.value} instead of {tier.value} so its outcome is "
+            f"observed (explore_share {share * 100:g}%)",
+        )
+    return tier, (why, f"learned scorer starts the job on {tier.value}")
+
+
+def explores(job_id: str, share: float) -> bool:
+    """Whether this job is among the `share` of job ids that explore; never without an id."""
+    return bool(job_id) and bucket(job_id, EXPLORATION_SALT) < share
 
 
 def _first_fit(

@@ -1,7 +1,8 @@
 """Experiments on the routing policy: A/B splits, canaries and shadow policies.
 
 Pure. An arm is chosen deterministically from a hash of the job id and the
-experiment name, so a job always lands in the same arm, on every worker.
+experiment name (`bucket`), so a job always lands in the same arm, on every worker.
+Exploration (`routing.decision`) hashes job ids the same way, under its own salt.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ class Experiment(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict)  # Policy fields for the treatment
 
 
-def bucket(job_id: str, experiment: str) -> float:
-    """A number in [0, 1) fixed by the job id and the experiment name."""
-    digest = hashlib.sha256(f"{experiment}:{job_id}".encode()).digest()
+def bucket(job_id: str, salt: str) -> float:
+    """A number in [0, 1) fixed by the job id and a salt: an experiment's name, or (for a split
+    that must be independent of every experiment's) a name no experiment can take."""
+    digest = hashlib.sha256(f"{salt}:{job_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 

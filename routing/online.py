@@ -8,7 +8,9 @@ with that policy's learned scorers, answered by the tier it chose, judged by
 `routing.verdict.judge` (where the cascade may escalate a small answer), and only
 the outcomes of the tiers actually called are revealed to the learner, which
 `routing.reflect.reflect` updates every `reflect_every` prompts, rollbacks
-included. The dataset has two tiers: small and large.
+included. A prompt's job id is its position in the stream, so exploration
+(`learning.explore_share`) picks the same prompts on every run. The dataset has
+two tiers: small and large.
 
 Pure: numpy and pydantic only.
 """

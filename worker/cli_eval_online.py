@@ -1,15 +1,17 @@
 """`tierflow eval routing --mode online`: recorded prompts streamed through decide, judge and reflect.
 
-For each of the policy targets (by default ten cost targets: at most 5%, 15%, ...,
-95% of prompts above the small tier) the learner is fitted on the training
+For each of the policy targets (by default ten cost targets: at most 5%, 15%,
+..., 95% of prompts above the small tier) the learner is fitted on the training
 prompts and the test prompts are streamed in file order through
 `routing.online.stream_prompts`, the same decide / judge / reflect code the
 workers run, revealing only the outcomes of the tiers it called, with a reflect
-run every `--reflect-every` prompts. Each target gives one point (large share,
-accuracy, cost); with the always-small and always-large ends they trace the curve
-that `routing.metrics` summarises. With `--folds K` each fold of the test file is
-streamed after fitting on the train files plus the other folds, and the counts of
-the K streams are added up per target.
+run every `--reflect-every` prompts and `--explore` as the learning's
+`explore_share` (a prompt's job id is its position in the stream, so the same
+prompts may explore under every target). Each target gives one point (large
+share, accuracy, cost); with the always-small and always-large ends they trace
+the curve that `routing.metrics` summarises. With `--folds K` each fold of the
+test file is streamed after fitting on the train files plus the other folds, and
+the counts of the K streams are added up per target.
 
 `pre` streams without the cascade; `combined` adds the cascade scorer on the
 small model's recorded answer (an escalated prompt pays both calls). This module
@@ -39,6 +41,7 @@ class OnlineOptions:
     targets: int = 10
     folds: int = 0
     seed: int = 0
+    explore_share: float = LearningSettings.model_fields["explore_share"].default
 
 
 def cost_targets(count: int) -> list[RoutingTarget]:
@@ -83,7 +86,12 @@ def online_quality(
     splits = _splits(train_prompts, test_prompts, options)
     encoder_name = None if encoder is None else encoder.name
     settings = [
-        LearningSettings(target=target, min_samples=MIN_SAMPLES, min_version_samples=MIN_SAMPLES)
+        LearningSettings(
+            target=target,
+            min_samples=MIN_SAMPLES,
+            min_version_samples=MIN_SAMPLES,
+            explore_share=options.explore_share,
+        )
         for target in cost_targets(options.targets)
     ]
     fitted = [first_fit(fit, settings[0], encoder_name) for fit, _ in splits]  # once per split

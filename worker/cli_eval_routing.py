@@ -43,6 +43,8 @@ from worker.cli_eval_learned import (
 )
 from worker.cli_eval_online import OnlineOptions, online_quality
 
+DEFAULT_EXPLORE_SHARE = OnlineOptions().explore_share
+
 # RouteLLM's best published routers (arXiv 2406.18665, Tables 2 and 3): APGR, CPT(50%), CPT(80%) as shares.
 PUBLISHED_BEST: dict[str, tuple[float, float, float]] = {
     "gsm8k": (0.622, 0.3364, 0.6326),
@@ -246,6 +248,12 @@ def eval_routing(
         int, typer.Option(min=0, help="Online: reflect every N prompts (0: never)")
     ] = 100,
     targets: Annotated[int, typer.Option(min=1, help="Online: policy targets traced (cost targets)")] = 10,
+    explore: Annotated[
+        float,
+        typer.Option(
+            min=0, max=0.5, help="Online: share of jobs scored above small that start on small (0: none)"
+        ),
+    ] = DEFAULT_EXPLORE_SHARE,
     as_json: Annotated[bool, typer.Option("--json", help="Print the contract as one JSON object")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write accuracy vs share and vs cost to this PNG")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random router")] = 0,
@@ -266,7 +274,7 @@ def eval_routing(
 ) -> None:
     """Trace a router's accuracy and cost against its share of large-tier calls."""
     err = Console(stderr=True)
-    online = OnlineOptions(reflect_every, targets, folds, seed) if mode is EvalMode.ONLINE else None
+    online = OnlineOptions(reflect_every, targets, folds, seed, explore) if mode is EvalMode.ONLINE else None
     try:
         choice = EncoderChoice(encoder, model, cache_dir, batch_size)
         resolved = router.resolve()

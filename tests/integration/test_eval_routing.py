@@ -399,3 +399,14 @@ def test_online_mode_cross_validates_on_the_test_file(tmp_path: Path) -> None:
     report = _learned("pre", "--test", str(test), "--folds", "3", "--mode", "online", "--targets", "3")
     assert report["n"] == 90 and len(report["curve"]) == 5
     assert report["apgr"] > 0.7
+
+
+def test_online_mode_explores_the_share_it_is_given(tmp_path: Path) -> None:
+    train = _learnable_file(tmp_path / "train.jsonl", range(90))
+    test = _learnable_file(tmp_path / "test.jsonl", range(90, 150))
+    files = ("--train", str(train), "--test", str(test), "--mode", "online", "--targets", "3")
+    # the hard prompts fail on small: without the cascade, every one that explores is lost
+    apgr = {share: _learned("pre", *files, "--explore", share)["apgr"] for share in ("0", "0.5")}
+    assert apgr["0.5"] < apgr["0"]  # type: ignore[operator]
+    code, output = _invoke("--router", "pre", *files, "--explore", "0.9")
+    assert code == 2 and "--explore" in output

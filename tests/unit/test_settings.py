@@ -110,3 +110,22 @@ def test_learning_settings_come_from_a_config_table_and_are_checked(
     config.write_text('[learning]\nencoder = "word2vec"\n')
     with pytest.raises(ConfigError, match="learning.encoder"):
         load_settings()
+
+
+def test_the_exploration_share_comes_from_the_config_or_the_environment_and_is_bounded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert load_settings().learning.explore_share == 0.05
+    config = tmp_path / "tierflow.toml"
+    config.write_text("[learning]\nexplore_share = 0.1\n")
+    monkeypatch.setenv("TIERFLOW_CONFIG", str(config))
+    assert load_settings().learning.explore_share == 0.1
+    config.write_text("[learning]\nexplore_share = 0.9\n")
+    with pytest.raises(ConfigError, match=r"learning\.explore_share.*less than or equal to 0\.5"):
+        load_settings()
+    monkeypatch.delenv("TIERFLOW_CONFIG")
+    monkeypatch.setenv("TIERFLOW_LEARNING", '{"explore_share": 0}')
+    assert load_settings().learning.explore_share == 0.0
+    monkeypatch.setenv("TIERFLOW_LEARNING", '{"explore_share": -1}')
+    with pytest.raises(ConfigError, match=r"learning\.explore_share.*greater than or equal to 0"):
+        load_settings()
