@@ -3,8 +3,9 @@
 Owns `OutcomeRow` (one judged attempt: the job's class, the tier, whether its
 answer was good, its features, cost and latency, and the policy version that
 decided it), the statistics a version records, and `reflect`, which either
-rolls the active version back (its jobs succeed less often than its parent's by
-more than the tolerance), waits (too few samples), or fits the learned scorers
+rolls the active version back (`compare_versions`: its jobs succeed less often
+than its parent's, class by class, by more than the tolerance and by more than
+chance explains), waits (too few samples), or fits the learned scorers
 per job class, calibrates their thresholds to the policy's target, bounds the
 step, and returns the next policy with a plain-language account of what changed.
 
@@ -14,6 +15,7 @@ call this. Pure: numpy and pydantic only; it never opens a connection.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,9 @@ from routing.learning import LearnedRouting, LearningSettings, calibrate, cascad
 from routing.policy import Policy
 from routing.scorers import L2_GRID, LogisticScorer, Vector, constant_scorer, fit_scorer
 from routing.states import Tier
+
+# One-sided 95%: a drop in success smaller than this many standard errors is within chance.
+ROLLBACK_Z = 1.645
 
 
 @dataclass(frozen=True)
@@ -74,16 +79,72 @@ def tier_statistics(rows: list[OutcomeRow]) -> dict[str, dict[str, dict[str, flo
     return stats
 
 
-def version_success(rows: list[OutcomeRow], version: int) -> tuple[int, float]:
-    """Jobs whose first attempt this version decided, and the share whose last judged answer was good."""
+def _last_answers(rows: list[OutcomeRow], version: int) -> dict[str, OutcomeRow]:
+    """Per job whose first attempt `version` decided: its last judged attempt."""
     last: dict[str, OutcomeRow] = {}
     for row in rows:
         if row.policy_version == version and (
             row.job_id not in last or row.attempt > last[row.job_id].attempt
         ):
             last[row.job_id] = row
+    return last
+
+
+def version_success(rows: list[OutcomeRow], version: int) -> tuple[int, float]:
+    """Jobs whose first attempt this version decided, and the share whose last judged answer was good."""
+    last = _last_answers(rows, version)
     jobs = len(last)
     return jobs, (sum(row.good for row in last.values()) / jobs if jobs else 0.0)
+
+
+@dataclass(frozen=True)
+class VersionComparison:
+    """A version's job success against its parent's, on the job classes both decided.
+
+    The parent's rate is standardised to the version's mix of classes (each class's
+    rate weighted by the version's share of jobs in it), so a version that happens to
+    see more of a harder class is not blamed for it. `drop` is parent minus version;
+    `standard_error` is the drop's, from both versions' counts per class.
+    """
+
+    jobs: int
+    parent_jobs: int
+    drop: float
+    standard_error: float
+
+    @property
+    def beyond_chance(self) -> bool:
+        return self.drop > ROLLBACK_Z * self.standard_error
+
+
+def _rate_variance(good: int, jobs: int) -> float:
+    """The variance of a success rate, with one success and one failure added to the counts
+    so that a rate of 0 or 1 on few jobs is not taken as certain."""
+    rate = (good + 1) / (jobs + 2)
+    return rate * (1 - rate) / jobs
+
+
+def _class_counts(rows: list[OutcomeRow], version: int) -> dict[JobKind, tuple[int, int]]:
+    """Per job class: how many of the version's jobs ended good, of how many."""
+    counts: dict[JobKind, tuple[int, int]] = {}
+    for row in _last_answers(rows, version).values():
+        good, jobs = counts.get(row.kind, (0, 0))
+        counts[row.kind] = (good + row.good, jobs + 1)
+    return counts
+
+
+def compare_versions(rows: list[OutcomeRow], version: int, parent: int) -> VersionComparison:
+    """How much less often `version`'s jobs succeed than `parent`'s, class by class."""
+    mine, theirs = _class_counts(rows, version), _class_counts(rows, parent)
+    shared = [kind for kind in mine if kind in theirs]
+    jobs = sum(mine[kind][1] for kind in shared)
+    drop = variance = 0.0
+    for kind in shared:
+        (good, n), (parent_good, parent_n) = mine[kind], theirs[kind]
+        weight = n / jobs
+        drop += weight * (parent_good / parent_n - good / n)
+        variance += weight**2 * (_rate_variance(good, n) + _rate_variance(parent_good, parent_n))
+    return VersionComparison(jobs, sum(theirs[kind][1] for kind in shared), drop, math.sqrt(variance))
 
 
 def reflect(policy: Policy, parent: int | None, rows: list[OutcomeRow], encoder: str | None) -> Reflection:
@@ -99,12 +160,19 @@ def reflect(policy: Policy, parent: int | None, rows: list[OutcomeRow], encoder:
     if parent is not None:
         parent_jobs, parent_success = version_success(rows, parent)
         stats["parent"] = {"version": parent, "jobs": parent_jobs, "success_rate": round(parent_success, 4)}
-        enough = min(jobs, parent_jobs) >= settings.min_version_samples
-        if enough and success < parent_success - settings.rollback_tolerance:
+        compared = compare_versions(rows, policy.version, parent)
+        stats["comparison"] = {
+            "drop": round(compared.drop, 4),
+            "standard_error": round(compared.standard_error, 4),
+        }
+        enough = min(compared.jobs, compared.parent_jobs) >= settings.min_version_samples
+        if enough and compared.drop > settings.rollback_tolerance and compared.beyond_chance:
             text = (
                 f"Version {policy.version} succeeded on {success:.0%} of {jobs} jobs against "
-                f"{parent_success:.0%} of {parent_jobs} under version {parent}, a drop beyond the "
-                f"tolerance of {settings.rollback_tolerance:.0%}: rolling back to version {parent}."
+                f"{parent_success:.0%} of {parent_jobs} under version {parent}: class by class a drop "
+                f"of {compared.drop:.1%} (standard error {compared.standard_error:.1%}), beyond the "
+                f"tolerance of {settings.rollback_tolerance:.0%} and beyond chance: rolling back to "
+                f"version {parent}."
             )
             return Reflection(None, parent, stats, text)
         if jobs < settings.min_version_samples and policy.learned:

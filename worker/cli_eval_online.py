@@ -44,6 +44,14 @@ class OnlineOptions:
     explore_share: float = LearningSettings.model_fields["explore_share"].default
 
 
+@dataclass(frozen=True)
+class OnlineLearning:
+    """What reflect did over every stream of an online evaluation (all targets and folds)."""
+
+    versions: int  # policy versions published, rollbacks included
+    rollbacks: int
+
+
 def cost_targets(count: int) -> list[RoutingTarget]:
     """`count` cost targets spread evenly over (0, 1): at most that share above the small tier."""
     return [RoutingTarget(kind=TargetKind.COST, value=(i + 0.5) / count) for i in range(count)]
@@ -71,8 +79,8 @@ def online_quality(
     tiers: TierModels,
     encoder: Encoder | None,
     options: OnlineOptions,
-) -> RoutingQuality:
-    """The online curve and its figures for `router` on the test file."""
+) -> tuple[RoutingQuality, OnlineLearning]:
+    """The online curve and its figures for `router` on the test file, and what reflect did."""
     if router not in ONLINE_ROUTERS:
         names = ", ".join(r.value for r in ONLINE_ROUTERS)
         raise InputError("--router", 0, "router", f"--mode online runs the learned routers {names}")
@@ -95,14 +103,16 @@ def online_quality(
         for target in cost_targets(options.targets)
     ]
     fitted = [first_fit(fit, settings[0], encoder_name) for fit, _ in splits]  # once per split
-    points = []
+    points, every_run = [], []
     for learning in settings:
         runs = [
             stream_prompts(fit, stream, learning, options.reflect_every, encoder_name, first)
             for (fit, stream), first in zip(splits, fitted, strict=True)
         ]
         points.append(_point(runs))
-    return _quality(test[1], points)
+        every_run += runs
+    reflected = OnlineLearning(sum(r.versions for r in every_run), sum(r.rollbacks for r in every_run))
+    return _quality(test[1], points), reflected
 
 
 def _splits(

@@ -41,7 +41,7 @@ from worker.cli_eval_learned import (
     learned_test_scores,
     paid_outcomes,
 )
-from worker.cli_eval_online import OnlineOptions, online_quality
+from worker.cli_eval_online import OnlineLearning, OnlineOptions, online_quality
 
 DEFAULT_EXPLORE_SHARE = OnlineOptions().explore_share
 
@@ -85,6 +85,7 @@ class RoutingRun:
     outcomes: PromptOutcomes
     quality: RoutingQuality
     mode: EvalMode = EvalMode.OFFLINE
+    learning: OnlineLearning | None = None  # online: what reflect did over the streams
 
 
 def evaluate_routing(
@@ -122,10 +123,9 @@ def evaluate_routing(
     if online is not None:
         prices = parse_prices(price_options or [])
         fit = [(part, prompt_outcomes(part.records, models, prices)) for part in train_files]
-        quality = online_quality(router, fit, (test_file, outcomes), models, encoder, online)
-        return RoutingRun(
-            test, router, seed, benchmark, paid_outcomes(outcomes, router), quality, EvalMode.ONLINE
-        )
+        quality, learning = online_quality(router, fit, (test_file, outcomes), models, encoder, online)
+        paid = paid_outcomes(outcomes, router)
+        return RoutingRun(test, router, seed, benchmark, paid, quality, EvalMode.ONLINE, learning)
     prices = parse_prices(price_options or [])
     scores = learned_test_scores(router, train_files, test_file, models, encoder, folds, seed, rank, prices)
     quality = learned_quality(outcomes, router, scores)
@@ -167,8 +167,9 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
-def routing_table(report: dict[str, Any]) -> Table:
-    """The figures as a readable table; the curve is summarised by its length."""
+def routing_table(report: dict[str, Any], learning: OnlineLearning | None = None) -> Table:
+    """The figures as a readable table; the curve is summarised by its length. Online, also
+    the policy versions reflect published over all the streams, and how many were rollbacks."""
     table = Table(title=f"routing {report['router']} on {report['test']} ({report['mode']})")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -181,6 +182,9 @@ def routing_table(report: dict[str, Any]) -> Table:
     table.add_row("large share at 95% quality", _percent(report["large_share_at_95pct_quality"]))
     table.add_row("cost vs always-large at 95% quality", _percent(report["cost_ratio_at_95pct_quality"]))
     table.add_row("curve points", str(len(report["curve"])))
+    if learning is not None:
+        table.add_row("policy versions published (all streams)", str(learning.versions))
+        table.add_row("of which rollbacks", str(learning.rollbacks))
     return table
 
 
@@ -291,7 +295,7 @@ def eval_routing(
     if as_json:
         typer.echo(json.dumps(report))
     else:
-        Console().print(routing_table(report))
+        Console().print(routing_table(report, run.learning))
 
 
 def register(eval_app: typer.Typer) -> None:

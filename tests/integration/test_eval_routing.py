@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -410,3 +411,17 @@ def test_online_mode_explores_the_share_it_is_given(tmp_path: Path) -> None:
     assert apgr["0.5"] < apgr["0"]  # type: ignore[operator]
     code, output = _invoke("--router", "pre", *files, "--explore", "0.9")
     assert code == 2 and "--explore" in output
+
+
+def test_the_online_table_says_what_reflect_published(tmp_path: Path) -> None:
+    train = _learnable_file(tmp_path / "train.jsonl", range(90))
+    test = _learnable_file(tmp_path / "test.jsonl", range(90, 150))
+    files = ("--train", str(train), "--test", str(test), "--router", "pre", "--encoder", "none", *PRICES)
+    code, output = _invoke(*files, "--mode", "online", "--targets", "2", "--reflect-every", "20")
+    assert code == 0, output
+    published = re.search(r"policy versions published \(all streams\)\s*│\s*(\d+)", output)
+    rollbacks = re.search(r"of which rollbacks\s*│\s*(\d+)", output)
+    assert published and rollbacks, output
+    assert int(published.group(1)) >= 1 and int(rollbacks.group(1)) <= int(published.group(1))
+    code, offline = _invoke(*files)
+    assert code == 0 and "policy versions published" not in offline

@@ -157,10 +157,13 @@ def test_learner_improves_on_a_stream_where_one_class_fails_on_small() -> None:
     assert arithmetic_large > 0.9 and chat_small > 0.9  # better and still cheap where small suffices
 
 
-def _row(job: int, version: int, good: bool) -> OutcomeRow:
-    return OutcomeRow(
-        f"j{job}", JobKind.PROMPT, Tier.SMALL, 1, good, np.zeros(2), None, "accept", 0.0, None, version
-    )
+def _row(job: int, version: int, good: bool, kind: JobKind = JobKind.PROMPT) -> OutcomeRow:
+    return OutcomeRow(f"j{job}", kind, Tier.SMALL, 1, good, np.zeros(2), None, "accept", 0.0, None, version)
+
+
+def _jobs(first: int, version: int, jobs: int, good: int, kind: JobKind = JobKind.PROMPT) -> list[OutcomeRow]:
+    """`jobs` jobs decided by `version`, the first `good` of them good."""
+    return [_row(first + i, version, i < good, kind) for i in range(jobs)]
 
 
 def test_a_version_that_succeeds_less_than_its_parent_is_rolled_back() -> None:
@@ -179,6 +182,34 @@ def test_a_drop_within_tolerance_or_on_too_few_jobs_is_not_rolled_back() -> None
     assert reflect(policy, 1, close, None).rollback_to is None
     few = [_row(i, 1, True) for i in range(40)] + [_row(100 + i, 2, False) for i in range(10)]
     assert reflect(policy, 1, few, None).rollback_to is None
+
+
+def test_a_drop_that_chance_explains_is_not_rolled_back() -> None:
+    policy = Policy(version=2, learning=LearningSettings(min_version_samples=20, rollback_tolerance=0.05))
+    # 70% against 63%: beyond the tolerance, but on 100 jobs each within one standard error
+    noisy = _jobs(0, 1, 100, 70) + _jobs(1000, 2, 100, 63)
+    reflection = reflect(policy, 1, noisy, None)
+    assert reflection.rollback_to is None
+    assert reflection.statistics["comparison"]["drop"] == 0.07
+    assert 0.06 < reflection.statistics["comparison"]["standard_error"] < 0.07
+    # the same rates on ten times the jobs are no longer chance
+    many = _jobs(0, 1, 1000, 700) + _jobs(10_000, 2, 1000, 630)
+    rolled = reflect(policy, 1, many, None)
+    assert rolled.rollback_to == 1 and "drop of 7.0%" in rolled.text
+
+
+def test_a_version_that_sees_more_of_a_harder_class_is_not_blamed_for_it() -> None:
+    policy = Policy(version=2, learning=LearningSettings(min_version_samples=20, rollback_tolerance=0.05))
+    support, prompt = JobKind.SUPPORT, JobKind.PROMPT
+    # per class the same rates (support 90%, prompt 50%); overall 70% against 54%
+    parent = _jobs(0, 1, 200, 180, support) + _jobs(1000, 1, 200, 100, prompt)
+    version = _jobs(2000, 2, 40, 36, support) + _jobs(3000, 2, 360, 180, prompt)
+    assert version_success(parent, 1) == (400, 0.7) and version_success(version, 2) == (400, 0.54)
+    reflection = reflect(policy, 1, parent + version, None)
+    assert reflection.rollback_to is None and reflection.statistics["comparison"]["drop"] == 0.0
+    # and a class only one of them decided is left out of the comparison
+    worse = parent + _jobs(2000, 2, 40, 36, support) + _jobs(3000, 2, 360, 100, JobKind.DOCUMENT)
+    assert reflect(policy, 1, worse, None).rollback_to is None
 
 
 def test_too_few_rows_change_nothing_and_say_why() -> None:
