@@ -147,7 +147,14 @@ def _numbers(text: str) -> list[float]:
     return [value for value in (_number(token) for token in NUMBER.findall(text)) if value is not None]
 
 
-def _final_text(answer: str) -> str:
+def final_number(answer: str) -> float | None:
+    """The answer's final number: the last number after its last final-answer marker, else the
+    last number it shows; None when it shows none."""
+    numbers = _numbers(final_text(answer)) or _numbers(answer)[-1:]
+    return numbers[-1] if numbers else None
+
+
+def final_text(answer: str) -> str:
     """The part after the last final-answer marker, else the last non-empty line."""
     markers = list(FINAL_MARKER.finditer(answer))
     if markers:
@@ -190,7 +197,7 @@ def _arithmetic(answer: str) -> list[float]:
 
 def _final_number(prompt: str, answer: str) -> list[float]:
     prompt_numbers, answer_numbers = set(_numbers(prompt)), _numbers(answer)
-    final_numbers = _numbers(_final_text(answer)) or answer_numbers[-1:]
+    final_numbers = _numbers(final_text(answer)) or answer_numbers[-1:]
     _, _, results = checked_equations(answer)
     used = len(prompt_numbers & set(answer_numbers)) / len(prompt_numbers) if prompt_numbers else 1.0
     new = len(set(answer_numbers) - prompt_numbers)

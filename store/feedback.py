@@ -12,10 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from routing.errors import InputError
+from routing.gold import matches_expected
 from routing.states import JobState
 from store.db import insert_ignore
 from store.lifecycle import move_job
-from store.models import Attempt, Feedback, Job
+from store.models import Attempt, Feedback, Job, Result
 
 
 @dataclass(frozen=True)
@@ -93,20 +94,34 @@ def read_labels(path: Path) -> list[Label]:
 
 
 def import_labels(session: Session, path: Path, labels: list[Label]) -> int:
-    """Gold labels, all or none: a label for an unknown job refuses the file. One label per job."""
-    known = set(
-        session.execute(select(Job.id).where(Job.id.in_([label.job_id for label in labels]))).scalars()
-    )
+    """Gold labels, all or none: a label for an unknown job refuses the file. One label per job.
+
+    A label without `correct` is judged by comparing its `expected` with the job's result
+    (`routing.gold.matches_expected`); a job that ended without a result was not correct,
+    and a job still running refuses the file (label it once it has finished).
+    """
+    ids = [label.job_id for label in labels]
+    states = dict(session.execute(select(Job.id, Job.state).where(Job.id.in_(ids))).tuples().all())
+    results = select(Result.job_id, Result.output).where(Result.job_id.in_(ids))
+    outputs: dict[str, dict[str, Any] | None] = dict(session.execute(results).tuples().all())
+    verdicts = []
     for label in labels:
-        if label.job_id not in known:
+        state = states.get(label.job_id)
+        if state is None:
             raise InputError(str(path), label.line, "job_id", f"no job {label.job_id!r}")
-    for label in labels:
+        if label.correct is not None:
+            verdicts.append(label.correct)
+        elif not JobState(state).terminal:
+            raise InputError(str(path), label.line, "expected", f"job {label.job_id!r} is still {state}")
+        else:
+            verdicts.append(matches_expected(outputs.get(label.job_id), label.expected))
+    for label, correct in zip(labels, verdicts, strict=True):
         note = (
             label.note
             if label.expected is None
             else json.dumps({"expected": label.expected, "note": label.note})
         )
-        record_feedback(session, label.job_id, "gold", label.correct, None, note, key=f"gold:{label.job_id}")
+        record_feedback(session, label.job_id, "gold", correct, None, note, key=f"gold:{label.job_id}")
     return len(labels)
 
 

@@ -19,6 +19,8 @@ JOBS = [
         "kind": "support",
         "payload": {"text": "Refund me now or my lawyer takes legal action."},
     },
+    {"id": "fb-sum", "kind": "prompt", "payload": {"prompt": "What is 5 + 4?"}},
+    {"id": "fb-square", "kind": "prompt", "payload": {"prompt": "What is 3 * 3?"}},
 ]
 
 
@@ -75,9 +77,18 @@ def test_people_and_gold_labels_give_feedback_all_or_nothing(env, make_app, tmp_
     run(env, "feedback", "--labels", str(good), check=True)
     run(env, "feedback", "--labels", str(good), check=True)  # one gold label per job
     assert [f[:2] for f in _feedback(runtime, "fb-ok") if f[0] == "gold"] == [("gold", True)]
-    assert (
-        json.loads([f for f in _feedback(runtime, "fb-held") if f[0] == "gold"][0][3])["expected"] == "hold"
+    held = [f for f in _feedback(runtime, "fb-held") if f[0] == "gold"]
+    assert json.loads(held[0][3])["expected"] == "hold" and held[0][1] is False  # its reply is no "hold"
+    # a label that gives only the expected output is judged against the job's result
+    expected = tmp_path / "expected.jsonl"
+    expected.write_text(
+        json.dumps({"job_id": "fb-sum", "expected": 9})
+        + "\n"
+        + json.dumps({"job_id": "fb-square", "expected": "10"})
     )
+    run(env, "feedback", "--labels", str(expected), check=True)
+    assert [f[:2] for f in _feedback(runtime, "fb-sum") if f[0] == "gold"] == [("gold", True)]
+    assert [f[:2] for f in _feedback(runtime, "fb-square") if f[0] == "gold"] == [("gold", False)]
 
 
 def test_policy_history_diff_and_rollback(env, make_app):
