@@ -155,6 +155,9 @@ def register(cli: typer.Typer) -> None:
         replay_model: Annotated[
             list[str] | None, typer.Option(help="SERVED=RECORDED model name mapping (repeatable)")
         ] = None,
+        replay_verbatim: Annotated[
+            bool, typer.Option(help="Serve recorded text as recorded, not in the JSON object asked for")
+        ] = False,
         faults: Annotated[Path | None, typer.Option(help="JSON fault plan file")] = None,
         latency: Annotated[Path | None, typer.Option(help="JSON latency file")] = None,
         seed: Annotated[int, typer.Option(help="Seed for latency jitter and random faults")] = 0,
@@ -169,6 +172,7 @@ def register(cli: typer.Typer) -> None:
             allow_remote=allow_remote,
             replay_paths=replay or [],
             replay_models=mapping or None,
+            replay_verbatim=replay_verbatim,
             faults=FaultPlanSpec.model_validate_json(faults.read_text()).rules if faults else (),
             latency=LatencySpec.model_validate_json(latency.read_text()) if latency else None,
             seed=seed,

@@ -9,6 +9,7 @@ HTTP or of either wire protocol.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -33,6 +34,12 @@ DEFAULT_MODELS = (
     "local-medium",
     "local-large",
 )
+
+
+# What tierflow's expert prompts say when they want a JSON object (routing/experts.py `_system`).
+_ASKED_KEYS = re.compile(r"Answer with one JSON object with the keys ([^;\n]+)")
+_KEY = re.compile(r'"(\w+)"')
+TEXT_KEYS = ("answer", "reply")  # the keys whose value is the response's text
 
 
 class AnswerSource(StrEnum):
@@ -111,6 +118,8 @@ class Answerer:
         replay_models: served model name -> recorded model name, e.g. "gpt-4o" ->
             "gpt-4-1106-preview".
         strengths: rule strength per served model; others get `default_strength`.
+        envelope: put a recorded plain-text response in the JSON object the expert asks for
+            (`in_envelope`); False serves it exactly as recorded.
     """
 
     def __init__(
@@ -119,8 +128,10 @@ class Answerer:
         models: Iterable[str] = DEFAULT_MODELS,
         replay_models: Mapping[str, str] | None = None,
         strengths: Mapping[str, float] | None = None,
+        envelope: bool = True,
     ) -> None:
         self._replay = replay
+        self._envelope = envelope
         self._aliases = dict(replay_models or {})
         self._strengths = dict(strengths or {})
         self._models = frozenset(models) | replay.models() | self._aliases.keys() | self._strengths.keys()
@@ -140,5 +151,33 @@ class Answerer:
             return None
         recorded = self._replay.lookup(user, self._aliases.get(model, model))
         if recorded is not None:
+            if self._envelope:
+                recorded = in_envelope(recorded, system, user, self.strength(model))
             return Answer(recorded, AnswerSource.REPLAY)
         return Answer(rules.answer(system, user, self.strength(model)), AnswerSource.RULES)
+
+
+def in_envelope(recorded: str, system: str, user: str, strength: float) -> str:
+    """A recorded plain-text response, as the JSON object the system prompt asks for.
+
+    Recorded responses (../shared/data/routellm) are plain text, while tierflow's experts
+    ask for one JSON object with a text key (`answer`, `reply`) and `confidence`. The
+    text goes under that key word for word, and the confidence is the rules' for this
+    model's strength and prompt, since nothing recorded one. A response that already is
+    a JSON object, or a prompt that asks for no such object, gets the text unchanged.
+    """
+    keys = _ASKED_KEYS.search(system)
+    if keys is None:
+        return recorded
+    asked = _KEY.findall(keys.group(1))
+    text_keys = [key for key in asked if key in TEXT_KEYS]
+    if len(text_keys) != 1 or set(asked) - {*text_keys, "confidence"} or _is_object(recorded):
+        return recorded
+    return json.dumps({text_keys[0]: recorded, "confidence": rules.confidence(strength, user)})
+
+
+def _is_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False

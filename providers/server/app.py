@@ -59,6 +59,9 @@ class ProviderServer:
         replay_paths: JSONL replay files ({"prompt", "outcomes": {model: {"response"}}}).
         models: model names answered from the rules when no replay record fits.
         replay_models: served model name -> recorded model name in the replay files.
+        replay_verbatim: serve recorded text exactly as recorded, even where tierflow's
+            experts ask for a JSON object (by default it is put in the object they ask
+            for: `providers.server.answers.in_envelope`).
         strengths: rule strength in [0, 1] per model name (default: by name, see
             `providers.server.answers.default_strength`).
         faults: the initial fault rules (replace them with `set_faults` or POST /_control/faults).
@@ -83,9 +86,11 @@ class ProviderServer:
         api_key: str | None = None,
         hang_s: float = 30.0,
         allow_remote: bool = False,
+        replay_verbatim: bool = False,
     ) -> None:
         self._address = (loopback_host(host, allow_remote), port)
-        answerer = Answerer(ReplayBook.load(replay_paths), models, replay_models, strengths)
+        book = ReplayBook.load(replay_paths)
+        answerer = Answerer(book, models, replay_models, strengths, envelope=not replay_verbatim)
         self._state = ServerState(
             answerer=answerer,
             faults=FaultPlan(faults, seed=seed),

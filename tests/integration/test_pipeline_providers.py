@@ -113,6 +113,7 @@ def _structured_server(replay):  # type: ignore[no-untyped-def]
         replay_paths=[replay],
         models=["gpt-4o-mini", "gpt-4o"],
         strengths={"gpt-4o-mini": 0.9, "gpt-4o": 0.97},
+        replay_verbatim=True,  # the recorded text is the invalid output under test
     )
 
 

@@ -9,13 +9,15 @@ import pytest
 from pydantic import ValidationError
 
 from providers import rules
-from providers.server.answers import Answerer, AnswerSource, ReplayBook, default_strength
+from providers.server.answers import Answer, Answerer, AnswerSource, ReplayBook, default_strength, in_envelope
 from providers.server.anthropic_wire import AnthropicWire
 from providers.server.app import loopback_host
 from providers.server.faults import Fault, FaultPlan, FaultRule, Latency, LatencyPlan, LatencySpec
 from providers.server.openai_wire import OpenAIWire
 from providers.server.wire import ChatCall, ErrorKind, WireError, reply_to
 from routing.errors import ConfigError, InputError
+from routing.experts import expert_for, parse_answer
+from routing.jobs import JobKind
 
 
 def draws(plan: FaultPlan, model: str, n: int) -> list[str | None]:
@@ -213,3 +215,27 @@ def test_the_server_binds_ipv4_loopback_only(host: str) -> None:
 def test_localhost_means_127_0_0_1() -> None:
     assert loopback_host("localhost") == "127.0.0.1"
     assert loopback_host("127.0.0.2") == "127.0.0.2"
+
+
+def test_a_recorded_plain_answer_is_served_as_the_json_object_the_expert_asks_for() -> None:
+    recorded = 'She pays 3 x 6 = <<3*6=18>>18 dollars, "all in".\n#### 18'
+    question = "Three books at 6 dollars each: how much?"
+    answerer = Answerer(ReplayBook({question: {"weak": recorded}}), models=[], strengths={"weak": 0.55})
+    for name, kind in (("answerer", JobKind.PROMPT), ("verifier", JobKind.PROMPT)):
+        prompt = expert_for(kind, name).prompt
+        assert prompt is not None
+        asked = prompt({"prompt": question}, {})
+        served = answerer.answer("weak", asked.system, asked.user)
+        assert served is not None and served.source is AnswerSource.REPLAY
+        parsed = parse_answer(asked.schema, served.text)
+        assert parsed.output == {"answer": recorded}  # word for word
+        assert parsed.confidence == rules.confidence(0.55, question)
+    # already an object, or no JSON asked for: the recording is served as it is
+    assert in_envelope('{"answer": "18", "confidence": 0.4}', asked.system, question, 0.55).endswith("0.4}")
+    assert in_envelope(recorded, "Answer the question.", question, 0.55) == recorded
+    verbatim = Answerer(ReplayBook({question: {"weak": recorded}}), models=[], envelope=False)
+    assert verbatim.answer("weak", asked.system, question) == Answer(recorded, AnswerSource.REPLAY)
+    extract = expert_for(JobKind.DOCUMENT, "extractor").prompt
+    assert extract is not None
+    fields = extract({"text": question}, {})
+    assert in_envelope(recorded, fields.system, question, 0.55) == recorded  # no text key to put it under
