@@ -1,9 +1,9 @@
 """From an analysis and a policy to a Decision: which tier, strategy, experts and models.
 
 Scoring is kept apart from deciding: `choose_tier` maps a number to a tier and
-nothing else; `decide` applies the learned scorers (and their exploration), the
-policy's caps, the constraints and the experiments, and records a reason for
-everything it did.
+nothing else; `decide` applies the learned scorers, exploration (up while a class's
+top tier is unscored, down after), the policy's caps, the constraints and the
+experiments, and records a reason for everything it did.
 """
 
 from __future__ import annotations
@@ -131,13 +131,8 @@ def _decide(
         if floor
         else f"difficulty {analysis.difficulty:.2f} maps to {tier.value}"
     ]
-    learned = None if floor else learned_first_tier(kind, policy, ctx, explore=not analysis.stronger)
-    if learned is not None:
-        tier, why = learned
-        reasons = list(why)
-    if floor is None and analysis.stronger and next_tier(tier, policy.ladder) is not None:
-        tier = next_tier(tier, policy.ladder) or tier
-        reasons.append(f"analysis failed: starting one tier up, on {tier.value}")
+    if floor is None:
+        tier, reasons = _first_tier(kind, analysis, policy, ctx, tier, reasons)
 
     def review(why: str) -> Decision:
         return Decision(tier, Strategy.REVIEW, (), (), policy.version, arm, (*reasons, why))
@@ -167,38 +162,74 @@ def _decide(
     return Decision(candidate, strategy, experts, models, policy.version, arm, tuple(reasons), cost)
 
 
-def learned_first_tier(
-    kind: JobKind, policy: Policy, ctx: DecisionContext, explore: bool = True
-) -> tuple[Tier, tuple[str, ...]] | None:
-    """The first tier the policy's learned scorers pick for a first attempt, and why; None when
-    they cannot score the job.
+def _first_tier(
+    kind: JobKind, analysis: Analysis, policy: Policy, ctx: DecisionContext, tier: Tier, reasons: list[str]
+) -> tuple[Tier, list[str]]:
+    """A first attempt's tier before the caps and constraints, and why: the learned scorers'
+    pick over the rules' `tier`, then exploration or (when the analysis failed) one tier up."""
+    learned = learned_first_tier(kind, policy, ctx)
+    if learned is not None:
+        tier, reasons = learned[0], [learned[1]]
+    # A failed analysis starts one tier up; where the rules answered, no model is called to observe.
+    explored = None
+    if not (analysis.stronger or analysis.rules_answered):
+        explored = exploration(kind, policy, ctx.job_id, tier, learned is not None)
+    if explored is not None:
+        return explored[0], [*reasons, explored[1]]
+    if learned is not None:
+        reasons.append(f"learned scorer starts the job on {tier.value}")
+    above = next_tier(tier, policy.ladder) if analysis.stronger else None
+    if above is not None:
+        reasons.append(f"analysis failed: starting one tier up, on {above.value}")
+        return above, reasons
+    return tier, reasons
 
-    Exploration: when the scorers pick a tier above the cheapest scored one and the job is
-    among `learning.explore_share` of job ids (hashed as experiments hash them, under a salt of
-    its own, so a redelivery decides the same), the job starts on the cheapest scored tier
-    instead. Its outcome there is what the scorers never see otherwise, and the judge still
-    escalates a bad answer. It applies even where that tier's P(good) is below
-    `min_start_probability`: the share bounds its cost, and it is how a wrong floor is found.
-    The caps, review and the constraints still apply after it. A job without an id, or whose
-    analysis failed (`explore` False: it starts one tier up), does not explore.
-    """
+
+def learned_first_tier(kind: JobKind, policy: Policy, ctx: DecisionContext) -> tuple[Tier, str] | None:
+    """The first tier the policy's learned scorers pick for a first attempt, and why; None when
+    they cannot score the job."""
     learned = policy.learned.get(kind)
     features = ctx.prompt_features
     if learned is None or features is None or features.shape != (learned.width,):
         return None
     probabilities = tier_probabilities(learned, features, policy.ladder)
-    picked = first_tier(probabilities, learned.gain_threshold, policy.learning.min_start_probability)
-    if picked is None:
+    return first_tier(probabilities, learned.gain_threshold, policy.learning.min_start_probability)
+
+
+def exploration(
+    kind: JobKind, policy: Policy, job_id: str, tier: Tier, scored_by_learning: bool
+) -> tuple[Tier, str] | None:
+    """Where a first attempt the policy starts on `tier` starts instead so that an outcome the
+    learner lacks is observed, and why; None when it does not explore.
+
+    A job explores when its id is among `learning.explore_share` of job ids (hashed as
+    experiments hash them, under a salt of its own, so a redelivery decides the same). Where:
+    - up, to the top tier the class may reach (the ladder's top, or its `max_tier`), while the
+      class's learned routing has no scorer for that tier (or there is none yet). Otherwise a
+      workload the rules keep on one tier never shows another, and reflect, which needs
+      outcomes of two tiers, never fits anything;
+    - down, once that tier is scored and the learned scorers placed the job
+      (`scored_by_learning`) above the cheapest scored tier: to that tier, whose outcome on
+      the jobs routed away is otherwise never seen. It applies even where that tier's P(good)
+      is below `min_start_probability`: the share bounds its cost, and it is how a wrong floor
+      is found.
+    The judge still escalates a bad answer; the caps, review and the constraints apply after.
+    """
+    share = policy.learning.explore_share
+    if not explores(job_id, share):
         return None
-    tier, why = picked
-    cheapest, share = next(iter(probabilities)), policy.learning.explore_share
-    if explore and tier is not cheapest and explores(ctx.job_id, share):
-        return cheapest, (
-            why,
-            f"exploring: started on {cheapest.value} instead of {tier.value} so its outcome is "
-            f"observed (explore_share {share * 100:g}%)",
-        )
-    return tier, (why, f"learned scorer starts the job on {tier.value}")
+    learned = policy.learned.get(kind)
+    scored = [t for t in policy.ladder if learned is not None and t in learned.tiers]
+    top, rank = policy.cap(kind), policy.ladder.index
+    if top not in scored:
+        target = top if rank(top) > rank(tier) else None
+        why = f"{top.value}, which has too few judged outcomes of {kind.value} jobs to learn from"
+    else:
+        target = scored[0] if scored_by_learning and rank(scored[0]) < rank(tier) else None
+        why = f"{scored[0].value} instead of {tier.value} so its outcome is observed"
+    if target is None:
+        return None
+    return target, f"exploring: started on {why} (explore_share {share * 100:g}%)"
 
 
 def explores(job_id: str, share: float) -> bool:

@@ -139,7 +139,8 @@ def stream_prompts(
     fitted: Policy | None = None,
 ) -> OnlineRun:
     """Fit on `train` (or retarget `fitted`, already fitted on it), then route `stream` in order,
-    reflecting every `reflect_every` prompts."""
+    reflecting every `reflect_every` prompts. With no `train` and a `fitted` policy without
+    learned routing, the stream starts from the rules alone."""
     policy = first_fit(train, learning, encoder) if fitted is None else retarget(fitted, train, learning)
     versions: dict[int, Policy] = {policy.version: policy}
     parents: dict[int, int | None] = {policy.version: None}

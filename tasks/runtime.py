@@ -136,9 +136,14 @@ def build_semantic_stage(settings: Settings) -> SemanticStage:
 
 
 def default_policy(settings: Settings) -> Policy:
+    """The first policy version, from the settings. With reflect off nothing learns from what
+    exploration would show, so nothing explores."""
+    learning = settings.learning
+    if not settings.reflect_interval_s:
+        learning = learning.model_copy(update={"explore_share": 0.0})
     return Policy(
         tier_models={Tier(name): tuple(models) for name, models in settings.tiers.items()},
-        learning=settings.learning,
+        learning=learning,
     )
 
 

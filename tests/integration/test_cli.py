@@ -89,7 +89,9 @@ def test_wait_status_and_results_in_both_formats(env, make_app, tmp_path):
             "tokens",
             "latency_s",
         } <= set(row)
-        assert row["state"] == "succeeded" and row["tier_path"] == ["small"] and row["tokens"] > 0
+        assert row["state"] == "succeeded" and row["tokens"] > 0
+    # cli-2 is among the 5% of job ids that start on the top tier while nothing is learned
+    assert [row["tier_path"] for row in rows] == [["small"], ["large"]]
     assert rows[1]["output"]["answer"] == "42"
     table = list(
         csv.DictReader(io.StringIO(run(env, "results", batch, "--format", "csv", check=True).stdout))

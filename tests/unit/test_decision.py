@@ -10,6 +10,7 @@ from routing.decision import Strategy, decide
 from routing.experiments import Experiment, ExperimentMode, bucket
 from routing.experts import ExpertOutcome
 from routing.jobs import JobKind, parse_lines
+from routing.learning import LearningSettings
 from routing.policy import Policy
 from routing.states import Tier
 from routing.verdict import VerdictAction, judge
@@ -97,7 +98,8 @@ def test_split_experiment_is_deterministic_and_near_its_share() -> None:
     split = Experiment(
         name="strict", mode=ExperimentMode.SPLIT, share=0.3, overrides={"small_max_difficulty": 0.05}
     )
-    policy = Policy(tier_models=TIERS, experiments=(split,))
+    # no exploration: the arms alone decide the tiers here
+    policy = Policy(tier_models=TIERS, experiments=(split,), learning=LearningSettings(explore_share=0))
     arms = [
         decide(JobKind.SUPPORT, _analysis(0.2), policy, DecisionContext(job_id=f"j{i}")) for i in range(2000)
     ]

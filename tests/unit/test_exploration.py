@@ -1,4 +1,5 @@
-"""Exploration: a bounded, per-job share of learned decisions starts on the cheapest scored tier."""
+"""Exploration: a bounded, per-job share of first attempts starts where outcomes are missing: on the
+top tier while it has no learned scorer (up), else on the cheapest scored tier (down)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from routing.decision import Decision, Strategy, decide
 from routing.experiments import Experiment
 from routing.jobs import JobKind
 from routing.learning import LearnedRouting, LearningSettings, RoutingTarget
-from routing.online import OnlineRun, StreamedPrompt, stream_prompts
+from routing.online import OnlineRun, StreamedPrompt, recorded_policy, stream_prompts
 from routing.policy import Policy
 from routing.scorers import constant_scorer
 from routing.states import Tier
@@ -180,3 +181,135 @@ def test_exploration_lets_reflect_find_that_small_is_good_for_a_class_it_routed_
     assert tail < 0.2, tail
     assert exploring.cost_usd < 0.7 * blind.cost_usd
     assert exploring.accuracy >= blind.accuracy - 0.01  # as good: small is as right as large on b
+
+
+# --- upward: while the top tier has no learned scorer, a share of first attempts starts on it ----
+
+UP = "exploring: started on large, which has too few judged outcomes of prompt jobs to learn from"
+
+
+def _rules_only(explore_share: float, **fields: object) -> Policy:
+    """No learned routing: the rules start EASY jobs on small."""
+    return Policy.model_validate({"learning": LearningSettings(explore_share=explore_share), **fields})
+
+
+def test_without_learned_routing_the_share_of_jobs_on_the_top_tier_is_the_setting() -> None:
+    rules = "difficulty 0.10 maps to small"
+    for share in (0.05, 0.2):
+        decisions = [_decide(_rules_only(share), job) for job in IDS]
+        large = [d for d in decisions if d.tier is Tier.LARGE]
+        assert _within_binomial(len(large), len(IDS), share), (share, len(large))
+        # the ladder's top, not the next tier up: the tier reflect compares the others with
+        assert not any(d.tier is Tier.MEDIUM for d in decisions)
+        assert all(d.reasons == (rules, f"{UP} (explore_share {share * 100:g}%)") for d in large)
+        assert all(d.reasons == (rules,) for d in decisions if d.tier is Tier.SMALL)
+
+
+def test_a_job_explores_up_the_same_every_time_and_as_it_would_explore_down() -> None:
+    first = [_decide(_rules_only(0.2), job).tier for job in IDS[:300]]
+    again = [_decide(_rules_only(0.2), job).tier for job in reversed(IDS[:300])]
+    assert first == list(reversed(again))
+    assert Tier.SMALL in first and Tier.LARGE in first
+    down = [_decide(_policy(0.3, 0.2), job).tier for job in IDS[:300]]  # one hash, both directions
+    assert [t is Tier.LARGE for t in first] == [t is Tier.SMALL for t in down]
+
+
+def _without_top(policy: Policy) -> Policy:
+    """`policy` whose learned routing of prompts has lost its scorer for large."""
+    learned = policy.learned[JobKind.PROMPT]
+    tiers = {tier: scorer for tier, scorer in learned.tiers.items() if tier is not Tier.LARGE}
+    return policy.model_copy(
+        update={"learned": {JobKind.PROMPT: learned.model_copy(update={"tiers": tiers})}}
+    )
+
+
+def test_a_zero_share_changes_no_decision() -> None:
+    for policy in (_rules_only(0.0), _policy(0.3, 0.0), _without_top(_policy(0.3, 0.0))):
+        for job in IDS[:300]:
+            # the id is all exploration reads, and a job without one never explores
+            decision = _decide(policy, job)
+            assert decision == _decide(policy, "") and not _explored(decision)
+
+
+def test_escalations_a_missing_id_answered_rules_and_a_failed_analysis_never_explore_up() -> None:
+    policy = _rules_only(0.5)
+    explorers = [job for job in IDS[:100] if _decide(policy, job).tier is Tier.LARGE]
+    assert explorers
+    answered = replace(EASY, rules_answered=True)
+    for job in explorers:
+        escalated = _decide(policy, job, floor=Tier.MEDIUM)
+        assert escalated.tier is Tier.MEDIUM and not _explored(escalated)
+        failed = _decide(policy, job, replace(EASY, stronger=True))  # one tier up, no further
+        assert failed.tier is Tier.MEDIUM and not _explored(failed)
+        for kind in (JobKind.PROMPT, JobKind.DOCUMENT):  # no model call where the rules answered
+            by_rules = decide(kind, answered, policy, DecisionContext(job_id=job))
+            assert by_rules.strategy is Strategy.RULES and by_rules.tier is Tier.SMALL
+            assert not _explored(by_rules)
+    assert not any(_explored(_decide(policy, "")) for _ in range(3))
+
+
+def test_a_class_with_every_tier_scored_explores_down_not_up() -> None:
+    two_tiers = _policy(0.3, 0.2, ladder=(Tier.SMALL, Tier.LARGE))
+    decisions = [_decide(two_tiers, job) for job in IDS]
+    explored = [d for d in decisions if _explored(d)]
+    assert _within_binomial(len(explored), len(IDS), 0.2), len(explored)
+    assert all(d.tier is Tier.SMALL and "instead of large" in d.reasons[1] for d in explored)
+    # where the scorers start on the cheapest tier already, nothing explores either way
+    cheap = _policy(0.8, 0.5, ladder=(Tier.SMALL, Tier.LARGE))
+    assert not any(_explored(_decide(cheap, job)) for job in IDS)
+
+
+def test_learned_routing_without_a_scorer_for_the_top_tier_explores_up() -> None:
+    policy = _without_top(_policy(0.3, 0.2))
+    decisions = [_decide(policy, job) for job in IDS]
+    large = [d for d in decisions if d.tier is Tier.LARGE]
+    assert _within_binomial(len(large), len(IDS), 0.2), len(large)
+    assert all(
+        d.reasons
+        == (
+            "learned P(good): small 0.30; no cheaper tier is both close enough and likely enough",
+            f"{UP} (explore_share 20%)",
+        )
+        for d in large
+    )
+    assert all(d.tier is Tier.SMALL and not _explored(d) for d in decisions if d.tier is not Tier.LARGE)
+
+
+def test_exploring_up_yields_to_review_the_cap_and_the_constraints() -> None:
+    policy = _rules_only(0.5, tier_models=FAKE_TIERS)
+    job = next(job for job in IDS if _decide(policy, job).tier is Tier.LARGE)
+    reviewing = policy.model_copy(update={"review_high_risk": True})
+    assert _decide(reviewing, job, replace(EASY, risk=0.9)).strategy is Strategy.REVIEW
+    # a class capped below the ladder's top explores up to its cap: the top tier it may reach
+    capped = _decide(policy.model_copy(update={"max_tier": {JobKind.PROMPT: Tier.MEDIUM}}), job)
+    assert capped.tier is Tier.MEDIUM and capped.reasons[1].startswith("exploring: started on medium,")
+    broken = DecisionContext(job_id=job, unavailable=frozenset({"fake:fake-large"}))
+    moved = decide(JobKind.PROMPT, EASY, policy, broken)
+    assert moved.tier is Tier.MEDIUM and "large has no usable model" in moved.reasons
+    assert _explored(moved)
+
+
+def test_exploring_up_lets_reflect_start_from_the_rules_alone() -> None:
+    # The rules start every prompt on small and the judge accepts every recorded answer: without
+    # exploration only small's outcomes are ever seen (wrong on 90% of class b), and reflect,
+    # which needs two tiers with min_samples outcomes, never fits anything.
+    stream = _stream(2000, 2, b_small_good=0.1)
+
+    def run(share: float, prompts: list[StreamedPrompt]) -> OnlineRun:
+        learning = LearningSettings(
+            min_samples=20, min_version_samples=20, max_share_step=0.5, explore_share=share
+        )
+        return stream_prompts([], prompts, learning, reflect_every=100, fitted=recorded_policy(learning))
+
+    def tail_accuracy(whole: OnlineRun, head: OnlineRun) -> float:
+        return (whole.correct - head.correct) / (whole.prompts - head.prompts)
+
+    blind, blind_head = run(0.0, stream), run(0.0, stream[:1000])
+    assert blind.versions == 0 and blind.large_calls == 0
+    assert abs(tail_accuracy(blind, blind_head) - blind_head.accuracy) < 0.05
+    start = run(0.05, stream[:300])  # large has fewer than min_samples outcomes yet
+    assert start.versions == 0 and start.accuracy < 0.6
+    exploring, exploring_head = run(0.05, stream), run(0.05, stream[:1000])
+    assert exploring.versions >= 1
+    # the second half: class b learned and started on large
+    assert tail_accuracy(exploring, exploring_head) > start.accuracy + 0.3

@@ -135,8 +135,13 @@ def _first_attempt_success(rows: list[OutcomeRow]) -> float:
 
 def test_learner_improves_on_a_stream_where_one_class_fails_on_small() -> None:
     rng = np.random.default_rng(7)
+    # Escalations alone reveal large here; exploration has its own tests (test_exploration.py).
     learning = LearningSettings(
-        min_samples=30, min_version_samples=20, max_share_step=0.5, target=RoutingTarget(value=0.9)
+        min_samples=30,
+        min_version_samples=20,
+        max_share_step=0.5,
+        target=RoutingTarget(value=0.9),
+        explore_share=0,
     )
     policy = Policy(learning=learning)
     rows = _run_batch(policy, 0, 120, rng)

@@ -129,3 +129,12 @@ def test_the_exploration_share_comes_from_the_config_or_the_environment_and_is_b
     monkeypatch.setenv("TIERFLOW_LEARNING", '{"explore_share": -1}')
     with pytest.raises(ConfigError, match=r"learning\.explore_share.*greater than or equal to 0"):
         load_settings()
+
+
+def test_with_reflect_off_the_first_policy_does_not_explore(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.runtime import default_policy
+
+    assert default_policy(load_settings()).learning.explore_share == 0.05
+    monkeypatch.setenv("TIERFLOW_REFLECT_INTERVAL_S", "0")
+    off = default_policy(load_settings())
+    assert off.learning.explore_share == 0.0 and off.learning.min_samples == 50  # the rest as set
