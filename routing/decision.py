@@ -19,7 +19,7 @@ from routing.experts import EXPERTS
 from routing.jobs import JobKind
 from routing.learning import first_tier, tier_probabilities
 from routing.policy import Policy
-from routing.states import Tier, next_tier
+from routing.states import TIER_LADDER, Tier, next_tier
 
 # Hashes job ids for exploration; "/" cannot be in an experiment's name, so it splits jobs independently.
 EXPLORATION_SALT = "tierflow/explore"
@@ -60,12 +60,16 @@ class Decision:
 
 
 def choose_tier(difficulty: float, policy: Policy) -> Tier:
-    """The cheapest tier whose difficulty bound covers the score."""
+    """The cheapest tier whose difficulty bound covers the score, on the policy's ladder: a tier
+    the ladder lacks (medium on a small-large ladder) gives the next tier up it has."""
     if difficulty <= policy.small_max_difficulty:
-        return Tier.SMALL
-    if difficulty <= policy.medium_max_difficulty:
-        return Tier.MEDIUM
-    return Tier.LARGE
+        wanted = Tier.SMALL
+    elif difficulty <= policy.medium_max_difficulty:
+        wanted = Tier.MEDIUM
+    else:
+        wanted = Tier.LARGE
+    order = TIER_LADDER.index
+    return next((tier for tier in policy.ladder if order(tier) >= order(wanted)), policy.ladder[-1])
 
 
 def decide(

@@ -90,6 +90,11 @@ class Policy(BaseModel):
     def _bounds_ordered(self) -> Policy:
         if self.small_max_difficulty > self.medium_max_difficulty:
             raise ValueError("small_max_difficulty must not exceed medium_max_difficulty")
+        if not self.ladder or list(self.ladder) != sorted(set(self.ladder), key=TIER_LADDER.index):
+            raise ValueError("ladder must name tiers once each, cheapest first")
+        outside = sorted({tier.value for tier in self.max_tier.values() if tier not in self.ladder})
+        if outside:
+            raise ValueError(f"max_tier names tiers not on the ladder: {', '.join(outside)}")
         missing = [tier.value for tier in self.ladder if not self.tier_models.get(tier)]
         if missing:
             raise ValueError(f"tiers without models: {', '.join(missing)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from routing.analysis import Analysis, analyze_rules
 from routing.constraints import DecisionContext
@@ -199,3 +200,22 @@ def test_policy_diff_walks_nested_fields_in_order() -> None:
         ("tier_latency_s.large", 12.0, 20.0),
     ]
     assert policy_diff(old, old) == []
+
+
+def test_a_two_tier_ladder_routes_the_middle_difficulties_up_and_escalates_to_its_top() -> None:
+    two = Policy(
+        tier_models={Tier.SMALL: TIERS[Tier.SMALL], Tier.LARGE: TIERS[Tier.LARGE]},
+        ladder=(Tier.SMALL, Tier.LARGE),
+        learning=LearningSettings(explore_share=0),
+    )
+    tiers = [decide(JobKind.SUPPORT, _analysis(d), two).tier for d in (0.1, 0.5, 0.9)]
+    assert tiers == [Tier.SMALL, Tier.LARGE, Tier.LARGE]  # medium's band goes to the next tier it has
+    assert decide(JobKind.SUPPORT, _analysis(0.1), two, floor=Tier.LARGE).tier is Tier.LARGE
+
+
+def test_a_ladder_out_of_order_or_a_cap_off_the_ladder_is_refused() -> None:
+    for ladder in ((Tier.LARGE, Tier.SMALL), (Tier.SMALL, Tier.SMALL), ()):
+        with pytest.raises(ValidationError, match="ladder must name tiers once each"):
+            Policy(tier_models=TIERS, ladder=ladder)
+    with pytest.raises(ValidationError, match="max_tier names tiers not on the ladder: medium"):
+        Policy(tier_models=TIERS, ladder=(Tier.SMALL, Tier.LARGE), max_tier={JobKind.SUPPORT: Tier.MEDIUM})
