@@ -8,7 +8,7 @@ small tier and the strong one for the tiers above, by exact prompt text, through
 openai SDK over loopback HTTP; the server puts each recorded text into the JSON object the
 answerer asks for, with the rules' confidence for that model's strength. One throwaway
 PostgreSQL database, Redis database 14, and `tierflow worker` processes (classify and the
-three tiers).
+two tiers: the file records two models, so the ladder is small and large).
 
 Phase 1 (learn): the first half is submitted under policy version 1 and run to the end;
 each job gets a gold label (`tierflow feedback --labels`: the reference answer as
@@ -133,7 +133,7 @@ def split(prompts: list[Prompt], seed: int, jobs: int) -> tuple[list[Prompt], li
 def settings_for(
     database_url: str, redis_url: str, base_url: str, small: str, large: str, cache: Path
 ) -> dict[str, Any]:
-    """tierflow's settings for the run: small plays the weak recorded model, medium and large the strong."""
+    """tierflow's settings for the run: a two-tier ladder, small the weak recorded model, large the strong."""
     from providers.outcomes_data import LIST_PRICES
 
     refs = {model: f"openai:{model}" for model in (small, large)}
@@ -141,7 +141,7 @@ def settings_for(
         "database_url": database_url,
         "broker_url": redis_url,
         "result_backend": redis_url,
-        "tiers": {"small": [refs[small]], "medium": [refs[large]], "large": [refs[large]]},
+        "tiers": {"small": [refs[small]], "large": [refs[large]]},
         "prices": {
             refs[m]: (LIST_PRICES[m].input_per_million, LIST_PRICES[m].output_per_million)
             for m in refs
@@ -177,7 +177,7 @@ def workers(loop: Loop, concurrency: int) -> list[WorkerProcess]:
     """classify on threads (one encoder per process) and one worker per tier, as a user starts them."""
     shapes = {
         "classify": ["--queues", "classify", "--pool", "threads"],
-        **{tier: ["--tier", tier] for tier in ("small", "medium", "large")},
+        **{tier: ["--tier", tier] for tier in ("small", "large")},
     }
     made = []
     for name, selector in shapes.items():
@@ -361,7 +361,6 @@ def run(args: argparse.Namespace, workdir: Path, deadline: float) -> dict[str, A
             "learn": len(learn),
             "use": len(use),
             "small": small,
-            "medium": large,
             "large": large,
         },
         "phase1": phase1,

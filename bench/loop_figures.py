@@ -186,7 +186,7 @@ def print_report(figures: dict[str, Any]) -> None:
     print(f"\nmachine: {m['cpus']} CPUs, Python {m['python']}, Celery {m['celery']}, {m['platform']}")
     print(
         f"data: {d['path']}: {d['prompts']} prompts, learn {d['learn']}, use {d['use']} (seed {s['seed']}); "
-        f"small = {d['small']}, medium and large = {d['large']} (replayed)"
+        f"small = {d['small']}, large = {d['large']} (replayed)"
     )
     phase1 = figures["phase1"]
     first = phase1["figures"]

@@ -25,7 +25,7 @@ from routing.errors import ConfigError
 from routing.policy import Policy
 from routing.retrieval import Hit, KnowledgeBase
 from routing.stages import SemanticGuess, SemanticStage
-from routing.states import Tier
+from routing.states import TIER_LADDER, Tier
 from store.db import make_engine, make_sessions, transaction
 from store.knowledge import read_articles, search_postgres, stored_articles
 from store.policies import active_policy, seed_policy
@@ -136,13 +136,14 @@ def build_semantic_stage(settings: Settings) -> SemanticStage:
 
 
 def default_policy(settings: Settings) -> Policy:
-    """The first policy version, from the settings. With reflect off nothing learns from what
-    exploration would show, so nothing explores."""
+    """The first policy version, from the settings: the tiers named form the ladder, cheapest
+    first. With reflect off nothing learns from what exploration would show, so nothing explores."""
     learning = settings.learning
     if not settings.reflect_interval_s:
         learning = learning.model_copy(update={"explore_share": 0.0})
     return Policy(
         tier_models={Tier(name): tuple(models) for name, models in settings.tiers.items()},
+        ladder=tuple(tier for tier in TIER_LADDER if tier.value in settings.tiers),
         learning=learning,
     )
 

@@ -105,8 +105,12 @@ class Settings(BaseSettings):
         unknown = sorted(set(value) - {tier.value for tier in Tier})
         if unknown:
             raise ValueError(f"unknown tiers: {', '.join(unknown)}")
+        if len(value) < 2:
+            raise ValueError("name at least two tiers (the ones named form the ladder, cheapest first)")
         for tier in Tier:
-            if not value.get(tier.value):
+            if tier.value not in value:
+                continue  # the ladder leaves it out
+            if not value[tier.value]:
                 raise ValueError(f"tier {tier.value} has no models")
             for ref in value[tier.value]:
                 if ":" not in ref:

@@ -9,7 +9,7 @@ import redis
 from sqlalchemy import func, select, update
 
 from routing.jobs import parse_lines
-from routing.states import JobState
+from routing.states import JobState, Tier
 from store.db import transaction
 from store.lifecycle import create_attempt, move_job
 from store.models import Attempt, ExpertResult, Job, Result, utcnow
@@ -94,6 +94,19 @@ def test_failing_small_tier_escalates_to_the_medium_queue(make_app, tmp_path):
         result = session.execute(select(Result).where(Result.job_id == "easy-1")).scalar_one()
     assert "injected failure" in failed.error
     assert (result.tier, result.verdict) == ("medium", "accept")
+
+
+def test_a_two_tier_deployment_escalates_from_small_straight_to_large(make_app, tmp_path):
+    tiers = {"small": ["fake:fake-small"], "large": ["fake:fake-large"]}
+    app, runtime = make_app(tiers=tiers, fake_failing_models=["fake:fake-small"])
+    assert runtime.policy().ladder == (Tier.SMALL, Tier.LARGE)
+    source = write_jobs(tmp_path / "easy.jsonl", [{"id": "two-1", **EASY}])
+    with running_worker(app):
+        report = submit_file(app, runtime, source)
+        wait_terminal(runtime, report.batch_id)
+    first, second = _attempts(runtime, "two-1")
+    assert (first.tier, first.queue, first.verdict) == ("small", "tier.small", "escalate")
+    assert (second.tier, second.queue, second.verdict) == ("large", "tier.large", "accept")
 
 
 def test_duplicate_deliveries_leave_one_expert_result_and_one_result(make_app, tmp_path):

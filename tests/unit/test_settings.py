@@ -80,6 +80,7 @@ def test_missing_config_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_pa
             "unknown tiers",
         ),
         ({"small": ["fake:a"], "medium": [], "large": ["fake:c"]}, "tier medium has no models"),
+        ({"large": ["fake:c"]}, "name at least two tiers"),
         ({"small": ["gpt"], "medium": ["fake:b"], "large": ["fake:c"]}, "not provider:model"),
     ],
 )
@@ -138,3 +139,12 @@ def test_with_reflect_off_the_first_policy_does_not_explore(monkeypatch: pytest.
     monkeypatch.setenv("TIERFLOW_REFLECT_INTERVAL_S", "0")
     off = default_policy(load_settings())
     assert off.learning.explore_share == 0.0 and off.learning.min_samples == 50  # the rest as set
+
+
+def test_the_tiers_named_form_the_first_policy_s_ladder() -> None:
+    from routing.states import Tier
+    from tasks.runtime import default_policy
+
+    assert default_policy(load_settings()).ladder == (Tier.SMALL, Tier.MEDIUM, Tier.LARGE)
+    two = default_policy(load_settings(tiers={"large": ["fake:c"], "small": ["fake:a"]}))
+    assert two.ladder == (Tier.SMALL, Tier.LARGE) and set(two.tier_models) == {Tier.SMALL, Tier.LARGE}
