@@ -29,10 +29,8 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -57,13 +55,13 @@ from bench.services import (  # noqa: E402
     WorkerFailed,
     WorkerProcess,
     check_alive,
-    clean_up_everything,
     conninfo,
     flush_redis,
     fresh_database,
+    run_bounded,
     running_workers,
 )
-from bench.throughput import BenchTimeout, _on_alarm, _on_terminate, machine  # noqa: E402
+from bench.throughput import machine  # noqa: E402
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -383,32 +381,19 @@ def main(argv: list[str] | None = None) -> int:
     global _quiet
     args = parse_args(argv)
     _quiet = args.json
-    signal.signal(signal.SIGALRM, _on_alarm)
-    signal.signal(signal.SIGTERM, _on_terminate)
-    started = time.monotonic()
-    signal.setitimer(signal.ITIMER_REAL, args.timeout)
-    try:
-        with tempfile.TemporaryDirectory(prefix="tierflow-loop-") as workdir:
-            figures = run(args, Path(workdir), started + args.timeout)
-    except BenchTimeout:
-        print(f"error: benchmark not finished after {args.timeout:.0f}s; torn down", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; torn down", file=sys.stderr)
-        return 130
-    except (
+    deadline = time.monotonic() + args.timeout
+    errors = (
         WorkerFailed,
         RuntimeError,
         subprocess.TimeoutExpired,
         psycopg.OperationalError,
         redis.RedisError,
-    ) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        clean_up_everything()
-    figures["wall_s"] = round(time.monotonic() - started, 1)
+    )
+    figures = run_bounded(
+        args.timeout, "tierflow-loop-", lambda workdir: run(args, workdir, deadline), errors
+    )
+    if isinstance(figures, int):
+        return figures
     if args.json:
         print(json.dumps(figures, indent=2, default=str))
     else:

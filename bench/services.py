@@ -11,11 +11,13 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psycopg
 import redis
@@ -60,6 +62,50 @@ def clean_up_everything() -> None:
     stop_workers(list(_live_workers))
     for name in list(_live_databases):
         drop_database(name)
+
+
+class BenchTimeout(BaseException):
+    """The global time limit passed. A BaseException, so that no library's `except Exception` eats it."""
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise BenchTimeout
+
+
+def _on_terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run_bounded(
+    timeout_s: float,
+    prefix: str,
+    body: Callable[[Path], dict[str, Any]],
+    expected: tuple[type[Exception], ...],
+) -> dict[str, Any] | int:
+    """`body` in a temporary folder under a global time limit: its figures (with `wall_s`), or
+    an exit status, 2 past the limit, 130 on Ctrl-C, 1 on an `expected` error (printed on one
+    line). Whatever it started is stopped and dropped either way."""
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGTERM, _on_terminate)
+    started = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
+            figures = body(Path(workdir))
+    except BenchTimeout:
+        print(f"error: benchmark not finished after {timeout_s:.0f}s; torn down", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; torn down", file=sys.stderr)
+        return 130
+    except expected as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        clean_up_everything()
+    figures["wall_s"] = round(time.monotonic() - started, 1)
+    return figures
 
 
 def flush_redis(url: str) -> None:

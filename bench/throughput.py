@@ -19,11 +19,8 @@ import argparse
 import json
 import os
 import platform
-import signal
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +33,11 @@ import psycopg  # noqa: E402
 import redis  # noqa: E402
 
 from bench.arms import ArmResult, BenchConfig, run_bare, run_tierflow, tierflow_db_upgrade  # noqa: E402
-from bench.services import WorkerFailed, clean_up_everything, flush_redis, fresh_database  # noqa: E402
+from bench.services import WorkerFailed, flush_redis, fresh_database, run_bounded  # noqa: E402
 from bench.workload import load_examples  # noqa: E402
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/12"
-
-
-class BenchTimeout(BaseException):
-    """The global time limit passed. A BaseException, so that no library's `except Exception` eats it."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -197,36 +190,12 @@ def print_usage(arms: list[dict[str, Any]]) -> None:
     print()
 
 
-def _on_alarm(signum: int, frame: Any) -> None:
-    raise BenchTimeout
-
-
-def _on_terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGALRM, _on_alarm)
-    signal.signal(signal.SIGTERM, _on_terminate)
-    started = time.monotonic()
-    signal.setitimer(signal.ITIMER_REAL, args.timeout)
-    try:
-        with tempfile.TemporaryDirectory(prefix="tierflow-bench-") as workdir:
-            figures = run(args, Path(workdir))
-    except BenchTimeout:
-        print(f"error: benchmark not finished after {args.timeout:.0f}s; torn down", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; torn down", file=sys.stderr)
-        return 130
-    except (WorkerFailed, RuntimeError, psycopg.OperationalError, redis.RedisError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        clean_up_everything()
-    figures["wall_s"] = round(time.monotonic() - started, 1)
+    errors = (WorkerFailed, RuntimeError, psycopg.OperationalError, redis.RedisError)
+    figures = run_bounded(args.timeout, "tierflow-bench-", lambda workdir: run(args, workdir), errors)
+    if isinstance(figures, int):
+        return figures
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
