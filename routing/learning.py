@@ -54,7 +54,7 @@ class LearningSettings(BaseModel):
     encoder: Literal["local", "openai"] | None = None  # the embedding the features include; None: none
     # A cheaper tier is never the first one when its P(good) is below this: it would escalate anyway.
     min_start_probability: float = Field(default=0.05, ge=0, le=1)
-    # This share of jobs scored above the cheapest tier start on it, so its outcome is seen; 0: none.
+    # This share of first attempts start where an outcome is missing (routing.decision.exploration); 0: none.
     explore_share: float = Field(default=0.05, ge=0, le=0.5)
     coach_model: str | None = Field(default=None, pattern=r"^[\w.-]+:.+$")  # "provider:model"; None: no coach
 
