@@ -82,9 +82,10 @@ _OPERATORS: dict[type[ast.operator], Callable[[float, float], float]] = {
 }
 
 
-def _number(text: str) -> float | None:
+def parse_number(text: str) -> float | None:
+    """A number written with thousands commas or a dollar sign ("$1,250.00"); None if it is none."""
     try:
-        return float(text.replace(",", "").replace("$", ""))
+        return float(text.strip().replace(",", "").replace("$", ""))
     except ValueError:
         return None
 
@@ -123,7 +124,7 @@ def checked_equations(answer: str) -> tuple[int, int, list[float]]:
     """How many shown equations could be checked, how many are wrong, and their results in order."""
     checked, wrong, results = 0, 0, []
     for match in EQUATION.finditer(CALCULATOR_NOTE.sub("", answer)):
-        actual, claimed = evaluate_arithmetic(match.group(1)), _number(match.group(2))
+        actual, claimed = evaluate_arithmetic(match.group(1)), parse_number(match.group(2))
         if actual is None or claimed is None:
             continue
         checked += 1
@@ -136,15 +137,15 @@ def calculator_mismatches(answer: str) -> int:
     """`<<a*b=c>>d` annotations whose c is not a*b, or whose d (the text after) is not c."""
     mismatches = 0
     for match in CALCULATOR.finditer(answer):
-        actual, claimed = evaluate_arithmetic(match.group(1)), _number(match.group(2))
-        shown = _number(match.group(3)) if match.group(3) else claimed
+        actual, claimed = evaluate_arithmetic(match.group(1)), parse_number(match.group(2))
+        shown = parse_number(match.group(3)) if match.group(3) else claimed
         if claimed is None or (actual is not None and not _close(claimed, actual)) or shown != claimed:
             mismatches += 1
     return mismatches
 
 
 def _numbers(text: str) -> list[float]:
-    return [value for value in (_number(token) for token in NUMBER.findall(text)) if value is not None]
+    return [value for value in (parse_number(token) for token in NUMBER.findall(text)) if value is not None]
 
 
 def final_number(answer: str) -> float | None:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from routing.answer_features import final_number, final_text
+from routing.answer_features import final_number, final_text, parse_number
 
 _SPACE = re.compile(r"\s+")
 _EDGES = " \t\n.,;:!?\"'`*()[]{}"
@@ -34,12 +34,7 @@ def _as_number(value: Any) -> float | None:
         return None
     if isinstance(value, int | float):
         return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip().replace(",", "").removeprefix("$"))
-        except ValueError:
-            return None
-    return None
+    return parse_number(value) if isinstance(value, str) else None
 
 
 def same_answer(found: Any, expected: Any) -> bool:

@@ -25,7 +25,7 @@ from routing.errors import ConfigError
 from routing.policy import Policy
 from routing.retrieval import Hit, KnowledgeBase
 from routing.stages import SemanticGuess, SemanticStage
-from routing.states import TIER_LADDER, Tier
+from routing.states import Tier
 from store.db import make_engine, make_sessions, transaction
 from store.knowledge import read_articles, search_postgres, stored_articles
 from store.policies import active_policy, seed_policy
@@ -143,7 +143,7 @@ def default_policy(settings: Settings) -> Policy:
         learning = learning.model_copy(update={"explore_share": 0.0})
     return Policy(
         tier_models={Tier(name): tuple(models) for name, models in settings.tiers.items()},
-        ladder=tuple(tier for tier in TIER_LADDER if tier.value in settings.tiers),
+        ladder=settings.ladder,
         learning=learning,
     )
 

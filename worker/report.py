@@ -16,7 +16,6 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from providers.pricing import Price, price_for, price_table
-from routing.states import TIER_LADDER
 from store import report_queries as q
 from store.db import transaction
 from store.policies import active_policy
@@ -39,8 +38,7 @@ def _large_price(session: Session, settings: Settings) -> tuple[str, Price]:
     """The top tier's first model (active policy first, then settings) and its price."""
     policy = active_policy(session)
     models = policy.tier_models.get(policy.ladder[-1]) if policy else None
-    configured = [settings.tiers[tier.value] for tier in TIER_LADDER if tier.value in settings.tiers]
-    ref = (models or configured[-1])[0]
+    ref = (models or settings.tiers[settings.ladder[-1].value])[0]
     provider, model = ref.split(":", 1)
     return ref, price_for(price_table(settings.prices), provider, model)
 

@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def ladder(self) -> tuple[Tier, ...]:
+        """The tiers the tier map names, cheapest first."""
+        return tuple(tier for tier in Tier if tier.value in self.tiers)
+
+    @property
     def resilience_redis(self) -> str | None:
         """Where breakers and rate limits live: None in a single process without Redis."""
         if self.resilience_redis_url:

@@ -78,13 +78,18 @@ def test_example_batch_flows_through_every_stage_to_one_result_per_job(make_app,
     assert sum(e.cost_usd for e in experts) > 0
 
 
-def test_failing_small_tier_escalates_to_the_medium_queue(make_app, tmp_path):
-    app, runtime = make_app(fake_failing_models=["fake:fake-small"])
-    source = write_jobs(tmp_path / "easy.jsonl", [{"id": "easy-1", **EASY}])
+def _failing_small(make_app, tmp_path, job_id, **settings):
+    """An easy job run to the end with the small tier's model failing: the runtime and its attempts."""
+    app, runtime = make_app(fake_failing_models=["fake:fake-small"], **settings)
+    source = write_jobs(tmp_path / "easy.jsonl", [{"id": job_id, **EASY}])
     with running_worker(app):
         report = submit_file(app, runtime, source)
         wait_terminal(runtime, report.batch_id)
-    first, second = _attempts(runtime, "easy-1")
+    return runtime, _attempts(runtime, job_id)
+
+
+def test_failing_small_tier_escalates_to_the_medium_queue(make_app, tmp_path):
+    runtime, (first, second) = _failing_small(make_app, tmp_path, "easy-1")
     assert (first.tier, first.queue, first.verdict) == ("small", "tier.small", "escalate")
     assert (second.tier, second.queue, second.verdict) == ("medium", "tier.medium", "accept")
     with transaction(runtime.sessions) as session:
@@ -98,13 +103,8 @@ def test_failing_small_tier_escalates_to_the_medium_queue(make_app, tmp_path):
 
 def test_a_two_tier_deployment_escalates_from_small_straight_to_large(make_app, tmp_path):
     tiers = {"small": ["fake:fake-small"], "large": ["fake:fake-large"]}
-    app, runtime = make_app(tiers=tiers, fake_failing_models=["fake:fake-small"])
+    runtime, (first, second) = _failing_small(make_app, tmp_path, "two-1", tiers=tiers)
     assert runtime.policy().ladder == (Tier.SMALL, Tier.LARGE)
-    source = write_jobs(tmp_path / "easy.jsonl", [{"id": "two-1", **EASY}])
-    with running_worker(app):
-        report = submit_file(app, runtime, source)
-        wait_terminal(runtime, report.batch_id)
-    first, second = _attempts(runtime, "two-1")
     assert (first.tier, first.queue, first.verdict) == ("small", "tier.small", "escalate")
     assert (second.tier, second.queue, second.verdict) == ("large", "tier.large", "accept")
 
