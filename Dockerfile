@@ -42,9 +42,10 @@ COPY providers ./providers
 COPY store ./store
 COPY tasks ./tasks
 COPY worker ./worker
+COPY tierflow ./tierflow
 COPY examples ./examples
 RUN pip install --no-deps . \
-    && python -c "import worker.cli"
+    && python -c "import tierflow.worker.cli"
 
 USER tierflow
 WORKDIR /home/tierflow

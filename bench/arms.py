@@ -168,7 +168,7 @@ def tierflow_db_upgrade(config: BenchConfig) -> None:
 
 def tierflow_batch(app: Any, runtime: Any, path: Path, jobs: list[dict[str, Any]]) -> Batch:
     """Submitting `jobs` from a JSONL file through tierflow's own submit path."""
-    from tasks.submission import submit_file
+    from tierflow.tasks.submission import submit_file
 
     write_jsonl(path, jobs)
 
@@ -182,9 +182,9 @@ def tierflow_batch(app: Any, runtime: Any, path: Path, jobs: list[dict[str, Any]
 
 
 def run_tierflow(config: BenchConfig, examples: list[dict[str, Any]], count: int, tag: str) -> ArmResult:
-    from tasks.runtime import runtime_for
-    from worker.app import create_app
-    from worker.settings import load_settings
+    from tierflow.tasks.runtime import runtime_for
+    from tierflow.worker.app import create_app
+    from tierflow.worker.settings import load_settings
 
     flush_redis(config.redis_url)
     settings = load_settings(

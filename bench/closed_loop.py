@@ -94,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def read_prompts(path: Path) -> tuple[list[Prompt], str, str]:
     """Every record with both tier models' responses, and (small, large): the weaker model is small."""
-    from providers.outcomes_data import choose_tiers, read_recorded
+    from tierflow.providers.outcomes_data import choose_tiers, read_recorded
 
     records = read_recorded(path)
     tiers = choose_tiers(records, records)
@@ -132,7 +132,7 @@ def settings_for(
     database_url: str, redis_url: str, base_url: str, small: str, large: str, cache: Path
 ) -> dict[str, Any]:
     """tierflow's settings for the run: a two-tier ladder, small the weak recorded model, large the strong."""
-    from providers.outcomes_data import LIST_PRICES
+    from tierflow.providers.outcomes_data import LIST_PRICES
 
     refs = {model: f"openai:{model}" for model in (small, large)}
     return {
@@ -206,7 +206,7 @@ def cli(loop: Loop, *arguments: str) -> str:
 
 def submit(loop: Loop, app: Any, runtime: Any, prompts: list[Prompt], tag: str) -> str:
     """Prompt jobs `<tag>-<key>` through tierflow's submit path; the batch id."""
-    from tasks.submission import submit_file
+    from tierflow.tasks.submission import submit_file
 
     path = loop.workdir / f"{tag}.jsonl"
     jobs = [{"id": f"{tag}-{p.key}", "kind": "prompt", "payload": {"prompt": p.text}} for p in prompts]
@@ -311,11 +311,11 @@ def use_phase(
 
 
 def run(args: argparse.Namespace, workdir: Path, deadline: float) -> dict[str, Any]:
-    from providers.outcomes_data import LIST_PRICES
-    from providers.server import ProviderServer
-    from tasks.runtime import runtime_for
-    from worker.app import create_app
-    from worker.settings import load_settings
+    from tierflow.providers.outcomes_data import LIST_PRICES
+    from tierflow.providers.server import ProviderServer
+    from tierflow.tasks.runtime import runtime_for
+    from tierflow.worker.app import create_app
+    from tierflow.worker.settings import load_settings
 
     prompts, small, large = read_prompts(args.data)
     missing = [model for model in (small, large) if model not in LIST_PRICES]

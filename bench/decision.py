@@ -16,11 +16,11 @@ import statistics
 import time
 from pathlib import Path
 
-from routing.constraints import DecisionContext
-from routing.decision import decide
-from routing.jobs import parse_lines
-from routing.policy import Policy
-from routing.stages import analyze
+from tierflow.routing.constraints import DecisionContext
+from tierflow.routing.decision import decide
+from tierflow.routing.jobs import parse_lines
+from tierflow.routing.policy import Policy
+from tierflow.routing.stages import analyze
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

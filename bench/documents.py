@@ -21,8 +21,8 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from routing.documents import decide_document, extract_fields  # noqa: E402
-from worker.cli_eval_documents import documents_table, evaluate_documents, read_documents  # noqa: E402
+from tierflow.routing.documents import decide_document, extract_fields  # noqa: E402
+from tierflow.worker.cli_eval_documents import documents_table, evaluate_documents, read_documents  # noqa: E402
 
 DEFAULT_GLOB = "sroie/*.jsonl"
 

@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from routing.analysis import Analysis
-from routing.constraints import DecisionContext
-from routing.decision import decide
-from routing.jobs import JobKind
-from routing.learning import LearnedRouting
-from routing.policy import Policy
-from routing.scorers import fit_scorer
-from routing.states import Tier
+from tierflow.routing.analysis import Analysis
+from tierflow.routing.constraints import DecisionContext
+from tierflow.routing.decision import decide
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.learning import LearnedRouting
+from tierflow.routing.policy import Policy
+from tierflow.routing.scorers import fit_scorer
+from tierflow.routing.states import Tier
 
 EASY = Analysis("general", "general", 0.1, 0.0, False, 0.9, "rules")
 

@@ -145,11 +145,11 @@ def phase_figures(loop: Loop, prompts: list[Prompt], tag: str, seconds: float) -
 def references(loop: Loop, prompts: list[Prompt]) -> dict[str, Any]:
     """Always-small and always-large on these prompts: accuracy as recorded; cost from the file (prompt
     in, response out, list prices) and as served here (system prompt and JSON envelope included)."""
-    from providers.outcomes_data import LIST_PRICES
-    from providers.server.answers import default_strength, in_envelope
-    from providers.tokens import count_tokens
-    from routing.experts import expert_for
-    from routing.jobs import JobKind
+    from tierflow.providers.outcomes_data import LIST_PRICES
+    from tierflow.providers.server.answers import default_strength, in_envelope
+    from tierflow.providers.tokens import count_tokens
+    from tierflow.routing.experts import expert_for
+    from tierflow.routing.jobs import JobKind
 
     answerer = expert_for(JobKind.PROMPT, "answerer").prompt
     assert answerer is not None

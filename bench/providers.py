@@ -41,9 +41,9 @@ if str(ROOT) not in sys.path:
 import openai  # noqa: E402
 
 from bench.providers_load import HOST, ArmResult, ServerProcess, run_arm  # noqa: E402
-from providers.base import CompletionRequest  # noqa: E402
-from providers.openai import OpenAIProvider  # noqa: E402
-from providers.pricing import Price  # noqa: E402
+from tierflow.providers.base import CompletionRequest  # noqa: E402
+from tierflow.providers.openai import OpenAIProvider  # noqa: E402
+from tierflow.providers.pricing import Price  # noqa: E402
 
 MODEL = "gpt-4o-mini"
 SYSTEM = "You answer questions.\nTask: answer"

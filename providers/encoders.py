@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from providers.server.embeddings import DIMENSIONS, MINILM, SentenceEncoder, load_minilm
+from tierflow.providers.server.embeddings import DIMENSIONS, MINILM, SentenceEncoder, load_minilm
 
 Matrix = npt.NDArray[np.float32]
 OPENAI_MAX_INPUTS = 2048  # OpenAI's limit on the inputs of one embeddings request

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Mapping
 
-from routing.errors import (
+from tierflow.routing.errors import (
     ProviderError,
     ProviderRateLimited,
     ProviderRejected,

@@ -10,10 +10,10 @@ import time
 import uuid
 from collections.abc import Collection, Mapping
 
-from providers import rules
-from providers.base import Completion, CompletionRequest
-from providers.pricing import Price, price_for
-from routing.errors import ProviderRejected, ProviderUnavailable
+from tierflow.providers import rules
+from tierflow.providers.base import Completion, CompletionRequest
+from tierflow.providers.pricing import Price, price_for
+from tierflow.routing.errors import ProviderRejected, ProviderUnavailable
 
 STRENGTH = {"fake-small": 0.55, "fake-medium": 0.8, "fake-large": 0.97}
 LATENCY_S = {"fake-small": 0.02, "fake-medium": 0.06, "fake-large": 0.15}

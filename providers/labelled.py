@@ -12,9 +12,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from providers.encoders import Encoder
-from routing.errors import InputError
-from routing.semantic import SemanticConfig, SemanticRoutes
+from tierflow.providers.encoders import Encoder
+from tierflow.routing.errors import InputError
+from tierflow.routing.semantic import SemanticConfig, SemanticRoutes
 
 OUT_OF_SCOPE = "oos"
 

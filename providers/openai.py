@@ -17,10 +17,10 @@ import openai
 from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 
-from providers.base import Completion, CompletionRequest, json_object, string_id
-from providers.failures import MALFORMED, error_for_status, redact
-from providers.pricing import Price, price_for
-from routing.errors import (
+from tierflow.providers.base import Completion, CompletionRequest, json_object, string_id
+from tierflow.providers.failures import MALFORMED, error_for_status, redact
+from tierflow.providers.pricing import Price, price_for
+from tierflow.routing.errors import (
     ProviderError,
     ProviderRejected,
     ProviderTimeout,

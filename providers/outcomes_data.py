@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from providers.pricing import Price
-from providers.tokens import count_tokens
-from routing.errors import InputError
-from routing.metrics import PromptOutcomes
+from tierflow.providers.pricing import Price
+from tierflow.providers.tokens import count_tokens
+from tierflow.routing.errors import InputError
+from tierflow.routing.metrics import PromptOutcomes
 
 # USD per million input / output tokens, the public list prices of ../shared/data/README.md.
 LIST_PRICES: dict[str, Price] = {

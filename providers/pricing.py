@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from routing.errors import ConfigError
+from tierflow.routing.errors import ConfigError
 
 
 @dataclass(frozen=True)

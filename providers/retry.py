@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from routing.errors import (
+from tierflow.routing.errors import (
     ConfigError,
     ProviderError,
     ProviderRateLimited,

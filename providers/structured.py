@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
-from providers.base import Completion, CompletionRequest
-from routing.errors import ProviderRejected
+from tierflow.providers.base import Completion, CompletionRequest
+from tierflow.routing.errors import ProviderRejected
 
 T = TypeVar("T")
 

@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from routing.documents import decide_document, extract_fields
-from routing.jobs import JobKind
-from routing.rules import RoutingRule, approximate_tokens, first_match
+from tierflow.routing.documents import decide_document, extract_fields
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.rules import RoutingRule, approximate_tokens, first_match
 
 HARD_MARKERS = re.compile(
     r"\b(intermittent|integration|api|webhook|regulation|gdpr|chargeback|dispute|reconcile|"

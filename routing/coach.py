@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from routing.experts import ExpertAnswer, Prompt
-from routing.policy import Policy
+from tierflow.routing.experts import ExpertAnswer, Prompt
+from tierflow.routing.policy import Policy
 
 # The numbers the coach may move, and the range each must stay in.
 COACH_FIELDS: dict[str, tuple[float, float]] = {

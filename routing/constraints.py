@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from routing.jobs import JobKind
-from routing.policy import Policy
-from routing.states import Tier
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.policy import Policy
+from tierflow.routing.states import Tier
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,14 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
-from routing.analysis import Analysis
-from routing.constraints import DecisionContext, attempt_cost, misfit, usable_models
-from routing.experiments import ExperimentMode, bucket, in_treatment
-from routing.experts import EXPERTS
-from routing.jobs import JobKind
-from routing.learning import first_tier, tier_probabilities
-from routing.policy import Policy
-from routing.states import TIER_LADDER, Tier, next_tier
+from tierflow.routing.analysis import Analysis
+from tierflow.routing.constraints import DecisionContext, attempt_cost, misfit, usable_models
+from tierflow.routing.experiments import ExperimentMode, bucket, in_treatment
+from tierflow.routing.experts import EXPERTS
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.learning import first_tier, tier_probabilities
+from tierflow.routing.policy import Policy
+from tierflow.routing.states import TIER_LADDER, Tier, next_tier
 
 # Hashes job ids for exploration; "/" cannot be in an experiment's name, so it splits jobs independently.
 EXPLORATION_SALT = "tierflow/explore"

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from routing.document_fields import Amount, amounts_in
+from tierflow.routing.document_fields import Amount, amounts_in
 
 CENT = Decimal("0.01")
 MAX_ROUNDING = Decimal("0.10")

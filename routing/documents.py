@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 
-from routing.document_fields import (
+from tierflow.routing.document_fields import (
     amounts_in,
     balanced,
     company_name,
@@ -33,7 +33,7 @@ from routing.document_fields import (
     text_lines,
     trade_name,
 )
-from routing.document_models import (
+from tierflow.routing.document_models import (
     Disagreement,
     DocumentDecision,
     Evidence,
@@ -42,7 +42,7 @@ from routing.document_models import (
     LineItem,
     ValidationIssue,
 )
-from routing.document_totals import (
+from tierflow.routing.document_totals import (
     choose_total,
     conflicting_totals,
     find_totals,

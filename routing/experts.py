@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from routing.analysis import RISK_MARKERS, job_text
-from routing.documents import decide_document, extract_fields
-from routing.jobs import JobKind
-from routing.policy import Policy
+from tierflow.routing.analysis import RISK_MARKERS, job_text
+from tierflow.routing.documents import decide_document, extract_fields
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.policy import Policy
 
 
 class ExpertAnswer(BaseModel):

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from routing.answer_features import final_number, final_text, parse_number
+from tierflow.routing.answer_features import final_number, final_text, parse_number
 
 _SPACE = re.compile(r"\s+")
 _EDGES = " \t\n.,;:!?\"'`*()[]{}"

@@ -20,8 +20,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from routing.scorers import CHEAP_FEATURES, LogisticScorer, Vector
-from routing.states import Tier
+from tierflow.routing.scorers import CHEAP_FEATURES, LogisticScorer, Vector
+from tierflow.routing.states import Tier
 
 
 class TargetKind(str, Enum):

@@ -42,7 +42,7 @@ from enum import Enum
 import numpy as np
 from numpy.typing import NDArray
 
-from routing.scorers import LogisticScorer, Matrix, Vector, fit_scorer
+from tierflow.routing.scorers import LogisticScorer, Matrix, Vector, fit_scorer
 
 PRE_WEIGHT_IN_COMBINED = 0.5
 # Ridge penalty on standardised columns; CV R^2 of log output tokens 0.30 (pre), 0.45 (cascade).

@@ -19,17 +19,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from routing.analysis import Analysis
-from routing.constraints import DecisionContext
-from routing.decision import decide
-from routing.experts import ExpertOutcome
-from routing.jobs import JobKind
-from routing.learning import LearningSettings, cascade_gain
-from routing.policy import Policy
-from routing.reflect import OutcomeRow, calibrate_kind, reflect
-from routing.scorers import Vector
-from routing.states import Tier
-from routing.verdict import VerdictAction, judge
+from tierflow.routing.analysis import Analysis
+from tierflow.routing.constraints import DecisionContext
+from tierflow.routing.decision import decide
+from tierflow.routing.experts import ExpertOutcome
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.learning import LearningSettings, cascade_gain
+from tierflow.routing.policy import Policy
+from tierflow.routing.reflect import OutcomeRow, calibrate_kind, reflect
+from tierflow.routing.scorers import Vector
+from tierflow.routing.states import Tier
+from tierflow.routing.verdict import VerdictAction, judge
 
 LADDER = (Tier.SMALL, Tier.LARGE)
 NEUTRAL = Analysis("general", "general", 0.0, 0.0, False, 1.0, "recorded")

@@ -9,11 +9,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from routing.experiments import Experiment
-from routing.jobs import JobKind
-from routing.learning import LearnedRouting, LearningSettings
-from routing.rules import RoutingRule
-from routing.states import TIER_LADDER, Tier
+from tierflow.routing.experiments import Experiment
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.learning import LearnedRouting, LearningSettings
+from tierflow.routing.rules import RoutingRule
+from tierflow.routing.states import TIER_LADDER, Tier
 
 DEFAULT_EXPERTS: dict[JobKind, tuple[str, ...]] = {
     JobKind.SUPPORT: ("drafter", "policy_check", "retriever"),

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from routing.jobs import JobKind
-from routing.learning import LearnedRouting, LearningSettings, calibrate, cascade_features
-from routing.policy import Policy
-from routing.scorers import L2_GRID, LogisticScorer, Vector, constant_scorer, fit_scorer
-from routing.states import Tier
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.learning import LearnedRouting, LearningSettings, calibrate, cascade_features
+from tierflow.routing.policy import Policy
+from tierflow.routing.scorers import L2_GRID, LogisticScorer, Vector, constant_scorer, fit_scorer
+from tierflow.routing.states import Tier
 
 # One-sided 95%: a drop in success smaller than this many standard errors is within chance.
 ROLLBACK_Z = 1.645

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from routing.jobs import JobKind
+from tierflow.routing.jobs import JobKind
 
 
 class RoutingRule(BaseModel):

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
-from routing.jobs import JobKind
+from tierflow.routing.jobs import JobKind
 
 Vector = NDArray[np.float64]
 Matrix = NDArray[np.float64]

@@ -11,11 +11,11 @@ from dataclasses import dataclass, replace
 
 from pydantic import Field
 
-from routing.analysis import INTENTS, Analysis, analyze_rules, job_text
-from routing.errors import TierflowError
-from routing.experts import ExpertAnswer, Prompt, UnparseableOutput, parse_answer
-from routing.jobs import JobKind
-from routing.policy import Policy
+from tierflow.routing.analysis import INTENTS, Analysis, analyze_rules, job_text
+from tierflow.routing.errors import TierflowError
+from tierflow.routing.experts import ExpertAnswer, Prompt, UnparseableOutput, parse_answer
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.policy import Policy
 
 BUILTIN_INTENTS = (*(name for name, _ in INTENTS), "general", *(kind.value for kind in JobKind))
 

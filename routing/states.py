@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from routing.errors import InvalidTransition
+from tierflow.routing.errors import InvalidTransition
 
 
 class JobState(str, Enum):

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from routing.documents import fields_agree, validate_fields
-from routing.experts import ExpertOutcome
-from routing.jobs import JobKind
-from routing.policy import Policy
-from routing.states import Tier, next_tier
+from tierflow.routing.documents import fields_agree, validate_fields
+from tierflow.routing.experts import ExpertOutcome
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.policy import Policy
+from tierflow.routing.states import Tier, next_tier
 
 
 class VerdictAction(str, Enum):

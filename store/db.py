@@ -12,7 +12,7 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from routing.errors import ServiceUnavailable
+from tierflow.routing.errors import ServiceUnavailable
 
 
 def redact(url: str) -> str:

@@ -11,12 +11,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from routing.errors import InputError
-from routing.gold import matches_expected
-from routing.states import JobState
-from store.db import insert_ignore
-from store.lifecycle import move_job
-from store.models import Attempt, Feedback, Job, Result
+from tierflow.routing.errors import InputError
+from tierflow.routing.gold import matches_expected
+from tierflow.routing.states import JobState
+from tierflow.store.db import insert_ignore
+from tierflow.store.lifecycle import move_job
+from tierflow.store.models import Attempt, Feedback, Job, Result
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from routing.errors import InputError
-from routing.retrieval import Article, Hit, snippet, tokens
-from store.db import insert_stmt
-from store.models import KnowledgeArticle
+from tierflow.routing.errors import InputError
+from tierflow.routing.retrieval import Article, Hit, snippet, tokens
+from tierflow.store.db import insert_stmt
+from tierflow.store.models import KnowledgeArticle
 
 
 def read_articles(folder: Path) -> list[Article]:

@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from routing.analysis import Analysis
-from routing.states import JobState, sources_of
-from store.db import insert_ignore, insert_stmt
-from store.models import Attempt, ExpertResult, Feedback, Job, Result, utcnow
+from tierflow.routing.analysis import Analysis
+from tierflow.routing.states import JobState, sources_of
+from tierflow.store.db import insert_ignore, insert_stmt
+from tierflow.store.models import Attempt, ExpertResult, Feedback, Job, Result, utcnow
 
 
 @dataclass(frozen=True)

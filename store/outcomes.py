@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store.models import Attempt, ExpertResult, Feedback, Job
+from tierflow.store.models import Attempt, ExpertResult, Feedback, Job
 
 JUDGED = ("accept", "escalate", "needs_review", "fail")
 ExpertRow = tuple[dict[str, Any] | None, float | None, str | None]  # output, confidence, error

@@ -7,10 +7,10 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from routing.errors import InputError
-from routing.policy import Policy
-from store.db import insert_ignore
-from store.models import PolicyVersion
+from tierflow.routing.errors import InputError
+from tierflow.routing.policy import Policy
+from tierflow.store.db import insert_ignore
+from tierflow.store.models import PolicyVersion
 
 PUBLISH_LOCK = 0x7469_6572  # any fixed number: the advisory lock of policy publishing
 

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, and_, func, select, true
 from sqlalchemy.orm import Session
 
-from routing.errors import InputError
-from routing.states import TERMINAL_STATES, JobState, Tier
-from store.models import Attempt, Batch, ExpertResult, Job, PolicyVersion, Result
+from tierflow.routing.errors import InputError
+from tierflow.routing.states import TERMINAL_STATES, JobState, Tier
+from tierflow.store.models import Attempt, Batch, ExpertResult, Job, PolicyVersion, Result
 
 if TYPE_CHECKING:
-    from providers.pricing import Price
+    from tierflow.providers.pricing import Price
 
 REPORT_SOURCE = "tierflow report"
 TERMINAL = frozenset(state.value for state in TERMINAL_STATES)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from store.models import Attempt, Batch, ExpertResult, Job, Result
+from tierflow.store.models import Attempt, Batch, ExpertResult, Job, Result
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-import migrations
+from tierflow import migrations
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -9,10 +9,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from routing.jobs import LineIssue, ParsedJob
-from routing.states import JobState
-from store.db import insert_ignore, transaction
-from store.models import Batch, Job
+from tierflow.routing.jobs import LineIssue, ParsedJob
+from tierflow.routing.states import JobState
+from tierflow.store.db import insert_ignore, transaction
+from tierflow.store.models import Batch, Job
 
 
 @dataclass

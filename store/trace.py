@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store.models import Attempt, ExpertResult, Feedback, Job, Result
+from tierflow.store.models import Attempt, ExpertResult, Feedback, Job, Result
 
 
 def _iso(value: Any) -> str | None:

@@ -13,15 +13,15 @@ from typing import Any
 
 from celery import current_app, shared_task
 
-from routing.analysis import Analysis, analyze_rules
-from routing.decision import Strategy, decide
-from routing.experts import EXPERTS, ExpertOutcome
-from routing.jobs import JobKind
-from routing.policy import Policy
-from routing.states import JobState, Tier
-from routing.verdict import Verdict, VerdictAction, judge
-from store.db import transaction
-from store.lifecycle import (
+from tierflow.routing.analysis import Analysis, analyze_rules
+from tierflow.routing.decision import Strategy, decide
+from tierflow.routing.experts import EXPERTS, ExpertOutcome
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.policy import Policy
+from tierflow.routing.states import JobState, Tier
+from tierflow.routing.verdict import Verdict, VerdictAction, judge
+from tierflow.store.db import transaction
+from tierflow.store.lifecycle import (
     JobView,
     claim_attempt,
     create_attempt,
@@ -33,10 +33,10 @@ from store.lifecycle import (
     write_feedback,
     write_result,
 )
-from tasks.context import decision_context
-from tasks.dispatch import send_attempt
-from tasks.features import attempt_cascade_gain
-from tasks.runtime import Runtime, runtime_for
+from tierflow.tasks.context import decision_context
+from tierflow.tasks.dispatch import send_attempt
+from tierflow.tasks.features import attempt_cascade_gain
+from tierflow.tasks.runtime import Runtime, runtime_for
 
 log = logging.getLogger(__name__)
 

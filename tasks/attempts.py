@@ -7,10 +7,10 @@ from typing import Any
 
 from celery import chord, group, shared_task
 
-from routing.states import JobState
-from store.db import transaction
-from store.lifecycle import load_attempt, move_job, start_attempt, touch_job
-from tasks.runtime import runtime_for
+from tierflow.routing.states import JobState
+from tierflow.store.db import transaction
+from tierflow.store.lifecycle import load_attempt, move_job, start_attempt, touch_job
+from tierflow.tasks.runtime import runtime_for
 
 log = logging.getLogger(__name__)
 

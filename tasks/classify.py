@@ -13,15 +13,15 @@ from typing import Any
 
 from celery import shared_task
 
-from providers.tokens import count_tokens
-from routing.analysis import Analysis, job_text
-from routing.decision import Strategy, decide
-from routing.experts import Prompt
-from routing.jobs import JobKind
-from routing.stages import LLMStage, analyze
-from routing.states import JobState
-from store.db import transaction
-from store.lifecycle import (
+from tierflow.providers.tokens import count_tokens
+from tierflow.routing.analysis import Analysis, job_text
+from tierflow.routing.decision import Strategy, decide
+from tierflow.routing.experts import Prompt
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.stages import LLMStage, analyze
+from tierflow.routing.states import JobState
+from tierflow.store.db import transaction
+from tierflow.store.lifecycle import (
     JobView,
     cached_analysis,
     create_attempt,
@@ -30,12 +30,12 @@ from store.lifecycle import (
     move_job,
     upsert_expert_result,
 )
-from tasks.aggregate import hold_for_review
-from tasks.context import decision_context
-from tasks.dispatch import send_attempt
-from tasks.experts import call_tier, request_for, spend
-from tasks.features import job_features
-from tasks.runtime import Runtime, runtime_for
+from tierflow.tasks.aggregate import hold_for_review
+from tierflow.tasks.context import decision_context
+from tierflow.tasks.dispatch import send_attempt
+from tierflow.tasks.experts import call_tier, request_for, spend
+from tierflow.tasks.features import job_features
+from tierflow.tasks.runtime import Runtime, runtime_for
 
 log = logging.getLogger(__name__)
 

@@ -13,17 +13,17 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from providers.structured import complete_structured
-from routing.analysis import job_text
-from routing.coach import CoachProposal, Failure, coach_prompt, coached, review_proposal
-from routing.errors import ProviderError
-from routing.experts import parse_answer
-from routing.jobs import JobKind
-from routing.policy import Policy
-from routing.reflect import Reflection
-from store.outcomes import JudgedAttempt
-from tasks.experts import call_tier, request_for
-from tasks.runtime import Runtime
+from tierflow.providers.structured import complete_structured
+from tierflow.routing.analysis import job_text
+from tierflow.routing.coach import CoachProposal, Failure, coach_prompt, coached, review_proposal
+from tierflow.routing.errors import ProviderError
+from tierflow.routing.experts import parse_answer
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.policy import Policy
+from tierflow.routing.reflect import Reflection
+from tierflow.store.outcomes import JudgedAttempt
+from tierflow.tasks.experts import call_tier, request_for
+from tierflow.tasks.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

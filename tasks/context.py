@@ -8,15 +8,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from providers.pricing import price_table
-from providers.tokens import count_tokens
-from routing.analysis import job_text
-from routing.constraints import DecisionContext
-from routing.jobs import JobKind
-from routing.policy import Policy
-from store.lifecycle import JobView
-from store.models import ExpertResult, utcnow
-from tasks.runtime import Runtime
+from tierflow.providers.pricing import price_table
+from tierflow.providers.tokens import count_tokens
+from tierflow.routing.analysis import job_text
+from tierflow.routing.constraints import DecisionContext
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.policy import Policy
+from tierflow.store.lifecycle import JobView
+from tierflow.store.models import ExpertResult, utcnow
+from tierflow.tasks.runtime import Runtime
 
 
 def unavailable_models(runtime: Runtime, policy: Policy) -> frozenset[str]:

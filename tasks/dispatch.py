@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.app import CLASSIFY_QUEUE
+from tierflow.worker.app import CLASSIFY_QUEUE
 
 
 def send_classify(app: Any, job_id: str) -> None:

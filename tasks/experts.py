@@ -14,15 +14,15 @@ from typing import Any
 
 from celery import shared_task
 
-from providers.base import Completion, CompletionRequest
-from providers.structured import complete_structured
-from routing.analysis import job_text
-from routing.errors import ProviderError, ProviderRateLimited
-from routing.experts import Expert, ExpertOutput, Prompt, expert_for, parse_answer
-from routing.jobs import JobKind
-from store.db import transaction
-from store.lifecycle import JobView, has_expert_result, load_attempt, load_job, upsert_expert_result
-from tasks.runtime import Runtime, runtime_for
+from tierflow.providers.base import Completion, CompletionRequest
+from tierflow.providers.structured import complete_structured
+from tierflow.routing.analysis import job_text
+from tierflow.routing.errors import ProviderError, ProviderRateLimited
+from tierflow.routing.experts import Expert, ExpertOutput, Prompt, expert_for, parse_answer
+from tierflow.routing.jobs import JobKind
+from tierflow.store.db import transaction
+from tierflow.store.lifecycle import JobView, has_expert_result, load_attempt, load_job, upsert_expert_result
+from tierflow.tasks.runtime import Runtime, runtime_for
 
 log = logging.getLogger(__name__)
 

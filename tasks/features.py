@@ -15,18 +15,18 @@ import logging
 
 import numpy as np
 
-from routing.analysis import job_text
-from routing.answer_features import answer_features
-from routing.experts import EXPERTS, ExpertOutcome
-from routing.jobs import JobKind
-from routing.learning import LearnedRouting, cascade_gain
-from routing.policy import Policy
-from routing.reflect import OutcomeRow
-from routing.scorers import Matrix, Vector, prompt_features
-from routing.states import Tier
-from routing.verdict import answer_text
-from store.outcomes import JudgedAttempt
-from tasks.runtime import Runtime
+from tierflow.routing.analysis import job_text
+from tierflow.routing.answer_features import answer_features
+from tierflow.routing.experts import EXPERTS, ExpertOutcome
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.learning import LearnedRouting, cascade_gain
+from tierflow.routing.policy import Policy
+from tierflow.routing.reflect import OutcomeRow
+from tierflow.routing.scorers import Matrix, Vector, prompt_features
+from tierflow.routing.states import Tier
+from tierflow.routing.verdict import answer_text
+from tierflow.store.outcomes import JudgedAttempt
+from tierflow.tasks.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

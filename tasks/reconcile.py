@@ -15,13 +15,13 @@ from typing import Any
 
 from celery import shared_task
 
-from routing.states import JobState
-from store.db import transaction
-from store.lifecycle import move_job, stale_jobs, write_result
-from store.models import utcnow
-from tasks.dispatch import queue_lengths, send_attempt, send_classify
-from tasks.runtime import Runtime, runtime_for
-from worker.app import ALL_QUEUES, CLASSIFY_QUEUE
+from tierflow.routing.states import JobState
+from tierflow.store.db import transaction
+from tierflow.store.lifecycle import move_job, stale_jobs, write_result
+from tierflow.store.models import utcnow
+from tierflow.tasks.dispatch import queue_lengths, send_attempt, send_classify
+from tierflow.tasks.runtime import Runtime, runtime_for
+from tierflow.worker.app import ALL_QUEUES, CLASSIFY_QUEUE
 
 log = logging.getLogger(__name__)
 

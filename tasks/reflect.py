@@ -15,14 +15,20 @@ from typing import Any
 
 from celery import shared_task
 
-from routing.policy import Policy
-from routing.reflect import Reflection, reflect
-from store.db import transaction
-from store.outcomes import judged_attempts
-from store.policies import active_version, lock_publishing, publish_policy, rollback_policy, seed_policy
-from tasks.coaching import coach_reflection
-from tasks.features import outcome_rows
-from tasks.runtime import Runtime, default_policy, runtime_for
+from tierflow.routing.policy import Policy
+from tierflow.routing.reflect import Reflection, reflect
+from tierflow.store.db import transaction
+from tierflow.store.outcomes import judged_attempts
+from tierflow.store.policies import (
+    active_version,
+    lock_publishing,
+    publish_policy,
+    rollback_policy,
+    seed_policy,
+)
+from tierflow.tasks.coaching import coach_reflection
+from tierflow.tasks.features import outcome_rows
+from tierflow.tasks.runtime import Runtime, default_policy, runtime_for
 
 log = logging.getLogger(__name__)
 

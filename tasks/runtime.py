@@ -14,25 +14,25 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from providers.base import ModelRef, Provider
-from providers.fake import FakeProvider
-from providers.pricing import Price, price_table
-from providers.resilience.breaker import Breakers
-from providers.resilience.ratelimit import RateLimits
-from providers.resilience.tier import TierCaller
-from providers.retry import RetryPolicy
-from routing.errors import ConfigError
-from routing.policy import Policy
-from routing.retrieval import Hit, KnowledgeBase
-from routing.stages import SemanticGuess, SemanticStage
-from routing.states import Tier
-from store.db import make_engine, make_sessions, transaction
-from store.knowledge import read_articles, search_postgres, stored_articles
-from store.policies import active_policy, seed_policy
-from worker.settings import Settings
+from tierflow.providers.base import ModelRef, Provider
+from tierflow.providers.fake import FakeProvider
+from tierflow.providers.pricing import Price, price_table
+from tierflow.providers.resilience.breaker import Breakers
+from tierflow.providers.resilience.ratelimit import RateLimits
+from tierflow.providers.resilience.tier import TierCaller
+from tierflow.providers.retry import RetryPolicy
+from tierflow.routing.errors import ConfigError
+from tierflow.routing.policy import Policy
+from tierflow.routing.retrieval import Hit, KnowledgeBase
+from tierflow.routing.stages import SemanticGuess, SemanticStage
+from tierflow.routing.states import Tier
+from tierflow.store.db import make_engine, make_sessions, transaction
+from tierflow.store.knowledge import read_articles, search_postgres, stored_articles
+from tierflow.store.policies import active_policy, seed_policy
+from tierflow.worker.settings import Settings
 
 if TYPE_CHECKING:
-    from providers.encoders import CachedEncoder, Encoder
+    from tierflow.providers.encoders import CachedEncoder, Encoder
 
 
 @dataclass
@@ -107,7 +107,7 @@ class Runtime:
 
 def build_encoder(settings: Settings, name: str) -> CachedEncoder:
     """all-MiniLM-L6-v2 on the CPU ("local") or the OpenAI embeddings API ("openai"), cached on disk."""
-    from providers.encoders import CachedEncoder, LocalMiniLM, OpenAIEmbeddings
+    from tierflow.providers.encoders import CachedEncoder, LocalMiniLM, OpenAIEmbeddings
 
     inner: Encoder
     if name == "openai":
@@ -121,7 +121,7 @@ def build_encoder(settings: Settings, name: str) -> CachedEncoder:
 
 
 def build_semantic_stage(settings: Settings) -> SemanticStage:
-    from providers.labelled import fit_routes, read_labelled
+    from tierflow.providers.labelled import fit_routes, read_labelled
 
     assert settings.semantic_routes is not None
     encoder = build_encoder(settings, settings.semantic_encoder)
@@ -170,10 +170,10 @@ def _sdk_provider(name: str, settings: Settings, prices: dict[str, Price]) -> Pr
     # A local OpenAI-compatible server (vLLM, Ollama, tierflow provider-server) takes any key.
     api_key = key if key is not None else SecretStr("local")
     if name == "openai":
-        from providers.openai import OpenAIProvider
+        from tierflow.providers.openai import OpenAIProvider
 
         return OpenAIProvider(api_key=api_key, prices=prices, base_url=base_url)
-    from providers.anthropic import AnthropicProvider
+    from tierflow.providers.anthropic import AnthropicProvider
 
     return AnthropicProvider(api_key=api_key, prices=prices, base_url=base_url)
 

@@ -9,13 +9,13 @@ from typing import Any
 
 from kombu.exceptions import OperationalError as BrokerError
 
-from routing.errors import InputError, ServiceUnavailable
-from routing.jobs import LineIssue, parse_lines
-from store.db import redact
-from store.models import utcnow
-from store.submit import store_batch
-from tasks.dispatch import send_classify
-from tasks.runtime import Runtime
+from tierflow.routing.errors import InputError, ServiceUnavailable
+from tierflow.routing.jobs import LineIssue, parse_lines
+from tierflow.store.db import redact
+from tierflow.store.models import utcnow
+from tierflow.store.submit import store_batch
+from tierflow.tasks.dispatch import send_classify
+from tierflow.tasks.runtime import Runtime
 
 
 @dataclass

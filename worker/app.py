@@ -12,8 +12,8 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
-from routing.states import Tier
-from worker.settings import Settings
+from tierflow.routing.states import Tier
+from tierflow.worker.settings import Settings
 
 CLASSIFY_QUEUE = "classify"
 MAINTENANCE_QUEUE = "maintenance"
@@ -21,12 +21,12 @@ TIER_QUEUES = tuple(tier.queue for tier in Tier)
 ALL_QUEUES = (CLASSIFY_QUEUE, *TIER_QUEUES, MAINTENANCE_QUEUE)
 
 TASK_MODULES = (
-    "tasks.classify",
-    "tasks.attempts",
-    "tasks.experts",
-    "tasks.aggregate",
-    "tasks.reconcile",
-    "tasks.reflect",
+    "tierflow.tasks.classify",
+    "tierflow.tasks.attempts",
+    "tierflow.tasks.experts",
+    "tierflow.tasks.aggregate",
+    "tierflow.tasks.reconcile",
+    "tierflow.tasks.reflect",
 )
 
 

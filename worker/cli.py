@@ -20,12 +20,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from routing.errors import InputError, TierflowError
-from store.db import check_database, transaction
-from store.reports import batch_exists, batch_results, batch_status
-from tasks.runtime import Runtime, runtime_for
-from tasks.submission import SubmitReport, submit_file
-from worker import (
+from tierflow.routing.errors import InputError, TierflowError
+from tierflow.store.db import check_database, transaction
+from tierflow.store.reports import batch_exists, batch_results, batch_status
+from tierflow.tasks.runtime import Runtime, runtime_for
+from tierflow.tasks.submission import SubmitReport, submit_file
+from tierflow.worker import (
     cli_eval,
     cli_eval_documents,
     cli_eval_routing,
@@ -35,9 +35,9 @@ from worker import (
     cli_report,
     render,
 )
-from worker.app import TierflowCelery, create_app
-from worker.cli_ops import ops, register, require_schema
-from worker.settings import Settings, load_settings
+from tierflow.worker.app import TierflowCelery, create_app
+from tierflow.worker.cli_ops import ops, register, require_schema
+from tierflow.worker.settings import Settings, load_settings
 
 cli = typer.Typer(
     add_completion=False,
@@ -76,7 +76,7 @@ def _boot(**overrides: Any) -> tuple[TierflowCelery, Runtime]:
 @contextlib.contextmanager
 def _worker_if_embedded(app: TierflowCelery, runtime: Runtime) -> Iterator[None]:
     if runtime.settings.embedded:
-        from worker.embedded import embedded_worker
+        from tierflow.worker.embedded import embedded_worker
 
         with embedded_worker(app, runtime):
             yield
@@ -185,7 +185,7 @@ def demo(
     ),
 ) -> None:
     """Run the example batches through the whole pipeline in embedded mode and summarise."""
-    from worker.demo import run_demo
+    from tierflow.worker.demo import run_demo
 
     report, summary, elapsed, reflected = run_demo(database, files)
     _print_submit(report, as_json=False)

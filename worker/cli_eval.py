@@ -26,10 +26,16 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from providers.encoders import CachedEncoder, Encoder, LocalMiniLM, OpenAIEmbeddings, encode_in_batches
-from providers.labelled import OUT_OF_SCOPE, LabelledText, fit_routes, read_labelled
-from routing.semantic import SemanticMatch, SemanticRoutes
-from worker.settings import load_settings
+from tierflow.providers.encoders import (
+    CachedEncoder,
+    Encoder,
+    LocalMiniLM,
+    OpenAIEmbeddings,
+    encode_in_batches,
+)
+from tierflow.providers.labelled import OUT_OF_SCOPE, LabelledText, fit_routes, read_labelled
+from tierflow.routing.semantic import SemanticMatch, SemanticRoutes
+from tierflow.worker.settings import load_settings
 
 DEFAULT_CACHE = Path(".tierflow/embeddings")
 

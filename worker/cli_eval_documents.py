@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from routing.documents import decide_document, extract_fields
-from routing.errors import InputError
+from tierflow.routing.documents import decide_document, extract_fields
+from tierflow.routing.errors import InputError
 
 SCORED_FIELDS = ("company", "date", "total")
 

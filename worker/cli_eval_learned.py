@@ -22,16 +22,21 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from providers.encoders import CachedEncoder, Encoder, encode_in_batches
-from providers.outcomes_data import UNRECORDED_OUTPUT_TOKENS, RecordedPrompt, TierModels, require_responses
-from providers.pricing import Price
-from providers.server.wire import WireError
-from providers.tokens import count_tokens
-from routing.answer_features import ANSWER_FEATURES, answer_feature_matrix
-from routing.errors import ConfigError, InputError
-from routing.jobs import JobKind
-from routing.metrics import PromptOutcomes, RoutingQuality, curve_quality, sweep_curve
-from routing.offline_routers import (
+from tierflow.providers.encoders import CachedEncoder, Encoder, encode_in_batches
+from tierflow.providers.outcomes_data import (
+    UNRECORDED_OUTPUT_TOKENS,
+    RecordedPrompt,
+    TierModels,
+    require_responses,
+)
+from tierflow.providers.pricing import Price
+from tierflow.providers.server.wire import WireError
+from tierflow.providers.tokens import count_tokens
+from tierflow.routing.answer_features import ANSWER_FEATURES, answer_feature_matrix
+from tierflow.routing.errors import ConfigError, InputError
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.metrics import PromptOutcomes, RoutingQuality, curve_quality, sweep_curve
+from tierflow.routing.offline_routers import (
     CallCosts,
     LearnedRouter,
     Ranking,
@@ -40,8 +45,8 @@ from routing.offline_routers import (
     learned_scores,
     stack_rows,
 )
-from routing.scorers import prompt_features
-from worker.cli_eval import DEFAULT_CACHE, EncoderKind, make_encoder
+from tierflow.routing.scorers import prompt_features
+from tierflow.worker.cli_eval import DEFAULT_CACHE, EncoderKind, make_encoder
 
 ENCODE_SLICE = 512  # texts per cache look-up and encoder call
 

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from providers.encoders import Encoder
-from providers.outcomes_data import TierModels
-from routing.errors import InputError
-from routing.learning import LearningSettings, RoutingTarget, TargetKind
-from routing.metrics import CurvePoint, PromptOutcomes, RoutingQuality, curve_quality
-from routing.offline_routers import LearnedRouter, RoutingRows, assign_folds
-from routing.online import OnlineRun, StreamedPrompt, first_fit, stream_prompts
-from worker.cli_eval_learned import LabelledFile, routing_rows
+from tierflow.providers.encoders import Encoder
+from tierflow.providers.outcomes_data import TierModels
+from tierflow.routing.errors import InputError
+from tierflow.routing.learning import LearningSettings, RoutingTarget, TargetKind
+from tierflow.routing.metrics import CurvePoint, PromptOutcomes, RoutingQuality, curve_quality
+from tierflow.routing.offline_routers import LearnedRouter, RoutingRows, assign_folds
+from tierflow.routing.online import OnlineRun, StreamedPrompt, first_fit, stream_prompts
+from tierflow.worker.cli_eval_learned import LabelledFile, routing_rows
 
 ONLINE_ROUTERS = (LearnedRouter.PRE, LearnedRouter.COMBINED)
 MIN_SAMPLES = 30  # rows of a tier before the learner fits it; recorded files are small

@@ -27,13 +27,25 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
-from providers.encoders import Encoder
-from providers.outcomes_data import benchmark_name, choose_tiers, parse_prices, prompt_outcomes, read_recorded
-from routing.errors import InputError, TierflowError
-from routing.metrics import BaselineRouter, PromptOutcomes, RoutingQuality, baseline_scores, evaluate_scores
-from routing.offline_routers import LearnedRouter, Ranking
-from worker.cli_eval import DEFAULT_CACHE
-from worker.cli_eval_learned import (
+from tierflow.providers.encoders import Encoder
+from tierflow.providers.outcomes_data import (
+    benchmark_name,
+    choose_tiers,
+    parse_prices,
+    prompt_outcomes,
+    read_recorded,
+)
+from tierflow.routing.errors import InputError, TierflowError
+from tierflow.routing.metrics import (
+    BaselineRouter,
+    PromptOutcomes,
+    RoutingQuality,
+    baseline_scores,
+    evaluate_scores,
+)
+from tierflow.routing.offline_routers import LearnedRouter, Ranking
+from tierflow.worker.cli_eval import DEFAULT_CACHE
+from tierflow.worker.cli_eval_learned import (
     EncoderChoice,
     LabelledFile,
     RoutingEncoder,
@@ -41,7 +53,7 @@ from worker.cli_eval_learned import (
     learned_test_scores,
     paid_outcomes,
 )
-from worker.cli_eval_online import OnlineLearning, OnlineOptions, online_quality
+from tierflow.worker.cli_eval_online import OnlineLearning, OnlineOptions, online_quality
 
 DEFAULT_EXPLORE_SHARE = OnlineOptions().explore_share
 

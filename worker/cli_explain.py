@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
-from routing.errors import InputError
-from store.db import transaction
-from store.trace import job_trace
+from tierflow.routing.errors import InputError
+from tierflow.store.db import transaction
+from tierflow.store.trace import job_trace
 
 out = Console(soft_wrap=True)
 
@@ -92,8 +92,8 @@ def register(cli: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the trace as JSON")] = False,
     ) -> None:
         """The whole path of a job: analysis, each attempt's decision and experts, verdict, cost."""
-        from worker.cli import _boot
-        from worker.cli_ops import require_schema
+        from tierflow.worker.cli import _boot
+        from tierflow.worker.cli_ops import require_schema
 
         _, runtime = _boot()
         require_schema(runtime.engine)

@@ -14,11 +14,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from routing.errors import InputError
-from routing.policy import policy_diff
-from store.db import transaction
-from store.feedback import decide_review, import_labels, read_labels, record_feedback, review_queue
-from store.policies import active_policy, active_version, policy_history, policy_version, rollback_policy
+from tierflow.routing.errors import InputError
+from tierflow.routing.policy import policy_diff
+from tierflow.store.db import transaction
+from tierflow.store.feedback import decide_review, import_labels, read_labels, record_feedback, review_queue
+from tierflow.store.policies import (
+    active_policy,
+    active_version,
+    policy_history,
+    policy_version,
+    rollback_policy,
+)
 
 out = Console(soft_wrap=True)
 policy_app = typer.Typer(add_completion=False, no_args_is_help=True)
@@ -26,8 +32,8 @@ LONG_LIST = 8
 
 
 def _runtime() -> Any:
-    from worker.cli import _boot
-    from worker.cli_ops import require_schema
+    from tierflow.worker.cli import _boot
+    from tierflow.worker.cli_ops import require_schema
 
     _, runtime = _boot()
     require_schema(runtime.engine)
@@ -188,7 +194,7 @@ def reflect(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as one JSON object")] = False,
 ) -> None:
     """Learn from the judged outcomes now, once (what beat does every reflect_interval_s)."""
-    from tasks.reflect import run_reflect
+    from tierflow.tasks.reflect import run_reflect
 
     done = run_reflect(_runtime())
     if as_json:

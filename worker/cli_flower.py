@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
-from routing.errors import ConfigError
-from worker.app import ALL_QUEUES, create_app
-from worker.settings import Settings, load_settings
+from tierflow.routing.errors import ConfigError
+from tierflow.worker.app import ALL_QUEUES, create_app
+from tierflow.worker.settings import Settings, load_settings
 
 
 def flower_argv(settings: Settings, port: int, address: str, insecure: bool) -> list[str]:

@@ -10,12 +10,12 @@ import typer
 from rich.console import Console
 from sqlalchemy import Engine
 
-from routing.errors import ConfigError, StoreError
-from routing.states import Tier
-from store import schema
-from store.db import check_database, make_engine, redact
-from worker.app import ALL_QUEUES, CLASSIFY_QUEUE, create_app
-from worker.settings import load_settings
+from tierflow.routing.errors import ConfigError, StoreError
+from tierflow.routing.states import Tier
+from tierflow.store import schema
+from tierflow.store.db import check_database, make_engine, redact
+from tierflow.worker.app import ALL_QUEUES, CLASSIFY_QUEUE, create_app
+from tierflow.worker.settings import load_settings
 
 ops = typer.Typer(add_completion=False, no_args_is_help=True)
 out = Console(soft_wrap=True)
@@ -163,7 +163,7 @@ def register(cli: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed for latency jitter and random faults")] = 0,
     ) -> None:
         """Serve the OpenAI and Anthropic HTTP APIs on loopback from replays and rules."""
-        from providers.server import FaultPlanSpec, LatencySpec, ProviderServer, serve
+        from tierflow.providers.server import FaultPlanSpec, LatencySpec, ProviderServer, serve
 
         mapping = dict(pair.split("=", 1) for pair in replay_model or [] if "=" in pair)
         server = ProviderServer(
@@ -187,8 +187,8 @@ def register(cli: typer.Typer) -> None:
         folder: Annotated[Path, typer.Argument(help="Folder of *.md articles")] = Path("examples/kb"),
     ) -> None:
         """Load (insert or replace) the articles into the database, for PostgreSQL full-text search."""
-        from store.db import make_sessions, transaction
-        from store.knowledge import load_articles, read_articles
+        from tierflow.store.db import make_sessions, transaction
+        from tierflow.store.knowledge import load_articles, read_articles
 
         engine = _engine()
         require_schema(engine)
@@ -199,9 +199,9 @@ def register(cli: typer.Typer) -> None:
     @cli.command()
     def reconcile() -> None:
         """Re-enqueue stale jobs now, once (what beat does every reconcile_interval_s)."""
-        from store.models import utcnow
-        from tasks.reconcile import requeue_stale
-        from tasks.runtime import runtime_for
+        from tierflow.store.models import utcnow
+        from tierflow.tasks.reconcile import requeue_stale
+        from tierflow.tasks.runtime import runtime_for
 
         app = create_app(load_settings())
         out.print(requeue_stale(app, runtime_for(app), utcnow()))

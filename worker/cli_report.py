@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from routing.errors import InputError
-from store.db import check_database, make_engine, make_sessions
-from store.report_queries import REPORT_SOURCE, Selection, parse_since
-from worker.settings import load_settings
+from tierflow.routing.errors import InputError
+from tierflow.store.db import check_database, make_engine, make_sessions
+from tierflow.store.report_queries import REPORT_SOURCE, Selection, parse_since
+from tierflow.worker.settings import load_settings
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -30,8 +30,8 @@ def report(
     last: Annotated[int, typer.Option(min=1, help="How many recent jobs' decisions to list")] = 20,
 ) -> None:
     """Write one self-contained HTML page: jobs, cost, rates, latency, policy versions, decisions."""
-    from worker.cli_ops import require_schema
-    from worker.report import write_report
+    from tierflow.worker.cli_ops import require_schema
+    from tierflow.worker.report import write_report
 
     selection = selection_from(batch, since)
     settings = load_settings()

@@ -10,15 +10,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from providers.server import ProviderServer
-from store.db import transaction
-from store.reports import batch_results, summarize
-from tasks.submission import SubmitReport, read_lines, submit_file
-from worker.app import create_app
-from worker.settings import load_settings
+from tierflow.providers.server import ProviderServer
+from tierflow.store.db import transaction
+from tierflow.store.reports import batch_results, summarize
+from tierflow.tasks.submission import SubmitReport, read_lines, submit_file
+from tierflow.worker.app import create_app
+from tierflow.worker.settings import load_settings
 
 if TYPE_CHECKING:
-    from tasks.reflect import ReflectRun
+    from tierflow.tasks.reflect import ReflectRun
 
 EXAMPLES = ("examples/support.jsonl", "examples/documents.jsonl", "examples/prompts.jsonl")
 
@@ -50,10 +50,10 @@ def run_demo(
 ) -> tuple[SubmitReport, dict[str, Any], float, ReflectRun | None]:
     """Run the batch end to end, then reflect on its outcomes once; return the submission report,
     the summary, the seconds the batch took and what reflect did."""
-    from tasks.reflect import run_reflect
-    from tasks.runtime import runtime_for
-    from worker.cli import wait_for_batch
-    from worker.embedded import embedded_worker
+    from tierflow.tasks.reflect import run_reflect
+    from tierflow.tasks.runtime import runtime_for
+    from tierflow.worker.cli import wait_for_batch
+    from tierflow.worker.embedded import embedded_worker
 
     batch = prepare(database, files)
     with ProviderServer(port=0, models=list(DEMO_STRENGTHS), strengths=DEMO_STRENGTHS) as server:

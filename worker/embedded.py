@@ -11,11 +11,11 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from store.models import utcnow
-from store.schema import upgrade
-from tasks.reconcile import requeue_stale
-from tasks.runtime import Runtime
-from worker.app import ALL_QUEUES
+from tierflow.store.models import utcnow
+from tierflow.store.schema import upgrade
+from tierflow.tasks.reconcile import requeue_stale
+from tierflow.tasks.runtime import Runtime
+from tierflow.worker.app import ALL_QUEUES
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=utcnow().tzinfo)
 

@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from routing.states import TERMINAL_STATES, JobState, Tier
-from store.reports import BatchStatus
+from tierflow.routing.states import TERMINAL_STATES, JobState, Tier
+from tierflow.store.reports import BatchStatus
 
 TERMINAL = frozenset(state.value for state in TERMINAL_STATES)
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from providers.pricing import Price, price_for, price_table
-from store import report_queries as q
-from store.db import transaction
-from store.policies import active_policy
-from store.report_queries import ReportData, rates
-from worker.report_charts import (
+from tierflow.providers.pricing import Price, price_for, price_table
+from tierflow.store import report_queries as q
+from tierflow.store.db import transaction
+from tierflow.store.policies import active_policy
+from tierflow.store.report_queries import ReportData, rates
+from tierflow.worker.report_charts import (
     STATES,
     chart_cost_kind,
     chart_cost_tier,
@@ -29,7 +29,7 @@ from worker.report_charts import (
     chart_policy,
     chart_rates,
 )
-from worker.settings import Settings
+from tierflow.worker.settings import Settings
 
 EXPLAIN = "tierflow explain"
 

@@ -15,8 +15,8 @@ import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from routing.states import JobState
-from store.report_queries import TIERS, ReportData, rates, success_series
+from tierflow.routing.states import JobState
+from tierflow.store.report_queries import TIERS, ReportData, rates, success_series
 
 STATES = [JobState.SUCCEEDED.value, JobState.NEEDS_REVIEW.value, JobState.FAILED.value]
 STATE_COLOURS = {"succeeded": "#3a923a", "needs_review": "#e0a030", "failed": "#c03d3d"}

@@ -19,11 +19,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from providers.resilience.config import BreakerConfig, RateLimit
-from routing.errors import ConfigError
-from routing.learning import LearningSettings
-from routing.policy import DEFAULT_TIER_MODELS
-from routing.states import Tier
+from tierflow.providers.resilience.config import BreakerConfig, RateLimit
+from tierflow.routing.errors import ConfigError
+from tierflow.routing.learning import LearningSettings
+from tierflow.routing.policy import DEFAULT_TIER_MODELS
+from tierflow.routing.states import Tier
 
 EMBEDDED_BROKER = "memory://localhost/"
 EMBEDDED_BACKEND = "cache+memory://"

@@ -27,9 +27,9 @@ from enum import Enum
 
 import redis
 
-from providers.base import ModelRef
-from providers.resilience.clock import LUA_NOW, Clock, now_arg, text
-from providers.resilience.config import BreakerConfig
+from tierflow.providers.base import ModelRef
+from tierflow.providers.resilience.clock import LUA_NOW, Clock, now_arg, text
+from tierflow.providers.resilience.config import BreakerConfig
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from collections.abc import Mapping
 
 import redis
 
-from providers.base import CompletionRequest, ModelRef
-from providers.resilience.clock import LUA_NOW, Clock, now_arg, text
-from providers.resilience.config import DEFAULT_RATE_LIMIT_PREFIX, UNLIMITED, RateLimit
-from routing.errors import ProviderRateLimited
+from tierflow.providers.base import CompletionRequest, ModelRef
+from tierflow.providers.resilience.clock import LUA_NOW, Clock, now_arg, text
+from tierflow.providers.resilience.config import DEFAULT_RATE_LIMIT_PREFIX, UNLIMITED, RateLimit
+from tierflow.routing.errors import ProviderRateLimited
 
 KEY_TTL_MS = 180_000  # a bucket refills from a full minute of debt in two minutes; then it is full anyway
 NO_LIMIT = "0"

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
-from providers.base import Completion
-from routing.errors import (
+from tierflow.providers.base import Completion
+from tierflow.routing.errors import (
     ProviderError,
     ProviderRateLimited,
     ProviderRejected,

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from providers.base import Completion, CompletionRequest, ModelRef, Provider
-from providers.resilience.breaker import Breakers
-from providers.resilience.ratelimit import RateLimits, estimate_tokens
-from providers.resilience.records import CallRecord, breaker_signal, outcome_of
-from providers.retry import RetryPolicy, call_with_retries
-from routing.errors import (
+from tierflow.providers.base import Completion, CompletionRequest, ModelRef, Provider
+from tierflow.providers.resilience.breaker import Breakers
+from tierflow.providers.resilience.ratelimit import RateLimits, estimate_tokens
+from tierflow.providers.resilience.records import CallRecord, breaker_signal, outcome_of
+from tierflow.providers.retry import RetryPolicy, call_with_retries
+from tierflow.routing.errors import (
     ConfigError,
     ProviderError,
     ProviderRateLimited,

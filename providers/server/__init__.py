@@ -21,9 +21,9 @@ Must not import the openai or anthropic SDKs: it is the other side of the wire.
 
 from __future__ import annotations
 
-from providers.server.answers import DEFAULT_MODELS, Answerer, ReplayBook, default_strength
-from providers.server.app import DEFAULT_PORT, ProviderServer, serve
-from providers.server.faults import Fault, FaultPlanSpec, FaultRule, Latency, LatencySpec
+from tierflow.providers.server.answers import DEFAULT_MODELS, Answerer, ReplayBook, default_strength
+from tierflow.providers.server.app import DEFAULT_PORT, ProviderServer, serve
+from tierflow.providers.server.faults import Fault, FaultPlanSpec, FaultRule, Latency, LatencySpec
 
 __all__ = [
     "DEFAULT_MODELS",

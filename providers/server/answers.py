@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from providers import rules
-from routing.errors import InputError
+from tierflow.providers import rules
+from tierflow.routing.errors import InputError
 
 WEAK_MARKERS = ("mini", "haiku", "small", "nano", "lite", "flash", "7b", "8b")
 MEDIUM_MARKERS = ("medium", "sonnet")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from providers.server.wire import (
+from tierflow.providers.server.wire import (
     ChatCall,
     ErrorKind,
     Reply,

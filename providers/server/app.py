@@ -17,10 +17,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from providers.server.answers import DEFAULT_MODELS, Answerer, ReplayBook
-from providers.server.faults import FaultPlan, FaultRule, LatencyPlan, LatencySpec
-from providers.server.handler import ServerState, StatefulHTTPServer
-from routing.errors import ConfigError
+from tierflow.providers.server.answers import DEFAULT_MODELS, Answerer, ReplayBook
+from tierflow.providers.server.faults import FaultPlan, FaultRule, LatencyPlan, LatencySpec
+from tierflow.providers.server.handler import ServerState, StatefulHTTPServer
+from tierflow.routing.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

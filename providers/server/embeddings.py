@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
-from providers.server.wire import ErrorKind, WireError
-from providers.tokens import count_tokens
+from tierflow.providers.server.wire import ErrorKind, WireError
+from tierflow.providers.tokens import count_tokens
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,19 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from providers.server.answers import Answerer
-from providers.server.anthropic_wire import AnthropicWire
-from providers.server.embeddings import Embedder, embeddings_body, parse_embeddings
-from providers.server.faults import Fault, FaultPlan, FaultPlanSpec, FaultRule, LatencyPlan, LatencySpec
-from providers.server.openai_wire import OpenAIWire
-from providers.server.wire import ChatCall, ErrorKind, Wire, WireError, reply_to
+from tierflow.providers.server.answers import Answerer
+from tierflow.providers.server.anthropic_wire import AnthropicWire
+from tierflow.providers.server.embeddings import Embedder, embeddings_body, parse_embeddings
+from tierflow.providers.server.faults import (
+    Fault,
+    FaultPlan,
+    FaultPlanSpec,
+    FaultRule,
+    LatencyPlan,
+    LatencySpec,
+)
+from tierflow.providers.server.openai_wire import OpenAIWire
+from tierflow.providers.server.wire import ChatCall, ErrorKind, Wire, WireError, reply_to
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from providers.server.wire import (
+from tierflow.providers.server.wire import (
     ChatCall,
     ErrorKind,
     Reply,

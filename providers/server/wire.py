@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from providers.tokens import count_tokens, first_tokens
+from tierflow.providers.tokens import count_tokens, first_tokens
 
 
 class ErrorKind(StrEnum):

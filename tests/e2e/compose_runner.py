@@ -28,13 +28,13 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from sqlalchemy import Engine, select, text
 
-from routing.states import Tier
-from store.models import Attempt, Base, Job
 from tests.e2e.conftest import Processes
 from tests.e2e.test_workers import TERMINAL, varied_jobs
-from worker.app import ALL_QUEUES, CLASSIFY_QUEUE, MAINTENANCE_QUEUE
-from worker.cli_ops import worker_argv, worker_queues
-from worker.settings import Settings
+from tierflow.routing.states import Tier
+from tierflow.store.models import Attempt, Base, Job
+from tierflow.worker.app import ALL_QUEUES, CLASSIFY_QUEUE, MAINTENANCE_QUEUE
+from tierflow.worker.cli_ops import worker_argv, worker_queues
+from tierflow.worker.settings import Settings
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 HOST = socket.gethostname()

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from store.db import make_engine
 from tests.conftest import service_settings
-from worker.app import TierflowCelery, create_app
-from worker.settings import load_settings
+from tierflow.store.db import make_engine
+from tierflow.worker.app import TierflowCelery, create_app
+from tierflow.worker.settings import load_settings
 
 TIERFLOW = Path(sys.executable).with_name("tierflow")
 HOST = socket.gethostname()

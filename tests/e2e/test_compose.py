@@ -44,7 +44,7 @@ from tests.e2e.compose_runner import (
     wait_terminal,
 )
 from tests.e2e.conftest import Processes, wait_for_workers
-from worker.app import TierflowCelery
+from tierflow.worker.app import TierflowCelery
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,6 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, select
 
-from routing.errors import ConfigError
-from store.models import Job
 from tests.e2e.compose_runner import (
     HOST,
     basic_auth_header,
@@ -31,9 +29,11 @@ from tests.e2e.compose_runner import (
     wait_terminal,
 )
 from tests.e2e.conftest import TIERFLOW, Processes, wait_for_workers
-from worker.app import ALL_QUEUES, TIER_QUEUES, TierflowCelery
-from worker.cli_flower import flower_argv
-from worker.settings import Settings
+from tierflow.routing.errors import ConfigError
+from tierflow.store.models import Job
+from tierflow.worker.app import ALL_QUEUES, TIER_QUEUES, TierflowCelery
+from tierflow.worker.cli_flower import flower_argv
+from tierflow.worker.settings import Settings
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from tests.e2e.compose_runner import submit_jobs, truncate_store, wait_terminal
 from tests.e2e.conftest import Processes, wait_for_workers
 from tests.e2e.test_flower import FRONT_WORKERS, NODES, PASSWORD, TIER_WORKERS, USER, start_flower
-from worker.app import TierflowCelery
+from tierflow.worker.app import TierflowCelery
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from tests.e2e.compose_runner import HOST, attempts_of, submit_jobs, truncate_store, wait_terminal
 from tests.e2e.conftest import Processes, wait_for_workers
-from worker.app import TierflowCelery
+from tierflow.worker.app import TierflowCelery
 
 pytestmark = pytest.mark.e2e
 

@@ -25,9 +25,9 @@ import pytest
 import redis
 from sqlalchemy import Engine, func, select
 
-from store.models import Attempt, Job, Result
 from tests.e2e.conftest import WORKERS, Processes, answering_workers, child_pids
-from worker.app import TierflowCelery
+from tierflow.store.models import Attempt, Job, Result
+from tierflow.worker.app import TierflowCelery
 
 pytestmark = pytest.mark.e2e
 

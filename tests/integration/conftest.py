@@ -18,13 +18,13 @@ import redis
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy import Engine, text
 
-from store.db import make_engine, transaction
-from store.models import Base
-from store.schema import upgrade
-from tasks.runtime import Runtime, forget_runtime, runtime_for
 from tests.conftest import service_settings
-from worker.app import ALL_QUEUES, TierflowCelery, create_app
-from worker.settings import load_settings
+from tierflow.store.db import make_engine, transaction
+from tierflow.store.models import Base
+from tierflow.store.schema import upgrade
+from tierflow.tasks.runtime import Runtime, forget_runtime, runtime_for
+from tierflow.worker.app import ALL_QUEUES, TierflowCelery, create_app
+from tierflow.worker.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -109,8 +109,8 @@ def write_jobs(path: Path, jobs: list[dict[str, Any]]) -> Path:
 
 
 def wait_terminal(runtime: Runtime, batch_id: str, timeout_s: float = 60.0) -> None:
-    from store.reports import batch_status
-    from worker.render import TERMINAL
+    from tierflow.store.reports import batch_status
+    from tierflow.worker.render import TERMINAL
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

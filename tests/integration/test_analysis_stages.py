@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from routing.policy import Policy
-from store.db import transaction
-from store.models import ExpertResult, Job
-from store.policies import publish_policy
-from tasks.runtime import default_policy
-from tasks.submission import submit_file
 from tests.integration.conftest import running_worker, wait_terminal, write_jobs
+from tierflow.routing.policy import Policy
+from tierflow.store.db import transaction
+from tierflow.store.models import ExpertResult, Job
+from tierflow.store.policies import publish_policy
+from tierflow.tasks.runtime import default_policy
+from tierflow.tasks.submission import submit_file
 
 TEXT = "Our webhook integration drops events since Tuesday; can you check?"
 

@@ -11,10 +11,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, func, inspect, select, text
 
-from store.db import make_engine
-from store.models import Base, Job
-from store.schema import current_revision, downgrade, upgrade
 from tests.integration.conftest import run, running_worker, write_jobs
+from tierflow.store.db import make_engine
+from tierflow.store.models import Base, Job
+from tierflow.store.schema import current_revision, downgrade, upgrade
 
 GOOD = [
     {"id": "cli-1", "kind": "support", "payload": {"text": "Where is my parcel? Tracking shows nothing."}},

@@ -16,10 +16,10 @@ from collections.abc import Iterator, Sequence
 import openai
 import pytest
 
-from providers.server import ProviderServer
-from providers.server.embeddings import Embedder, SentenceEncoder
-from providers.server.wire import ErrorKind, WireError
-from providers.tokens import count_tokens
+from tierflow.providers.server import ProviderServer
+from tierflow.providers.server.embeddings import Embedder, SentenceEncoder
+from tierflow.providers.server.wire import ErrorKind, WireError
+from tierflow.providers.tokens import count_tokens
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,9 +10,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from routing.errors import InputError
 from tests.conftest import shared_data
-from worker.cli_eval_documents import evaluate_documents, register
+from tierflow.routing.errors import InputError
+from tierflow.worker.cli_eval_documents import evaluate_documents, register
 
 SROIE = shared_data("sroie")
 

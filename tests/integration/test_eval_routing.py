@@ -15,10 +15,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from routing.metrics import BaselineRouter, baseline_scores, evaluate_scores
-from routing.offline_routers import LearnedRouter, Ranking
 from tests.conftest import shared_data
-from worker.cli_eval_routing import evaluate_routing, register
+from tierflow.routing.metrics import BaselineRouter, baseline_scores, evaluate_scores
+from tierflow.routing.offline_routers import LearnedRouter, Ranking
+from tierflow.worker.cli_eval_routing import evaluate_routing, register
 
 ROUTELLM = shared_data("routellm")
 TIERFLOW = str(Path(sys.executable).with_name("tierflow"))

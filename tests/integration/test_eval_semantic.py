@@ -151,7 +151,7 @@ def test_the_openai_encoder_through_the_local_provider_server_gives_the_local_fi
     files: tuple[Path, Path], tmp_path: Path
 ) -> None:
     require_embeddings_extra()
-    from providers.server import ProviderServer
+    from tierflow.providers.server import ProviderServer
 
     train, test = files
     local = run_eval("--train", train, "--test", test, "--json", "--cache-dir", tmp_path / "local")

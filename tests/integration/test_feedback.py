@@ -6,11 +6,11 @@ import json
 
 from sqlalchemy import select
 
-from store.db import transaction
-from store.models import Feedback, Job, PolicyVersion
-from store.policies import publish_policy
-from tasks.runtime import default_policy
 from tests.integration.conftest import run, running_worker, write_jobs
+from tierflow.store.db import transaction
+from tierflow.store.models import Feedback, Job, PolicyVersion
+from tierflow.store.policies import publish_policy
+from tierflow.tasks.runtime import default_policy
 
 JOBS = [
     {"id": "fb-ok", "kind": "prompt", "payload": {"prompt": "What is 6 * 7?"}},

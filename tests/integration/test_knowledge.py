@@ -6,11 +6,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from store.db import transaction
-from store.knowledge import load_articles, read_articles, search_postgres
-from store.models import ExpertResult
-from tasks.submission import submit_file
 from tests.integration.conftest import running_worker, wait_terminal, write_jobs
+from tierflow.store.db import transaction
+from tierflow.store.knowledge import load_articles, read_articles, search_postgres
+from tierflow.store.models import ExpertResult
+from tierflow.tasks.submission import submit_file
 
 KB = Path(__file__).resolve().parents[2] / "examples" / "kb"
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import redis
 from sqlalchemy import func, select, update
 
-from routing.jobs import parse_lines
-from routing.states import JobState, Tier
-from store.db import transaction
-from store.lifecycle import create_attempt, move_job
-from store.models import Attempt, ExpertResult, Job, Result, utcnow
-from store.submit import store_batch
-from tasks.submission import submit_file
 from tests.integration.conftest import running_worker, wait_terminal, write_jobs
+from tierflow.routing.jobs import parse_lines
+from tierflow.routing.states import JobState, Tier
+from tierflow.store.db import transaction
+from tierflow.store.lifecycle import create_attempt, move_job
+from tierflow.store.models import Attempt, ExpertResult, Job, Result, utcnow
+from tierflow.store.submit import store_batch
+from tierflow.tasks.submission import submit_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EASY = {"kind": "support", "payload": {"text": "I forgot my password and cannot log in."}}
@@ -187,7 +187,7 @@ def test_reconcile_retries_an_interrupted_attempt(make_app, tmp_path):
 def test_reconcile_gives_up_after_max_redeliveries_with_a_result(make_app, tmp_path):
     app, runtime = make_app(max_redeliveries=0)
     stored = _stored_batch(runtime, tmp_path, [{"id": "stuck-1", **EASY}])
-    from tasks.reconcile import requeue_stale
+    from tierflow.tasks.reconcile import requeue_stale
 
     assert requeue_stale(app, runtime, utcnow()) == {"requeued": 0, "failed": 1, "waiting": 0}
     with transaction(runtime.sessions) as session:
@@ -199,7 +199,7 @@ def test_reconcile_gives_up_after_max_redeliveries_with_a_result(make_app, tmp_p
 
 def test_reconcile_lets_a_job_wait_while_its_queue_still_holds_messages(make_app, tmp_path, redis_url):
     app, runtime = make_app(stage_timeout_s=1.0)
-    from tasks.reconcile import requeue_stale
+    from tierflow.tasks.reconcile import requeue_stale
 
     report = submit_file(app, runtime, write_jobs(tmp_path / "backlog.jsonl", [{"id": "wait-1", **EASY}]))
     assert redis.Redis.from_url(redis_url).llen("classify") == 1, "no worker: the message waits in the queue"

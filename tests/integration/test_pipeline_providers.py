@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from providers.pricing import price_table
-from providers.server import Fault, FaultRule, ProviderServer
-from store.db import transaction
-from store.models import Attempt, ExpertResult, Result
-from tasks.submission import submit_file
 from tests.integration.conftest import running_worker, wait_terminal, write_jobs
+from tierflow.providers.pricing import price_table
+from tierflow.providers.server import Fault, FaultRule, ProviderServer
+from tierflow.store.db import transaction
+from tierflow.store.models import Attempt, ExpertResult, Result
+from tierflow.tasks.submission import submit_file
 
 TIERS = {
     "small": ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"],
@@ -137,8 +137,8 @@ def test_output_that_does_not_validate_is_retried_once_with_the_error(make_app, 
 
 
 def test_output_invalid_twice_is_rejected_and_the_job_escalates(make_app, tmp_path):
-    from providers.structured import retry_prompt
-    from routing.experts import Answer, UnparseableOutput, parse_answer
+    from tierflow.providers.structured import retry_prompt
+    from tierflow.routing.experts import Answer, UnparseableOutput, parse_answer
 
     with pytest.raises(UnparseableOutput) as problem:
         parse_answer(Answer, NOT_JSON)

@@ -7,10 +7,10 @@ import threading
 from celery.signals import task_retry
 from sqlalchemy import select
 
-from store.db import transaction
-from store.models import Attempt, Result
-from tasks.submission import submit_file
 from tests.integration.conftest import running_worker, wait_terminal, write_jobs
+from tierflow.store.db import transaction
+from tierflow.store.models import Attempt, Result
+from tierflow.tasks.submission import submit_file
 
 JOBS = [{"id": f"rl-{n}", "kind": "prompt", "payload": {"prompt": f"What is {n} + 1?"}} for n in range(14)]
 

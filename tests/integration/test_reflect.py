@@ -15,13 +15,13 @@ import time
 
 from sqlalchemy import select
 
-from routing.policy import Policy
-from routing.scorers import constant_scorer
-from store.db import transaction
-from store.models import Attempt, Job, PolicyVersion
-from store.policies import publish_policy
-from tasks.reflect import run_reflect
 from tests.integration.conftest import TIERFLOW, run, running_worker, write_jobs
+from tierflow.routing.policy import Policy
+from tierflow.routing.scorers import constant_scorer
+from tierflow.store.db import transaction
+from tierflow.store.models import Attempt, Job, PolicyVersion
+from tierflow.store.policies import publish_policy
+from tierflow.tasks.reflect import run_reflect
 
 # No exploration: the test counts exact first tiers (b-hedged-63 would explore at the default 5%).
 LEARNING = {"min_samples": 8, "min_version_samples": 8, "max_share_step": 0.6, "explore_share": 0}

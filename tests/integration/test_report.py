@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from routing.errors import InputError
-from store.db import transaction
-from store.models import Attempt, ExpertResult, Job
-from store.policies import publish_policy
-from store.report_queries import Selection
-from tasks.submission import submit_file
 from tests.integration.conftest import running_worker, wait_terminal, write_jobs
-from worker.report import anchor, write_report
+from tierflow.routing.errors import InputError
+from tierflow.store.db import transaction
+from tierflow.store.models import Attempt, ExpertResult, Job
+from tierflow.store.policies import publish_policy
+from tierflow.store.report_queries import Selection
+from tierflow.tasks.submission import submit_file
+from tierflow.worker.report import anchor, write_report
 
 TIERFLOW = str(Path(sys.executable).with_name("tierflow"))
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

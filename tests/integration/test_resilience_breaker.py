@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import redis
 
-from providers.resilience.breaker import Breakers, BreakerState
-from providers.resilience.config import BreakerConfig
+from tierflow.providers.resilience.breaker import Breakers, BreakerState
+from tierflow.providers.resilience.config import BreakerConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -30,8 +30,8 @@ OTHER = "anthropic:claude-haiku-4-5"
 SECOND_PROCESS = """
 import json, sys
 import redis
-from providers.resilience.breaker import Breakers
-from providers.resilience.config import BreakerConfig
+from tierflow.providers.resilience.breaker import Breakers
+from tierflow.providers.resilience.config import BreakerConfig
 url, config, model, tries = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 breakers = Breakers(redis.Redis.from_url(url), BreakerConfig.model_validate_json(config))
 state = breakers.state(model).value

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from providers.resilience.config import RateLimit
-from providers.resilience.ratelimit import RateLimits
-from routing.errors import ProviderRateLimited
+from tierflow.providers.resilience.config import RateLimit
+from tierflow.providers.resilience.ratelimit import RateLimits
+from tierflow.routing.errors import ProviderRateLimited
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -24,9 +24,9 @@ MODEL = "openai:gpt-4o-mini"
 WORKER = """
 import json, sys, time
 import redis
-from providers.resilience.config import RateLimit
-from providers.resilience.ratelimit import RateLimits
-from routing.errors import ProviderRateLimited
+from tierflow.providers.resilience.config import RateLimit
+from tierflow.providers.resilience.ratelimit import RateLimits
+from tierflow.routing.errors import ProviderRateLimited
 url, prefix, model, rpm, tries, start_at = sys.argv[1:7]
 limit = RateLimit(requests_per_minute=int(rpm))
 limits = RateLimits(redis.Redis.from_url(url), {model: limit}, key_prefix=prefix)

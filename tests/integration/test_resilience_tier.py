@@ -21,18 +21,18 @@ from typing import Any
 import pytest
 import redis
 
-from providers.anthropic import AnthropicProvider
-from providers.base import CompletionRequest, Provider
-from providers.openai import OpenAIProvider
-from providers.pricing import price_table
-from providers.resilience.breaker import Breakers, BreakerState
-from providers.resilience.config import BreakerConfig, RateLimit
-from providers.resilience.ratelimit import RateLimits
-from providers.resilience.records import CallOutcome, CallRecord
-from providers.resilience.tier import TierCaller
-from providers.retry import RetryPolicy
-from providers.server import Fault, FaultRule, ProviderServer
-from routing.errors import ProviderRateLimited, ProviderRejected, TierUnavailable
+from tierflow.providers.anthropic import AnthropicProvider
+from tierflow.providers.base import CompletionRequest, Provider
+from tierflow.providers.openai import OpenAIProvider
+from tierflow.providers.pricing import price_table
+from tierflow.providers.resilience.breaker import Breakers, BreakerState
+from tierflow.providers.resilience.config import BreakerConfig, RateLimit
+from tierflow.providers.resilience.ratelimit import RateLimits
+from tierflow.providers.resilience.records import CallOutcome, CallRecord
+from tierflow.providers.resilience.tier import TierCaller
+from tierflow.providers.retry import RetryPolicy
+from tierflow.providers.server import Fault, FaultRule, ProviderServer
+from tierflow.routing.errors import ProviderRateLimited, ProviderRejected, TierUnavailable
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -50,15 +50,15 @@ NO_WAIT = RetryPolicy(max_attempts=2, base_delay_s=0.0, max_delay_s=0.0)
 OTHER_WORKER = """
 import json, os, sys
 import redis
-from providers.anthropic import AnthropicProvider
-from providers.base import CompletionRequest
-from providers.openai import OpenAIProvider
-from providers.pricing import price_table
-from providers.resilience.breaker import Breakers
-from providers.resilience.config import BreakerConfig
-from providers.resilience.ratelimit import RateLimits
-from providers.resilience.tier import TierCaller
-from providers.retry import RetryPolicy
+from tierflow.providers.anthropic import AnthropicProvider
+from tierflow.providers.base import CompletionRequest
+from tierflow.providers.openai import OpenAIProvider
+from tierflow.providers.pricing import price_table
+from tierflow.providers.resilience.breaker import Breakers
+from tierflow.providers.resilience.config import BreakerConfig
+from tierflow.providers.resilience.ratelimit import RateLimits
+from tierflow.providers.resilience.tier import TierCaller
+from tierflow.providers.retry import RetryPolicy
 url, config, base_url, models = sys.argv[1:5]
 key, prices, client = os.environ["TIERFLOW_TEST_KEY"], price_table({}), redis.Redis.from_url(url)
 breakers = Breakers(client, BreakerConfig.model_validate_json(config))

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import redis
 
-from providers.base import CompletionRequest
-from providers.fake import FakeProvider
-from providers.pricing import price_table
-from providers.resilience.breaker import Breakers, BreakerState
-from providers.resilience.config import BreakerConfig, RateLimit
-from providers.resilience.ratelimit import RateLimits, estimate_tokens
-from providers.resilience.records import CallOutcome, CallRecord
-from providers.resilience.tier import TierCaller
-from providers.retry import RetryPolicy
-from routing.errors import ConfigError, ProviderRejected, TierUnavailable
+from tierflow.providers.base import CompletionRequest
+from tierflow.providers.fake import FakeProvider
+from tierflow.providers.pricing import price_table
+from tierflow.providers.resilience.breaker import Breakers, BreakerState
+from tierflow.providers.resilience.config import BreakerConfig, RateLimit
+from tierflow.providers.resilience.ratelimit import RateLimits, estimate_tokens
+from tierflow.providers.resilience.records import CallOutcome, CallRecord
+from tierflow.providers.resilience.tier import TierCaller
+from tierflow.providers.retry import RetryPolicy
+from tierflow.routing.errors import ConfigError, ProviderRejected, TierUnavailable
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

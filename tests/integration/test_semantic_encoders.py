@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from providers.encoders import CachedEncoder, Encoder, LocalMiniLM, Matrix, OpenAIEmbeddings
-from providers.server import ProviderServer
+from tierflow.providers.encoders import CachedEncoder, Encoder, LocalMiniLM, Matrix, OpenAIEmbeddings
+from tierflow.providers.server import ProviderServer
 
 pytestmark = pytest.mark.timeout(300)
 

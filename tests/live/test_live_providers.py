@@ -11,10 +11,10 @@ import os
 
 import pytest
 
-from providers.base import CompletionRequest
-from providers.pricing import price_table
-from routing.experts import Answer, parse_answer
-from worker.settings import load_settings
+from tierflow.providers.base import CompletionRequest
+from tierflow.providers.pricing import price_table
+from tierflow.routing.experts import Answer, parse_answer
+from tierflow.worker.settings import load_settings
 
 pytestmark = pytest.mark.live
 
@@ -37,7 +37,7 @@ def test_openai_live_completion_has_usage_and_cost() -> None:
     settings = load_settings()
     if settings.openai_api_key is None:
         pytest.skip("TIERFLOW_OPENAI_API_KEY is not set")
-    from providers.openai import OpenAIProvider
+    from tierflow.providers.openai import OpenAIProvider
 
     provider = OpenAIProvider(api_key=settings.openai_api_key, prices=price_table(settings.prices))
     completion = provider.complete("gpt-4o-mini", REQUEST)
@@ -49,7 +49,7 @@ def test_anthropic_live_completion_has_usage_and_cost() -> None:
     settings = load_settings()
     if settings.anthropic_api_key is None:
         pytest.skip("TIERFLOW_ANTHROPIC_API_KEY is not set")
-    from providers.anthropic import AnthropicProvider
+    from tierflow.providers.anthropic import AnthropicProvider
 
     provider = AnthropicProvider(api_key=settings.anthropic_api_key, prices=price_table(settings.prices))
     completion = provider.complete("claude-haiku-4-5", REQUEST)

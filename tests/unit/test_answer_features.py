@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routing.answer_features import (
+from tierflow.routing.answer_features import (
     ANSWER_FEATURES,
     answer_feature_matrix,
     answer_features,

@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 
-from routing.errors import ConfigError
-from routing.states import Tier
-from worker.app import ALL_QUEUES, create_app
-from worker.cli_ops import worker_argv, worker_queues
-from worker.settings import load_settings
+from tierflow.routing.errors import ConfigError
+from tierflow.routing.states import Tier
+from tierflow.worker.app import ALL_QUEUES, create_app
+from tierflow.worker.cli_ops import worker_argv, worker_queues
+from tierflow.worker.settings import load_settings
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_worker_command_refuses_unknown_queues_and_impossible_autoscale() -> Non
 
 
 def test_beat_runs_reflect_on_the_maintenance_queue_unless_disabled() -> None:
-    from worker.app import beat_schedule
+    from tierflow.worker.app import beat_schedule
 
     schedule = beat_schedule(load_settings(reflect_interval_s=120))
     assert schedule["reflect"]["task"] == "tierflow.reflect"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from providers.rules import answer
-from routing.coach import CoachProposal, Failure, coach_prompt, coached, review_proposal
-from routing.experts import parse_answer
-from routing.policy import Policy
+from tierflow.providers.rules import answer
+from tierflow.routing.coach import CoachProposal, Failure, coach_prompt, coached, review_proposal
+from tierflow.routing.experts import parse_answer
+from tierflow.routing.policy import Policy
 
 
 def _proposal(*changes: tuple[str, float]) -> CoachProposal:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from routing.analysis import Analysis, analyze_rules
-from routing.constraints import DecisionContext
-from routing.decision import Strategy, decide
-from routing.experiments import Experiment, ExperimentMode, bucket
-from routing.experts import ExpertOutcome
-from routing.jobs import JobKind, parse_lines
-from routing.learning import LearningSettings
-from routing.policy import Policy
-from routing.states import Tier
-from routing.verdict import VerdictAction, judge
+from tierflow.routing.analysis import Analysis, analyze_rules
+from tierflow.routing.constraints import DecisionContext
+from tierflow.routing.decision import Strategy, decide
+from tierflow.routing.experiments import Experiment, ExperimentMode, bucket
+from tierflow.routing.experts import ExpertOutcome
+from tierflow.routing.jobs import JobKind, parse_lines
+from tierflow.routing.learning import LearningSettings
+from tierflow.routing.policy import Policy
+from tierflow.routing.states import Tier
+from tierflow.routing.verdict import VerdictAction, judge
 
 TIERS = {
     Tier.SMALL: ("openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"),
@@ -187,7 +187,7 @@ def test_empty_and_oversized_payloads_are_refused_at_submission() -> None:
 
 
 def test_policy_diff_walks_nested_fields_in_order() -> None:
-    from routing.policy import policy_diff
+    from tierflow.routing.policy import policy_diff
 
     old = Policy(tier_models=TIERS).model_dump(mode="json")
     new = Policy(tier_models=TIERS, accept_quality=0.8, tier_latency_s={Tier.LARGE: 20.0}).model_dump(

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from routing.document_fields import parse_amount, parse_date
-from routing.documents import (
+from tierflow.routing.document_fields import parse_amount, parse_date
+from tierflow.routing.documents import (
     IssueCode,
     decide_document,
     extract_fields,

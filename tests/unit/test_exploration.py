@@ -8,16 +8,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from routing.analysis import Analysis
-from routing.constraints import DecisionContext
-from routing.decision import Decision, Strategy, decide
-from routing.experiments import Experiment
-from routing.jobs import JobKind
-from routing.learning import LearnedRouting, LearningSettings, RoutingTarget
-from routing.online import OnlineRun, StreamedPrompt, recorded_policy, stream_prompts
-from routing.policy import Policy
-from routing.scorers import constant_scorer
-from routing.states import Tier
+from tierflow.routing.analysis import Analysis
+from tierflow.routing.constraints import DecisionContext
+from tierflow.routing.decision import Decision, Strategy, decide
+from tierflow.routing.experiments import Experiment
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.learning import LearnedRouting, LearningSettings, RoutingTarget
+from tierflow.routing.online import OnlineRun, StreamedPrompt, recorded_policy, stream_prompts
+from tierflow.routing.policy import Policy
+from tierflow.routing.scorers import constant_scorer
+from tierflow.routing.states import Tier
 
 EASY = Analysis("general", "general", 0.1, 0.0, False, 0.9, "rules")
 FEATURES = np.zeros(3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from routing.gold import matches_expected, same_answer
+from tierflow.routing.gold import matches_expected, same_answer
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from routing.jobs import JobKind, JobSpec, parse_lines
+from tierflow.routing.jobs import JobKind, JobSpec, parse_lines
 
 GOOD = {"id": "t-1", "kind": "support", "payload": {"text": "Where is my parcel?"}}
 

@@ -23,7 +23,7 @@ def test_routing_source_imports_no_service_library() -> None:
 
 
 def test_importing_every_routing_module_loads_no_service_library() -> None:
-    modules = [f"routing.{p.stem}" for p in ROUTING.glob("*.py") if p.stem != "__init__"]
+    modules = [f"tierflow.routing.{p.stem}" for p in ROUTING.glob("*.py") if p.stem != "__init__"]
     code = (
         "import importlib, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routing.analysis import Analysis
-from routing.constraints import DecisionContext
-from routing.decision import decide
-from routing.jobs import JobKind
-from routing.learning import (
+from tierflow.routing.analysis import Analysis
+from tierflow.routing.constraints import DecisionContext
+from tierflow.routing.decision import decide
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.learning import (
     LearningSettings,
     RoutingTarget,
     TargetKind,
@@ -17,10 +17,10 @@ from routing.learning import (
     first_tier,
     routed_up_count,
 )
-from routing.policy import Policy
-from routing.reflect import OutcomeRow, reflect, tier_statistics, version_success
-from routing.scorers import CHEAP_FEATURES, fit_scorer, prompt_features
-from routing.states import Tier
+from tierflow.routing.policy import Policy
+from tierflow.routing.reflect import OutcomeRow, reflect, tier_statistics, version_success
+from tierflow.routing.scorers import CHEAP_FEATURES, fit_scorer, prompt_features
+from tierflow.routing.states import Tier
 
 EASY = Analysis("general", "general", 0.1, 0.0, False, 0.9, "rules")
 

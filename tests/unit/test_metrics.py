@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routing.metrics import (
+from tierflow.routing.metrics import (
     BaselineRouter,
     CurvePoint,
     PromptOutcomes,

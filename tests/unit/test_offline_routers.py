@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from routing.metrics import BaselineRouter, PromptOutcomes, baseline_scores, evaluate_scores
-from routing.offline_routers import (
+from tierflow.routing.metrics import BaselineRouter, PromptOutcomes, baseline_scores, evaluate_scores
+from tierflow.routing.offline_routers import (
     CallCosts,
     LearnedRouter,
     Ranking,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routing.learning import LearningSettings, RoutingTarget, TargetKind
-from routing.online import StreamedPrompt, first_fit, stream_prompts
+from tierflow.routing.learning import LearningSettings, RoutingTarget, TargetKind
+from tierflow.routing.online import StreamedPrompt, first_fit, stream_prompts
 
 
 def _prompts(n: int, seed: int, answer: bool = False) -> list[StreamedPrompt]:

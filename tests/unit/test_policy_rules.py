@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from routing.analysis import analyze_rules
-from routing.decision import decide
-from routing.jobs import JobKind
-from routing.policy import Policy
-from routing.rules import RoutingRule
-from routing.states import Tier
+from tierflow.routing.analysis import analyze_rules
+from tierflow.routing.decision import decide
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.policy import Policy
+from tierflow.routing.rules import RoutingRule
+from tierflow.routing.states import Tier
 
 VIP = RoutingRule(name="vip tenant", metadata={"tenant": "acme"}, difficulty=0.5, confidence=0.95)
 CODE = RoutingRule(

@@ -6,8 +6,8 @@ import email.utils
 
 import pytest
 
-from providers.failures import error_for_status, redact, retry_after_s
-from routing.errors import (
+from tierflow.providers.failures import error_for_status, redact, retry_after_s
+from tierflow.routing.errors import (
     ProviderError,
     ProviderRateLimited,
     ProviderRejected,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from providers.retry import RetryPolicy, backoff_ceiling, call_with_retries, retry_delay
-from routing.errors import (
+from tierflow.providers.retry import RetryPolicy, backoff_ceiling, call_with_retries, retry_delay
+from tierflow.routing.errors import (
     ConfigError,
     ProviderError,
     ProviderRateLimited,

@@ -8,16 +8,23 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from providers import rules
-from providers.server.answers import Answer, Answerer, AnswerSource, ReplayBook, default_strength, in_envelope
-from providers.server.anthropic_wire import AnthropicWire
-from providers.server.app import loopback_host
-from providers.server.faults import Fault, FaultPlan, FaultRule, Latency, LatencyPlan, LatencySpec
-from providers.server.openai_wire import OpenAIWire
-from providers.server.wire import ChatCall, ErrorKind, WireError, reply_to
-from routing.errors import ConfigError, InputError
-from routing.experts import expert_for, parse_answer
-from routing.jobs import JobKind
+from tierflow.providers import rules
+from tierflow.providers.server.answers import (
+    Answer,
+    Answerer,
+    AnswerSource,
+    ReplayBook,
+    default_strength,
+    in_envelope,
+)
+from tierflow.providers.server.anthropic_wire import AnthropicWire
+from tierflow.providers.server.app import loopback_host
+from tierflow.providers.server.faults import Fault, FaultPlan, FaultRule, Latency, LatencyPlan, LatencySpec
+from tierflow.providers.server.openai_wire import OpenAIWire
+from tierflow.providers.server.wire import ChatCall, ErrorKind, WireError, reply_to
+from tierflow.routing.errors import ConfigError, InputError
+from tierflow.routing.experts import expert_for, parse_answer
+from tierflow.routing.jobs import JobKind
 
 
 def draws(plan: FaultPlan, model: str, n: int) -> list[str | None]:

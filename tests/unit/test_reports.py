@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from store.reports import percentile, summarize
+from tierflow.store.reports import percentile, summarize
 
 
 def test_percentile_is_nearest_rank() -> None:

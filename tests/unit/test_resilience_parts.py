@@ -7,11 +7,11 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from providers.base import Completion, CompletionRequest
-from providers.resilience.config import BreakerConfig, RateLimit
-from providers.resilience.ratelimit import estimate_tokens
-from providers.resilience.records import CallOutcome, CallRecord, breaker_signal, outcome_of
-from routing.errors import (
+from tierflow.providers.base import Completion, CompletionRequest
+from tierflow.providers.resilience.config import BreakerConfig, RateLimit
+from tierflow.providers.resilience.ratelimit import estimate_tokens
+from tierflow.providers.resilience.records import CallOutcome, CallRecord, breaker_signal, outcome_of
+from tierflow.routing.errors import (
     ProviderError,
     ProviderRateLimited,
     ProviderRejected,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from providers.base import CompletionRequest
-from providers.fake import FakeProvider
-from providers.pricing import price_table
-from providers.resilience.records import CallOutcome, CallRecord
-from providers.resilience.tier import TierCaller
-from providers.retry import RetryPolicy
-from routing.errors import TierUnavailable
+from tierflow.providers.base import CompletionRequest
+from tierflow.providers.fake import FakeProvider
+from tierflow.providers.pricing import price_table
+from tierflow.providers.resilience.records import CallOutcome, CallRecord
+from tierflow.providers.resilience.tier import TierCaller
+from tierflow.providers.retry import RetryPolicy
+from tierflow.routing.errors import TierUnavailable
 
 REQUEST = CompletionRequest(system="You answer questions.\nTask: answer", user="What is 12 * 7?")
 RETRY = RetryPolicy(max_attempts=2, base_delay_s=0.0, max_delay_s=0.0)

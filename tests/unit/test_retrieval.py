@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from routing.errors import InputError
-from routing.retrieval import Article, KnowledgeBase, tokens
-from store.knowledge import read_articles
+from tierflow.routing.errors import InputError
+from tierflow.routing.retrieval import Article, KnowledgeBase, tokens
+from tierflow.store.knowledge import read_articles
 
 KB = Path(__file__).resolve().parents[2] / "examples" / "kb"
 

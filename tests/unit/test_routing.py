@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from providers import rules
-from routing.analysis import analyze_rules
-from routing.decision import choose_tier, decide
-from routing.experts import DraftReply, ExpertOutcome, UnparseableOutput, expert_for, parse_answer
-from routing.jobs import JobKind
-from routing.policy import Policy
-from routing.states import Tier
-from routing.verdict import VerdictAction, judge
+from tierflow.providers import rules
+from tierflow.routing.analysis import analyze_rules
+from tierflow.routing.decision import choose_tier, decide
+from tierflow.routing.experts import DraftReply, ExpertOutcome, UnparseableOutput, expert_for, parse_answer
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.policy import Policy
+from tierflow.routing.states import Tier
+from tierflow.routing.verdict import VerdictAction, judge
 
 POLICY = Policy()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routing.semantic import (
+from tierflow.routing.semantic import (
     Outcome,
     Scoring,
     SemanticConfig,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from routing.errors import ConfigError
-from worker.settings import load_settings
+from tierflow.routing.errors import ConfigError
+from tierflow.worker.settings import load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -133,7 +133,7 @@ def test_the_exploration_share_comes_from_the_config_or_the_environment_and_is_b
 
 
 def test_with_reflect_off_the_first_policy_does_not_explore(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.runtime import default_policy
+    from tierflow.tasks.runtime import default_policy
 
     assert default_policy(load_settings()).learning.explore_share == 0.05
     monkeypatch.setenv("TIERFLOW_REFLECT_INTERVAL_S", "0")
@@ -142,8 +142,8 @@ def test_with_reflect_off_the_first_policy_does_not_explore(monkeypatch: pytest.
 
 
 def test_the_tiers_named_form_the_first_policy_s_ladder() -> None:
-    from routing.states import Tier
-    from tasks.runtime import default_policy
+    from tierflow.routing.states import Tier
+    from tierflow.tasks.runtime import default_policy
 
     assert default_policy(load_settings()).ladder == (Tier.SMALL, Tier.MEDIUM, Tier.LARGE)
     two = default_policy(load_settings(tiers={"large": ["fake:c"], "small": ["fake:a"]}))

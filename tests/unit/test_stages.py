@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from routing.decision import decide
-from routing.experts import Prompt
-from routing.jobs import JobKind
-from routing.policy import Policy
-from routing.stages import SemanticGuess, analyze
-from routing.states import Tier
+from tierflow.routing.decision import decide
+from tierflow.routing.experts import Prompt
+from tierflow.routing.jobs import JobKind
+from tierflow.routing.policy import Policy
+from tierflow.routing.stages import SemanticGuess, analyze
+from tierflow.routing.states import Tier
 
 UNSURE_RULES = Policy(rules_confidence=0.99, llm_analysis=True)
 TICKET = {"text": "The webhook integration drops events since Tuesday."}

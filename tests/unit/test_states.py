@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from routing.errors import InvalidTransition
-from routing.states import TERMINAL_STATES, JobState, Tier, check_transition, next_tier, sources_of
+from tierflow.routing.errors import InvalidTransition
+from tierflow.routing.states import TERMINAL_STATES, JobState, Tier, check_transition, next_tier, sources_of
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_ladder_goes_up_one_tier_and_stops_at_the_top() -> None:
 def test_errors_cross_a_process_boundary_with_their_fields() -> None:
     import pickle
 
-    from routing.errors import ConfigError, InputError, ProviderRateLimited
+    from tierflow.routing.errors import ConfigError, InputError, ProviderRateLimited
 
     for error in (
         ProviderRateLimited("openai", "gpt-4o-mini", "429", retry_after=2.5),

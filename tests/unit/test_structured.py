@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from providers.base import Completion, CompletionRequest
-from providers.structured import complete_structured
-from routing.errors import ProviderRejected
-from routing.experts import DraftReply, parse_answer
+from tierflow.providers.base import Completion, CompletionRequest
+from tierflow.providers.structured import complete_structured
+from tierflow.routing.errors import ProviderRejected
+from tierflow.routing.experts import DraftReply, parse_answer
 
 REQUEST = CompletionRequest(system="Task: draft_reply", user="I cannot log in")
 

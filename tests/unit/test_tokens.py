@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from providers.tokens import count_tokens, first_tokens
+from tierflow.providers.tokens import count_tokens, first_tokens
 
 # cl100k_base counts, each checked against tiktoken's published encodings of the same text
 # (e.g. "hello world" -> [15339, 1917]; "tiktoken is great!" -> [83, 1609, 5963, 374, 2294, 0])

@@ -10,9 +10,6 @@ import anthropic
 import openai
 import pytest
 
-from providers.anthropic import AnthropicProvider
-from providers.openai import OpenAIProvider
-from providers.server import LatencySpec, ProviderServer
 from tests.integration.providers.support import (
     API_KEY,
     PRICES,
@@ -24,6 +21,9 @@ from tests.integration.providers.support import (
     WEAK_RESPONSE,
     Adapter,
 )
+from tierflow.providers.anthropic import AnthropicProvider
+from tierflow.providers.openai import OpenAIProvider
+from tierflow.providers.server import LatencySpec, ProviderServer
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from providers.anthropic import AnthropicProvider
-from providers.openai import OpenAIProvider
-from providers.pricing import Price
-from providers.server import ProviderServer
-from providers.tokens import count_tokens
+from tierflow.providers.anthropic import AnthropicProvider
+from tierflow.providers.openai import OpenAIProvider
+from tierflow.providers.pricing import Price
+from tierflow.providers.server import ProviderServer
+from tierflow.providers.tokens import count_tokens
 
 API_KEY = "sk-tierflow-test-7Qm2Zr9LwX4c"
 STRONG_RECORDED = "acme/strong-recorded-v1"

@@ -12,19 +12,6 @@ import time
 
 import pytest
 
-from providers import rules
-from providers.base import CompletionRequest, Provider
-from providers.pricing import Price
-from providers.server import Fault, FaultRule, Latency, LatencySpec, ProviderServer, default_strength
-from providers.tokens import count_tokens
-from routing.errors import (
-    ConfigError,
-    ProviderError,
-    ProviderRateLimited,
-    ProviderRejected,
-    ProviderTimeout,
-    ProviderUnavailable,
-)
 from tests.integration.providers.support import (
     API_KEY,
     PRICES,
@@ -34,6 +21,19 @@ from tests.integration.providers.support import (
     USER,
     Adapter,
     assert_no_key,
+)
+from tierflow.providers import rules
+from tierflow.providers.base import CompletionRequest, Provider
+from tierflow.providers.pricing import Price
+from tierflow.providers.server import Fault, FaultRule, Latency, LatencySpec, ProviderServer, default_strength
+from tierflow.providers.tokens import count_tokens
+from tierflow.routing.errors import (
+    ConfigError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
 )
 
 pytestmark = pytest.mark.timeout(30)

@@ -15,15 +15,6 @@ import anthropic
 import openai
 import pytest
 
-from providers import rules
-from providers.base import CompletionRequest
-from providers.openai import OpenAIProvider
-from providers.server import Fault, FaultRule, ProviderServer, default_strength
-from providers.tokens import count_tokens, first_tokens
-from routing.errors import (
-    ProviderRejected,
-    ProviderUnavailable,
-)
 from tests.integration.providers.support import (
     PRICES,
     REPLAY_PROMPT,
@@ -36,6 +27,15 @@ from tests.integration.providers.support import (
     WEAK_RESPONSE,
     Adapter,
     control,
+)
+from tierflow.providers import rules
+from tierflow.providers.base import CompletionRequest
+from tierflow.providers.openai import OpenAIProvider
+from tierflow.providers.server import Fault, FaultRule, ProviderServer, default_strength
+from tierflow.providers.tokens import count_tokens, first_tokens
+from tierflow.routing.errors import (
+    ProviderRejected,
+    ProviderUnavailable,
 )
 
 pytestmark = pytest.mark.timeout(30)
