@@ -80,7 +80,8 @@ def move_job(
 ) -> bool:
     """Move the job to `target` if the state machine allows it from where it is now."""
     now = utcnow()
-    values: dict[str, Any] = {"state": target.value, "updated_at": now, **fields}
+    # A move is followed by the message of the next stage: the job waits on it from now.
+    values: dict[str, Any] = {"state": target.value, "updated_at": now, "sent_at": now, **fields}
     if stale_in is not None:
         values["stale_after"] = now + stale_in
     if target.terminal:
@@ -93,7 +94,9 @@ def move_job(
 def touch_job(session: Session, job_id: str, stale_in: timedelta) -> None:
     """Push the job's stale deadline forward: it is moving."""
     now = utcnow()
-    session.execute(update(Job).where(Job.id == job_id).values(updated_at=now, stale_after=now + stale_in))
+    session.execute(
+        update(Job).where(Job.id == job_id).values(updated_at=now, sent_at=now, stale_after=now + stale_in)
+    )
 
 
 def create_attempt(session: Session, job_id: str, number: int, tier: str, decision: dict[str, Any]) -> None:
@@ -162,6 +165,18 @@ def upsert_expert_result(session: Session, row: dict[str, Any]) -> None:
         where=ExpertResult.__table__.c.error.is_not(None),
     )
     session.execute(stmt)
+    # The last expert of an attempt sends the chord's callback after this write.
+    session.execute(update(Job).where(Job.id == row["job_id"]).values(sent_at=utcnow()))
+
+
+def last_expert_error(session: Session, job_id: str) -> str | None:
+    """The newest error an expert of this job recorded, if any."""
+    return session.execute(
+        select(ExpertResult.error)
+        .where(ExpertResult.job_id == job_id, ExpertResult.error.is_not(None))
+        .order_by(ExpertResult.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
 
 
 def expert_results(session: Session, job_id: str, attempt: int) -> list[ExpertResult]:

@@ -61,11 +61,16 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     redeliveries: Mapped[int] = mapped_column(Integer, default=0)
     stale_after: Mapped[datetime]
+    # When the newest message this job waits on was sent (routing/recovery.py reads it).
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_jobs_state_stale_after", "state", "stale_after"),)
+    __table_args__ = (
+        Index("ix_jobs_state_stale_after", "state", "stale_after"),
+        Index("ix_jobs_state_sent_at", "state", "sent_at"),
+    )
 
 
 class Attempt(Base):
@@ -152,6 +157,19 @@ class PolicyVersion(Base):
     # What the reflect run that wrote this version saw, and its account of what changed.
     statistics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     reflection: Mapped[str | None] = mapped_column(Text)
+
+
+class WorkerBeat(Base):
+    """A worker's latest heartbeat: the jobs it holds (their lease) and what its queues handed it."""
+
+    __tablename__ = "worker_beats"
+
+    worker: Mapped[str] = mapped_column(String(255), primary_key=True)
+    beat_at: Mapped[datetime] = mapped_column(index=True)
+    lease_until: Mapped[datetime]
+    holding: Mapped[list[str]] = mapped_column(JSON)
+    # queue -> newest publish time (seconds since the epoch) of a message the worker received
+    received: Mapped[dict[str, Any]]
 
 
 class KnowledgeArticle(Base):

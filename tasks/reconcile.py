@@ -1,10 +1,12 @@
 """reconcile (beat, queue `maintenance`): PostgreSQL is the source of truth.
 
-A job in a non-terminal state whose stale deadline has passed has lost its
-message (a killed worker, a flushed broker) or is stuck; it is sent again from
-what the store says. Every handler is idempotent, so a job that was merely slow
-costs a duplicate message, never a duplicate result. After `max_redeliveries`
-the job fails with a result that says why.
+Every non-terminal job is either held by a live worker (its lease, renewed by
+the worker's beat) or waiting for a message in a queue. `routing.recovery` says
+which of them lost their message (a killed worker, a flushed broker, a publish
+that never happened) or made no progress: those are sent again from what the
+store says. Every handler is idempotent, so a job that was merely slow costs a
+duplicate message, never a duplicate result. A job sent again too many times
+fails with a result that names the last cause.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from typing import Any
 
 from celery import shared_task
 
+from tierflow.routing.recovery import ClusterView, Recovery, RecoveryRules, recovery_for
 from tierflow.routing.states import JobState
 from tierflow.store.db import transaction
-from tierflow.store.lifecycle import move_job, stale_jobs, write_result
+from tierflow.store.leases import as_unfinished, cluster_view, unfinished_jobs
+from tierflow.store.lifecycle import last_expert_error, move_job, write_result
 from tierflow.store.models import utcnow
 from tierflow.tasks.dispatch import queue_lengths, send_attempt, send_classify
 from tierflow.tasks.runtime import Runtime, runtime_for
-from tierflow.worker.app import ALL_QUEUES, CLASSIFY_QUEUE
+from tierflow.worker.app import ALL_QUEUES
 
 log = logging.getLogger(__name__)
 
@@ -33,34 +37,31 @@ def reconcile(self: Any) -> dict[str, int]:
     return requeue_stale(self.app, runtime_for(self.app), utcnow())
 
 
-def requeue_stale(app: Any, runtime: Runtime, now: datetime) -> dict[str, int]:
-    """Re-send every non-terminal job whose stale deadline is before `now`.
-
-    A job whose queue still holds messages may simply be waiting its turn behind a
-    backlog: its deadline moves forward and nothing is re-sent. Only when its queue is
-    empty can its message not be waiting there, and the job is sent again.
-    """
+def requeue_stale(app: Any, runtime: Runtime, now: datetime, everything: bool = False) -> dict[str, int]:
+    """Send again every unfinished job that `recovery_for` finds lost; `everything`: every unfinished
+    job, as when an embedded worker starts (its in-memory broker did not outlive the last process)."""
     settings = runtime.settings
-    lengths = queue_lengths(app, ALL_QUEUES)
+    rules = RecoveryRules(settings.lease_s, settings.max_redeliveries)
     resend: list[tuple[str, str, int, str | None]] = []
     given_up = waiting = 0
+    lengths = queue_lengths(app, ALL_QUEUES)
     with transaction(runtime.sessions) as session:
-        for job in stale_jobs(session, now, BATCH_LIMIT):
-            queue = (
-                CLASSIFY_QUEUE
-                if job.state == JobState.QUEUED.value or job.tier is None
-                else f"tier.{job.tier}"
-            )
-            if lengths.get(queue, 0) > 0:
-                job.stale_after = utcnow() + timedelta(seconds=settings.stage_timeout_s)
+        view = cluster_view(session, now, lengths)
+        if everything:
+            view = ClusterView(now.timestamp(), frozenset(), {}, {q: 0 for q in ALL_QUEUES})
+            rules = RecoveryRules(0.0, settings.max_redeliveries)
+        for job in unfinished_jobs(session, view, 0.0 if everything else settings.lease_s, BATCH_LIMIT):
+            action, cause = recovery_for(as_unfinished(job), view, rules)
+            if action is Recovery.WAIT:
                 waiting += 1
                 continue
-            if job.redeliveries >= settings.max_redeliveries:
-                given_up += _give_up(session, job.id, job.attempt, job.tier, job.redeliveries)
+            if action is Recovery.GIVE_UP:
+                given_up += _give_up(session, job.id, job.attempt, job.tier, cause)
                 continue
-            backoff = settings.stage_timeout_s * 2 ** (job.redeliveries + 1)
+            log.info("reconcile: sending %s again: %s", job.id, cause)
             job.redeliveries += 1
-            job.stale_after = utcnow() + timedelta(seconds=backoff)
+            job.sent_at = utcnow()
+            job.stale_after = job.sent_at + timedelta(seconds=settings.stage_timeout_s)
             resend.append((job.id, job.state, job.attempt, job.tier))
     for job_id, state, attempt, tier in resend:
         if state == JobState.QUEUED.value or tier is None:
@@ -68,12 +69,13 @@ def requeue_stale(app: Any, runtime: Runtime, now: datetime) -> dict[str, int]:
         else:
             send_attempt(app, job_id, attempt, tier)
     if resend or given_up:
-        log.warning("reconcile: re-enqueued %d stale jobs, gave up on %d", len(resend), given_up)
+        log.warning("reconcile: re-enqueued %d jobs, gave up on %d", len(resend), given_up)
     return {"requeued": len(resend), "failed": given_up, "waiting": waiting}
 
 
-def _give_up(session: Any, job_id: str, attempt: int, tier: str | None, redeliveries: int) -> int:
-    reason = f"no progress after {redeliveries} redeliveries"
+def _give_up(session: Any, job_id: str, attempt: int, tier: str | None, cause: str) -> int:
+    last_error = last_expert_error(session, job_id)
+    reason = cause if last_error is None else f"{cause}; last error: {last_error}"
     if not move_job(session, job_id, JobState.FAILED, error=reason):
         return 0
     write_result(

@@ -27,6 +27,7 @@ TASK_MODULES = (
     "tierflow.tasks.aggregate",
     "tierflow.tasks.reconcile",
     "tierflow.tasks.reflect",
+    "tierflow.tasks.leases",
 )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from tierflow.store.models import utcnow
@@ -16,8 +15,6 @@ from tierflow.store.schema import upgrade
 from tierflow.tasks.reconcile import requeue_stale
 from tierflow.tasks.runtime import Runtime
 from tierflow.worker.app import ALL_QUEUES
-
-FAR_FUTURE = datetime(9999, 1, 1, tzinfo=utcnow().tzinfo)
 
 
 @contextmanager
@@ -36,5 +33,5 @@ def embedded_worker(app: Any, runtime: Runtime) -> Iterator[None]:
         shutdown_timeout=60.0,
         queues=list(ALL_QUEUES),
     ):
-        requeue_stale(app, runtime, FAR_FUTURE)
+        requeue_stale(app, runtime, utcnow(), everything=True)
         yield

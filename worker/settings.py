@@ -46,10 +46,13 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=3600, gt=0)
     result_expires_hours: int = Field(default=24, gt=0)
 
-    # Recovery: a non-terminal job that has not moved for stage_timeout_s is re-enqueued
+    # Recovery (routing/recovery.py): a worker holds the jobs it works on for lease_s past its
+    # latest beat (it beats every lease_s / 3); reconcile sends again a job whose lease lapsed
+    # or whose message was lost, and, as a backstop, a held job with no progress for stage_timeout_s.
+    lease_s: float = Field(default=30.0, gt=0)
     stage_timeout_s: float = Field(default=600.0, gt=0)
     max_redeliveries: int = Field(default=5, ge=0)
-    reconcile_interval_s: float = Field(default=60.0, gt=0)
+    reconcile_interval_s: float = Field(default=10.0, gt=0)
     # Beat runs `reflect` this often (0: never); it learns from at most reflect_window judged attempts.
     reflect_interval_s: float = Field(default=900.0, ge=0)
     reflect_window: int = Field(default=10_000, gt=0)

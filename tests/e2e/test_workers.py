@@ -18,6 +18,7 @@ import signal
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import redis
 from sqlalchemy import Engine, func, select
 
 from tests.e2e.conftest import WORKERS, Processes, answering_workers, child_pids
-from tierflow.store.models import Attempt, Job, Result
+from tierflow.store.models import Attempt, Job, Result, utcnow
 from tierflow.worker.app import TierflowCelery
 
 pytestmark = pytest.mark.e2e
@@ -42,6 +43,8 @@ KILL_BEFORE_SHARE = 0.6  # ... and before this share of them is ...
 KILL_WHEN_HELD = 6  # ... at a moment the small-tier worker holds this many unacknowledged messages
 KILL_WAIT_S = 90.0
 RESTART_PAUSE_S = 2.0
+# At the default settings (a 30 s lease), a killed worker's jobs run again within a minute.
+RESUME_WITHIN_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,31 @@ def restart_small_worker(processes: Processes, app: TierflowCelery) -> None:
         assert time.monotonic() < deadline, f"{node} did not come back:\n{processes.tails()}"
 
 
+def wait_resumed(engine: Engine, job_ids: set[str], killed: datetime, within_s: float) -> float:
+    """Seconds until every job the killed worker held is running again (a new start of its attempt
+    after the kill, or a later state); fails past `within_s`."""
+    deadline = time.monotonic() + within_s
+    while True:
+        with engine.connect() as connection:
+            restarted = set(
+                connection.execute(
+                    select(Attempt.job_id).where(Attempt.job_id.in_(job_ids), Attempt.started_at > killed)
+                ).scalars()
+            )
+            finished = set(
+                connection.execute(
+                    select(Job.id).where(Job.id.in_(job_ids), Job.state.in_(TERMINAL))
+                ).scalars()
+            )
+        waiting = job_ids - restarted - finished
+        if not waiting:
+            return round((utcnow() - killed).total_seconds(), 1)
+        assert time.monotonic() < deadline, (
+            f"not running again {within_s:.0f}s after the kill: {sorted(waiting)}"
+        )
+        time.sleep(0.2)
+
+
 def report_figures(tmp_path: Path, name: str, figures: dict[str, Any], detail: Any = None) -> None:
     """Print the figures and record them, with any detail, in tmp_path/figures.json."""
     path = tmp_path / "figures.json"
@@ -215,11 +243,14 @@ def run_batch_2_with_kill(
     started = time.monotonic()
     batch_id = submit_batch(cluster, tmp_path / "batch2.jsonl", varied_jobs(2, BATCH_SIZE))
     wait_until_mid_batch(engine, broker, batch_id, cluster)
+    killed_wall = utcnow()
     interrupted = kill_small_worker(cluster, broker)
     at_kill = job_positions(engine, batch_id)
     killed_at = time.monotonic() - started
     time.sleep(RESTART_PAUSE_S)
     restart_small_worker(cluster, app)
+    unfinished = {j for j in interrupted.job_ids if at_kill.get(j, ("succeeded", None))[0] not in TERMINAL}
+    resumed_after_s = wait_resumed(engine, unfinished, killed_wall, RESUME_WITHIN_S)
     # Far below Redis' visibility timeout (an hour): the held messages are not what finished the batch.
     wait_all_terminal(engine, cluster, batch_id, started + KILLED_BATCH_TIMEOUT_S)
     elapsed = time.monotonic() - started
@@ -236,6 +267,7 @@ def run_batch_2_with_kill(
             "seconds": round(elapsed, 2),
             "jobs_per_s": round(BATCH_SIZE / elapsed, 2),
             "killed_at_s": round(killed_at, 2),
+            "interrupted_jobs_running_again_after_s": resumed_after_s,
             "terminal_at_kill": terminal_at_kill,
             "states": dict(Counter(job_states(engine, batch_id).values())),
         }

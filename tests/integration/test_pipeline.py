@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import redis
@@ -149,13 +150,15 @@ def test_chord_failure_is_judged_and_escalated(make_app, tmp_path):
 
 
 def test_reconcile_requeues_a_job_whose_message_was_deleted(make_app, tmp_path, redis_url):
-    app, runtime = make_app(stage_timeout_s=1.0)
+    app, runtime = make_app()
     report = submit_file(app, runtime, write_jobs(tmp_path / "lost.jsonl", [{"id": "lost-1", **EASY}]))
     broker = redis.Redis.from_url(redis_url)
     assert broker.llen("classify") == 1
     broker.delete("classify")  # the broker lost the message
-    with transaction(runtime.sessions) as session:
-        session.execute(update(Job).values(stale_after=utcnow()))
+    with transaction(runtime.sessions) as session:  # ... longer than a lease ago
+        session.execute(
+            update(Job).values(sent_at=utcnow() - timedelta(seconds=runtime.settings.lease_s + 1))
+        )
     with running_worker(app):
         time.sleep(0.5)
         assert _count(runtime, Job, state="queued") == 1, "without its message the job does not move"
@@ -176,7 +179,9 @@ def test_reconcile_retries_an_interrupted_attempt(make_app, tmp_path):
         create_attempt(session, "cut-1", 1, "small", decision)
         move_job(session, "cut-1", JobState.RUNNING)
         session.execute(update(Attempt).values(state="running"))
-        session.execute(update(Job).values(stale_after=utcnow()))
+        session.execute(
+            update(Job).values(sent_at=utcnow() - timedelta(seconds=runtime.settings.lease_s + 1))
+        )
     with running_worker(app):
         app.send_task("tierflow.reconcile", queue="maintenance")
         wait_terminal(runtime, stored.batch_id)
@@ -189,7 +194,12 @@ def test_reconcile_gives_up_after_max_redeliveries_with_a_result(make_app, tmp_p
     stored = _stored_batch(runtime, tmp_path, [{"id": "stuck-1", **EASY}])
     from tierflow.tasks.reconcile import requeue_stale
 
-    assert requeue_stale(app, runtime, utcnow()) == {"requeued": 0, "failed": 1, "waiting": 0}
+    # Stored and never sent: a minute later nobody holds it and its queue is empty.
+    assert requeue_stale(app, runtime, utcnow() + timedelta(minutes=1)) == {
+        "requeued": 0,
+        "failed": 1,
+        "waiting": 0,
+    }
     with transaction(runtime.sessions) as session:
         job = session.get(Job, "stuck-1")
         result = session.execute(select(Result)).scalar_one()
@@ -203,10 +213,13 @@ def test_reconcile_lets_a_job_wait_while_its_queue_still_holds_messages(make_app
 
     report = submit_file(app, runtime, write_jobs(tmp_path / "backlog.jsonl", [{"id": "wait-1", **EASY}]))
     assert redis.Redis.from_url(redis_url).llen("classify") == 1, "no worker: the message waits in the queue"
-    with transaction(runtime.sessions) as session:
-        session.execute(update(Job).values(stale_after=utcnow()))
-    assert requeue_stale(app, runtime, utcnow()) == {"requeued": 0, "failed": 0, "waiting": 1}
+    # An hour later, past its stage timeout, nobody holds it and no younger message left the queue.
+    assert requeue_stale(app, runtime, utcnow() + timedelta(hours=1)) == {
+        "requeued": 0,
+        "failed": 0,
+        "waiting": 1,
+    }
     with transaction(runtime.sessions) as session:
         job = session.get(Job, "wait-1")
-    assert job.redeliveries == 0 and job.stale_after > utcnow(), "its deadline moved; nothing was re-sent"
+    assert job.redeliveries == 0, "it waits its turn"
     assert redis.Redis.from_url(redis_url).llen("classify") == 1 and report.batch_id
