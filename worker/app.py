@@ -31,19 +31,36 @@ TASK_MODULES = (
 )
 
 
+def task_queues(settings: Settings) -> list[Queue]:
+    """The queues, the same names on every broker. On RabbitMQ they are durable quorum queues
+    (replicated, and their messages survive a broker restart) unless the setting turns them off;
+    a topic exchange lets Celery's native delayed delivery hold countdowns in the broker."""
+    if settings.broker_is_amqp and settings.broker_quorum_queues:
+        exchange = Exchange("tierflow", type="topic", durable=True)
+        arguments: dict[str, Any] | None = {"x-queue-type": "quorum"}
+    else:
+        exchange, arguments = Exchange("tierflow", type="direct"), None
+    return [
+        Queue(name, exchange, routing_key=name, durable=True, queue_arguments=arguments) for name in ALL_QUEUES
+    ]
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
-    exchange = Exchange("tierflow", type="direct")
     transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
     broker_transport = dict(transport)
     if settings.embedded:
         # kombu's virtual transports poll once a second by default: one second lost at every hop.
         broker_transport["polling_interval"] = 0.005
+    if settings.broker_is_amqp:
+        # Publisher confirms: a publish returns once RabbitMQ has taken the message.
+        broker_transport = {"confirm_publish": True}
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_backend,
-        "task_queues": [Queue(name, exchange, routing_key=name) for name in ALL_QUEUES],
+        "task_queues": task_queues(settings),
         "task_default_queue": CLASSIFY_QUEUE,
         "task_default_exchange": "tierflow",
+        "task_default_exchange_type": task_queues(settings)[0].exchange.type,
         "task_default_routing_key": CLASSIFY_QUEUE,
         "task_create_missing_queues": False,
         "task_routes": {

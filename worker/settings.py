@@ -44,6 +44,8 @@ class Settings(BaseSettings):
 
     # Celery reliability
     visibility_timeout_s: int = Field(default=3600, gt=0)
+    # With a RabbitMQ broker (amqp://): durable quorum queues, and publisher confirms always.
+    broker_quorum_queues: bool = True
     result_expires_hours: int = Field(default=24, gt=0)
 
     # Recovery (routing/recovery.py): a worker holds the jobs it works on for lease_s past its
@@ -131,6 +133,10 @@ class Settings(BaseSettings):
         if self.resilience_redis_url:
             return self.resilience_redis_url
         return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
+
+    @property
+    def broker_is_amqp(self) -> bool:
+        return self.broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
 
     @property
     def embedded(self) -> bool:
