@@ -197,9 +197,13 @@ def build_tier_caller(
     return TierCaller(providers, breakers, limits, retry), breakers
 
 
+# Connections a process may open beyond its pool, for the moments a task holds two at once.
+POOL_OVERFLOW = 2
+
+
 def build_runtime(settings: Settings) -> Runtime:
     pool = max(settings.db_pool_size, settings.embedded_concurrency if settings.embedded else 0)
-    engine = make_engine(settings.database_url, pool_size=pool, max_overflow=pool)
+    engine = make_engine(settings.database_url, pool_size=pool, max_overflow=POOL_OVERFLOW)
     providers = build_providers(settings)
     caller, breakers = build_tier_caller(settings, providers)
     return Runtime(settings, engine, make_sessions(engine), providers, caller, breakers)
