@@ -131,7 +131,9 @@ class Settings(BaseSettings):
     @field_validator("resilience_redis_url")
     @classmethod
     def _resilience_store(cls, value: str | None) -> str | None:
-        if value is None or value == LOCAL_RESILIENCE:
+        if not value:
+            return None  # set but empty (e.g. `${VAR:-}` in a compose file): as if unset
+        if value == LOCAL_RESILIENCE:
             return value
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"{RESILIENCE_CHOICES}, not {value.split('://')[0]!r}")

@@ -251,3 +251,9 @@ def shared_with_fallback(
         RateLimits(client, limits, default=default), LocalRateLimits(limits, default=default), store
     )
     return breakers, rate_limits
+
+
+def store_stats(breakers: object) -> StoreStats | None:
+    """What this process has seen of its shared resilience Redis, from a runtime's breakers
+    (`Runtime.breakers`); None when breakers are not shared (local, or none)."""
+    return breakers.store.stats() if isinstance(breakers, FallbackBreakers) else None

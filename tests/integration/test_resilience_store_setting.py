@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.integration.conftest import TIERFLOW, run
+from tierflow.routing.errors import ConfigError
 from tierflow.worker.settings import load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -73,6 +74,11 @@ def test_a_local_store_is_said_once_at_worker_start(env: dict[str, str]) -> None
         ({"broker_url": "redis://127.0.0.1:6379/0", "resilience_redis_url": "local"}, None, True),
         ({"broker_url": AMQP_URL, "resilience_redis_url": "redis://r:6379/2"}, "redis://r:6379/2", False),
         ({"broker_url": AMQP_URL, "resilience_redis_url": "local"}, None, True),
+        (
+            {"broker_url": "redis://127.0.0.1:6379/0", "resilience_redis_url": ""},
+            "redis://127.0.0.1:6379/0",
+            False,
+        ),
         ({}, None, False),  # embedded: one process, no breakers
     ],
 )
@@ -82,3 +88,11 @@ def test_the_resilience_store_each_setting_gives(
     settings = load_settings(**fields)
     assert (settings.resilience_redis, settings.resilience_local) == (shared, local)
     settings.require_resilience_store()  # every one of these may start a worker
+
+
+def test_an_empty_resilience_store_with_amqp_is_refused_as_unset() -> None:
+    settings = load_settings(broker_url=AMQP_URL, resilience_redis_url="")
+    with pytest.raises(ConfigError) as refused:
+        settings.require_resilience_store()
+    assert refused.value.field == "TIERFLOW_RESILIENCE_REDIS_URL"
+    assert "redis://" in refused.value.reason and "local" in refused.value.reason

@@ -24,6 +24,7 @@ from tests.resilience_cases import (
 )
 from tierflow.providers.resilience.breaker import BreakerState
 from tierflow.providers.resilience.config import BreakerConfig, RateLimit
+from tierflow.providers.resilience.fallback import store_stats
 from tierflow.providers.resilience.local import LocalBreakers, LocalRateLimits
 from tierflow.routing.errors import ProviderRateLimited
 
@@ -84,3 +85,8 @@ def test_a_local_refusal_says_it_is_this_process_that_is_limited() -> None:
         limits.acquire(MODEL)
     assert refused.value.reason == "rate limit of this process: requests per minute used up"
     assert refused.value.retry_after == 60.0
+
+
+def test_per_process_breakers_have_no_shared_store_to_report() -> None:
+    assert store_stats(LocalBreakers()) is None
+    assert store_stats(None) is None
