@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -133,6 +134,50 @@ def test_a_dead_resilience_redis_falls_back_to_this_process_and_says_so_once(
     assert len(logged) == 1, logged
     assert "redis://:***@127.0.0.1:1/0 unreachable" in logged[0]
     assert "s3cret" not in logged[0]
+
+
+class SilentServer:
+    """A loopback TCP server that takes connections and never answers: a Redis that hangs."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        self.connections: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.connections.append(self.listener.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def test_a_redis_that_hangs_costs_one_timeout_per_pause_not_one_per_call() -> None:
+    server = SilentServer()
+    clock = FakeClock()
+    client = redis.Redis.from_url(server.url, socket_timeout=0.3, socket_connect_timeout=0.3)
+    store = SharedStore(redact(server.url), clock=clock)
+    breakers = FallbackBreakers(Breakers(client, QUICK), LocalBreakers(QUICK), store)
+    try:
+        for _ in range(20):
+            assert breakers.allow(MODEL)
+        assert len(server.connections) == 1  # only the first call waited for Redis
+        assert "Timeout" in store.stats().last_error
+        clock.advance(DEFAULT_RETRY_S)
+        for _ in range(20):
+            assert breakers.allow(MODEL)
+        assert len(server.connections) == 2
+        assert store.stats().fallback_calls == 40 and store.stats().outages == 1
+    finally:
+        client.close()
+        server.close()
 
 
 def test_only_one_caller_tries_redis_again_per_pause(own_redis: OwnRedis) -> None:
