@@ -15,7 +15,8 @@ and for every queue the newest publish time among the messages it has received.
 - Not held, and its queue is empty and quiet: nothing can be waiting: send it again.
 - Otherwise it is waiting its turn behind a backlog.
 
-A job sent again too many times fails, with the last cause seen.
+A job sent again too many times without moving on fails, with the last cause seen;
+one that moves on between re-sends (a worker killed now and then) starts afresh.
 This module must not import celery, sqlalchemy or redis.
 """
 
@@ -44,7 +45,7 @@ class Unfinished:
     queue: str  # the queue its next message goes to
     sent_at: float  # when its newest message was recorded as sent
     stale_after: float  # no progress by then: the stage timeout's backstop
-    redeliveries: int
+    redeliveries: int  # times sent again since the job last moved to a new state
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def as_unfinished(job: Job) -> Unfinished:
         queue_of(job),
         _aware(job.sent_at).timestamp(),
         _aware(job.stale_after).timestamp(),
-        job.redeliveries,
+        job.stalled_resends,
     )
 
 

@@ -81,7 +81,13 @@ def move_job(
     """Move the job to `target` if the state machine allows it from where it is now."""
     now = utcnow()
     # A move is followed by the message of the next stage: the job waits on it from now.
-    values: dict[str, Any] = {"state": target.value, "updated_at": now, "sent_at": now, **fields}
+    values: dict[str, Any] = {
+        "state": target.value,
+        "updated_at": now,
+        "sent_at": now,
+        "stalled_resends": 0,
+        **fields,
+    }
     if stale_in is not None:
         values["stale_after"] = now + stale_in
     if target.terminal:

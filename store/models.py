@@ -59,7 +59,8 @@ class Job(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     analysis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
-    redeliveries: Mapped[int] = mapped_column(Integer, default=0)
+    redeliveries: Mapped[int] = mapped_column(Integer, default=0)  # times sent again by reconcile, in all
+    stalled_resends: Mapped[int] = mapped_column(Integer, default=0)  # ... since it last changed state
     stale_after: Mapped[datetime]
     # When the newest message this job waits on was sent (routing/recovery.py reads it).
     sent_at: Mapped[datetime] = mapped_column(default=utcnow)

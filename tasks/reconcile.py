@@ -60,6 +60,7 @@ def requeue_stale(app: Any, runtime: Runtime, now: datetime, everything: bool = 
                 continue
             log.info("reconcile: sending %s again: %s", job.id, cause)
             job.redeliveries += 1
+            job.stalled_resends += 1
             job.sent_at = utcnow()
             job.stale_after = job.sent_at + timedelta(seconds=settings.stage_timeout_s)
             resend.append((job.id, job.state, job.attempt, job.tier))

@@ -19,6 +19,7 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
         )
+        batch.add_column(sa.Column("stalled_resends", sa.Integer(), nullable=False, server_default="0"))
         batch.create_index("ix_jobs_state_sent_at", ["state", "sent_at"], unique=False)
     op.create_table(
         "worker_beats",
@@ -37,4 +38,5 @@ def downgrade() -> None:
     op.drop_table("worker_beats")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_index("ix_jobs_state_sent_at")
+        batch.drop_column("stalled_resends")
         batch.drop_column("sent_at")

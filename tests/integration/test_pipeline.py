@@ -223,3 +223,14 @@ def test_reconcile_lets_a_job_wait_while_its_queue_still_holds_messages(make_app
         job = session.get(Job, "wait-1")
     assert job.redeliveries == 0, "it waits its turn"
     assert redis.Redis.from_url(redis_url).llen("classify") == 1 and report.batch_id
+
+
+def test_a_job_that_moves_on_starts_its_resend_count_afresh(make_app, tmp_path):
+    app, runtime = make_app()
+    _stored_batch(runtime, tmp_path, [{"id": "moving-1", **EASY}])
+    with transaction(runtime.sessions) as session:
+        session.execute(update(Job).values(redeliveries=3, stalled_resends=3))
+        assert move_job(session, "moving-1", JobState.CLASSIFIED, tier="small", attempt=1)
+    with transaction(runtime.sessions) as session:
+        job = session.get(Job, "moving-1")
+    assert (job.redeliveries, job.stalled_resends) == (3, 0), "the total stays; the backoff starts again"
