@@ -122,11 +122,15 @@ def routing_rows(
     """The features and outcomes of a file's prompts, with `call_costs` when `prices` are given.
 
     Raises:
-        InputError: `router` needs small answers the file lacks, or a tier has no price.
+        InputError: `router` needs small answers the file lacks, the file is graded, or a
+            tier has no price.
         ConfigError: the encoder cannot be loaded.
     """
     records = labelled.records
-    prompts = [record.prompt for record in records]
+    if any(record.graded for record in records[:1]):
+        reason = f"--router {router.value} learns from correct / incorrect outcomes; this file is graded"
+        raise InputError(str(labelled.path), 0, "outcomes", reason)
+    prompts = [record.text for record in records]
     cheap = prompt_features(prompts, [JobKind.PROMPT] * len(prompts), None)
     embedding = _embed(encoder, prompts)
     answer = None

@@ -29,9 +29,11 @@ from rich.table import Table
 
 from tierflow.providers.encoders import Encoder
 from tierflow.providers.outcomes_data import (
+    ScoreRange,
     benchmark_name,
     choose_tiers,
     parse_prices,
+    parse_score_range,
     prompt_outcomes,
     read_recorded,
 )
@@ -98,6 +100,7 @@ class RoutingRun:
     quality: RoutingQuality
     mode: EvalMode = EvalMode.OFFLINE
     learning: OnlineLearning | None = None  # online: what reflect did over the streams
+    scale: ScoreRange | None = None  # a graded test file's range; None for correctness
 
 
 def evaluate_routing(
@@ -111,6 +114,7 @@ def evaluate_routing(
     encoder: Encoder | None = None,
     online: OnlineOptions | None = None,
     rank: Ranking = Ranking.GAIN,
+    score_range: ScoreRange | None = None,
 ) -> RoutingRun:
     """Read the files, pick and price the tiers, score the test prompts and sweep the threshold.
 
@@ -118,30 +122,32 @@ def evaluate_routing(
     the train files, or, with `folds` >= 2, k-fold on the test file plus the train files.
     A cascade's outcomes carry what it pays: the small call always. With `online`, the
     test prompts are streamed through decide / judge / reflect instead (`worker.cli_eval_online`).
+    A graded file's scores must lie in `score_range` when it is given.
     """
-    train_files = [LabelledFile(path, read_recorded(path)) for path in train]
-    test_file = LabelledFile(test, read_recorded(test))
+    train_files = [LabelledFile(path, read_recorded(path, score_range)) for path in train]
+    test_file = LabelledFile(test, read_recorded(test, score_range))
     train_records = [record for part in train_files for record in part.records]
     models = choose_tiers(train_records or test_file.records, test_file.records, *tiers)
     outcomes = prompt_outcomes(test_file.records, models, parse_prices(price_options or []))
     benchmark = benchmark_name(test_file.records)
+    scale = test_file.records[0].score_range
     if isinstance(router, BaselineRouter):
         if online is not None:
             raise InputError(
                 "--router", 0, "router", "--mode online runs the learned routers pre and combined"
             )
         quality = evaluate_scores(outcomes, baseline_scores(router, outcomes, seed))
-        return RoutingRun(test, router, seed, benchmark, outcomes, quality)
+        return RoutingRun(test, router, seed, benchmark, outcomes, quality, scale=scale)
     if online is not None:
         prices = parse_prices(price_options or [])
         fit = [(part, prompt_outcomes(part.records, models, prices)) for part in train_files]
         quality, learning = online_quality(router, fit, (test_file, outcomes), models, encoder, online)
         paid = paid_outcomes(outcomes, router)
-        return RoutingRun(test, router, seed, benchmark, paid, quality, EvalMode.ONLINE, learning)
+        return RoutingRun(test, router, seed, benchmark, paid, quality, EvalMode.ONLINE, learning, scale)
     prices = parse_prices(price_options or [])
     scores = learned_test_scores(router, train_files, test_file, models, encoder, folds, seed, rank, prices)
     quality = learned_quality(outcomes, router, scores)
-    return RoutingRun(test, router, seed, benchmark, paid_outcomes(outcomes, router), quality)
+    return RoutingRun(test, router, seed, benchmark, paid_outcomes(outcomes, router), quality, scale=scale)
 
 
 def _rounded(value: float | None) -> float | None:
@@ -151,6 +157,7 @@ def _rounded(value: float | None) -> float | None:
 def routing_report(run: RoutingRun) -> dict[str, Any]:
     """The object `tierflow eval routing --json` prints (the contract of issue 5)."""
     quality = run.quality
+    scale = run.scale
     curve = [
         {
             "large_share": _rounded(p.large_share),
@@ -171,12 +178,21 @@ def routing_report(run: RoutingRun) -> dict[str, Any]:
         "cpt80": _rounded(quality.cpt80),
         "large_share_at_95pct_quality": _rounded(quality.large_share_at_95pct_quality),
         "cost_ratio_at_95pct_quality": _rounded(quality.cost_ratio_at_95pct_quality),
+        "quality_at_95pct": _rounded(quality.quality_at_95pct),
+        "graded": scale is not None,
+        "score_range": None if scale is None else [scale.low, scale.high],
         "curve": curve,
     }
 
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
+
+
+def _quality_figure(value: float | None, graded: bool) -> str:
+    if value is None or not graded:
+        return _percent(value)
+    return f"{value:.3f}"
 
 
 def routing_table(report: dict[str, Any], learning: OnlineLearning | None = None) -> Table:
@@ -186,11 +202,18 @@ def routing_table(report: dict[str, Any], learning: OnlineLearning | None = None
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("prompts", str(report["n"]))
-    table.add_row("small accuracy", _percent(report["small_accuracy"]))
-    table.add_row("large accuracy", _percent(report["large_accuracy"]))
+    if report["graded"]:
+        low, high = report["score_range"]
+        table.add_row("score range", f"{low:g} to {high:g}")
+        table.add_row("small mean score", f"{report['small_accuracy']:.3f}")
+        table.add_row("large mean score", f"{report['large_accuracy']:.3f}")
+    else:
+        table.add_row("small accuracy", _percent(report["small_accuracy"]))
+        table.add_row("large accuracy", _percent(report["large_accuracy"]))
     table.add_row("APGR", "-" if report["apgr"] is None else f"{report['apgr']:.3f}")
     table.add_row("CPT(50%) large share", _percent(report["cpt50"]))
     table.add_row("CPT(80%) large share", _percent(report["cpt80"]))
+    table.add_row("95% quality", _quality_figure(report["quality_at_95pct"], report["graded"]))
     table.add_row("large share at 95% quality", _percent(report["large_share_at_95pct_quality"]))
     table.add_row("cost vs always-large at 95% quality", _percent(report["cost_ratio_at_95pct_quality"]))
     table.add_row("curve points", str(len(report["curve"])))
@@ -270,6 +293,9 @@ def eval_routing(
             min=0, max=0.5, help="Online: share of jobs scored above small that start on small (0: none)"
         ),
     ] = DEFAULT_EXPLORE_SHARE,
+    score_range: Annotated[
+        str | None, typer.Option(help="Graded files: LO,HI of the scores (default: the scores' own)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the contract as one JSON object")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write accuracy vs share and vs cost to this PNG")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random router")] = 0,
@@ -296,7 +322,17 @@ def eval_routing(
         resolved = router.resolve()
         built = choice.build() if isinstance(resolved, LearnedRouter) else None
         run = evaluate_routing(
-            train or [], test, resolved, seed, (small, large), price, folds, built, online, rank=rank
+            train or [],
+            test,
+            resolved,
+            seed,
+            (small, large),
+            price,
+            folds,
+            built,
+            online,
+            rank=rank,
+            score_range=parse_score_range(score_range),
         )
         if plot is not None:
             draw_plot(run, plot)

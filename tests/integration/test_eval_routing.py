@@ -34,6 +34,9 @@ CONTRACT = {
     "cpt80",
     "large_share_at_95pct_quality",
     "cost_ratio_at_95pct_quality",
+    "quality_at_95pct",
+    "graded",
+    "score_range",
     "curve",
 }
 PRICES = ["--price", "strong-model=10,30", "--price", "weak-model=0.6,0.6"]
@@ -94,10 +97,48 @@ def test_json_prints_exactly_the_contract(tmp_path: Path) -> None:
         "offline",
     )
     assert (report["small_accuracy"], report["large_accuracy"]) == (0.5, pytest.approx(5 / 6, abs=1e-6))
-    assert report["apgr"] == pytest.approx(1.0)
-    assert [set(point) for point in report["curve"]] == [{"large_share", "accuracy", "cost_usd"}] * 3
-    assert [point["large_share"] for point in report["curve"]] == [0.0, 0.5, 1.0]
+    # The oracle sends the three prompts only large gets right, then the two it ties, then
+    # the one only small gets right (tests/unit/test_metrics.py computes the area by hand).
+    assert report["apgr"] == pytest.approx(0.375 + 0.5 + 1.25 / 6, abs=1e-6)
+    assert [set(point) for point in report["curve"]] == [{"large_share", "accuracy", "cost_usd"}] * 4
+    assert [point["large_share"] for point in report["curve"]] == [0.0, 0.5, 0.833333, 1.0]
     assert all(0 <= value <= 1 for value in (report["cpt50"], report["cpt80"]))
+    assert (report["graded"], report["score_range"]) == (False, None)
+    assert report["quality_at_95pct"] == pytest.approx(0.95 * 5 / 6, abs=1e-6)
+
+
+def _graded_file(tmp_path: Path) -> Path:
+    # (weak, strong) judge scores: weak mean 4, strong 7; gains +6, +3, 0 on a 1 to 10 scale.
+    scores = [(2, 8), (4, 7), (6, 6)]
+    records = [
+        {"prompt": f"q{i}", "outcomes": {"strong-model": {"score": hi}, "weak-model": {"score": lo}}}
+        for i, (lo, hi) in enumerate(scores)
+    ]
+    return _write(tmp_path / "graded.jsonl", [json.dumps(r) for r in records])
+
+
+def test_a_graded_file_reports_mean_scores_and_the_95pct_quality_in_its_units(tmp_path: Path) -> None:
+    path = _graded_file(tmp_path)
+    args = ("--test", str(path), "--router", "oracle", "--score-range", "1,10", "--json", *PRICES)
+    code, output = _invoke(*args)
+    assert code == 0, output
+    report = json.loads(output)
+    assert (report["graded"], report["score_range"]) == (True, [1.0, 10.0])
+    assert (report["small_accuracy"], report["large_accuracy"]) == (4.0, 7.0)
+    assert report["quality_at_95pct"] == pytest.approx(1 + 0.95 * 6)
+    # PGR over the cuts 0, 1/3, 2/3, 1: 0, 2/3, 1, 1 -> (1/3) x (1/3 + 5/6 + 1) = 13/18.
+    assert report["apgr"] == pytest.approx(13 / 18, abs=1e-6)
+    code, output = _invoke(*args[: -1 - len(PRICES)], "--score-range", "3,10", *PRICES)
+    assert code == 2 and output.startswith(f"error: {path}:1: outcomes.weak-model.score: 2 is outside")
+
+
+def test_a_learned_router_refuses_a_graded_file_by_name(tmp_path: Path) -> None:
+    path = _graded_file(tmp_path)
+    code, output = _invoke(
+        "--test", str(path), "--router", "pre", "--folds", "3", "--encoder", "none", *PRICES
+    )
+    assert code == 2
+    assert output.startswith(f"error: {path}: outcomes: --router pre learns from correct / incorrect")
 
 
 def test_small_and_large_can_be_named(tmp_path: Path) -> None:
