@@ -6,8 +6,8 @@ scores every test prompt with a baseline router and sweeps the threshold
 a plot (`--plot`). The baseline routers fit nothing: for them the train files only
 decide which recorded model is the small tier (the less accurate one; the test
 file when no train file is given). The learned routers (`pre`, `cascade`,
-`combined`, see `worker.cli_eval_learned`) fit on the train files, or with
-`--folds K` on the test file's other folds as well. `--mode online` streams the test
+`combined`, and `knn` over prompt embeddings, see `worker.cli_eval_learned`) fit on
+the train files, or with `--folds K` on the test file's other folds as well. `--mode online` streams the test
 prompts through the workers' decide / judge / reflect code (`worker.cli_eval_online`).
 This module must not import the store or the tasks.
 """
@@ -38,6 +38,7 @@ from tierflow.providers.outcomes_data import (
     read_recorded,
 )
 from tierflow.routing.errors import InputError, TierflowError
+from tierflow.routing.knn import NeighbourRouter
 from tierflow.routing.metrics import (
     BaselineRouter,
     PromptOutcomes,
@@ -51,6 +52,7 @@ from tierflow.worker.cli_eval_learned import (
     EncoderChoice,
     LabelledFile,
     RoutingEncoder,
+    knn_test_scores,
     learned_quality,
     learned_test_scores,
     paid_outcomes,
@@ -64,6 +66,9 @@ PUBLISHED_BEST: dict[str, tuple[float, float, float]] = {
     "gsm8k": (0.622, 0.3364, 0.6326),
     "mmlu": (0.603, 0.3540, 0.7031),
 }
+
+
+AnyRouter = BaselineRouter | LearnedRouter | NeighbourRouter
 
 
 class EvalMode(str, Enum):
@@ -81,8 +86,11 @@ class RouterName(str, Enum):
     PRE = LearnedRouter.PRE.value
     CASCADE = LearnedRouter.CASCADE.value
     COMBINED = LearnedRouter.COMBINED.value
+    KNN = NeighbourRouter.KNN.value
 
-    def resolve(self) -> BaselineRouter | LearnedRouter:
+    def resolve(self) -> AnyRouter:
+        if self.value == NeighbourRouter.KNN.value:
+            return NeighbourRouter.KNN
         if self.value in {router.value for router in LearnedRouter}:
             return LearnedRouter(self.value)
         return BaselineRouter(self.value)
@@ -93,7 +101,7 @@ class RoutingRun:
     """One offline evaluation: the test set's outcomes and the router's figures on it."""
 
     test: Path
-    router: BaselineRouter | LearnedRouter
+    router: AnyRouter
     seed: int
     benchmark: str | None
     outcomes: PromptOutcomes
@@ -106,7 +114,7 @@ class RoutingRun:
 def evaluate_routing(
     train: list[Path],
     test: Path,
-    router: BaselineRouter | LearnedRouter,
+    router: AnyRouter,
     seed: int = 0,
     tiers: tuple[str | None, str | None] = (None, None),
     price_options: list[str] | None = None,
@@ -131,12 +139,16 @@ def evaluate_routing(
     outcomes = prompt_outcomes(test_file.records, models, parse_prices(price_options or []))
     benchmark = benchmark_name(test_file.records)
     scale = test_file.records[0].score_range
-    if isinstance(router, BaselineRouter):
+    if not isinstance(router, LearnedRouter):
         if online is not None:
             raise InputError(
                 "--router", 0, "router", "--mode online runs the learned routers pre and combined"
             )
-        quality = evaluate_scores(outcomes, baseline_scores(router, outcomes, seed))
+        if router is NeighbourRouter.KNN:
+            scores = knn_test_scores(train_files, test_file, models, encoder, folds, seed)
+        else:
+            scores = baseline_scores(router, outcomes, seed)
+        quality = evaluate_scores(outcomes, scores)
         return RoutingRun(test, router, seed, benchmark, outcomes, quality, scale=scale)
     if online is not None:
         prices = parse_prices(price_options or [])
@@ -320,7 +332,7 @@ def eval_routing(
     try:
         choice = EncoderChoice(encoder, model, cache_dir, batch_size)
         resolved = router.resolve()
-        built = choice.build() if isinstance(resolved, LearnedRouter) else None
+        built = choice.build() if isinstance(resolved, LearnedRouter | NeighbourRouter) else None
         run = evaluate_routing(
             train or [],
             test,

