@@ -14,6 +14,7 @@ estimators with normal-approximation confidence intervals:
 - DR, doubly robust: mean of sum_a pi(a | x_i) q(x_i, a) + w_i (r_i - q(x_i, a_i)),
   where q is the outcome model (tierflow's scorers: P(good | prompt, tier)).
   Unbiased if either the propensities or q are right; interval from the terms.
+  `doubly_robust_difference` compares two candidates on the same rows, paired.
 
 "Outcome" is whatever is averaged: success (0 / 1, or a quality in [0, 1]) or
 cost per job. A decision whose propensity is unknown cannot be weighted and must be
@@ -142,6 +143,20 @@ def snips(stream: LoggedStream, level: float = 0.9) -> Estimate:
     return _interval(Estimator.SNIPS, value, terms, level)
 
 
+def doubly_robust_terms(stream: LoggedStream) -> Vector:
+    """Per row: the outcome model's value of the candidate plus the weighted residual.
+
+    Raises:
+        ValueError: the stream has no outcome model.
+    """
+    if stream.predicted is None:
+        raise ValueError("the doubly robust estimate needs an outcome model's predictions")
+    rows = np.arange(stream.n)
+    direct = (stream.candidate * stream.predicted).sum(axis=1)
+    residual = stream.outcome - stream.predicted[rows, stream.chosen]
+    return np.asarray(direct + stream.weights * residual, dtype=np.float64)
+
+
 def doubly_robust(stream: LoggedStream, level: float = 0.9) -> Estimate:
     """The outcome model's value of the candidate, corrected by the weighted residuals.
 
@@ -149,12 +164,25 @@ def doubly_robust(stream: LoggedStream, level: float = 0.9) -> Estimate:
         ValueError: the stream has no outcome model.
     """
     _require_rows(stream)
-    if stream.predicted is None:
-        raise ValueError("the doubly robust estimate needs an outcome model's predictions")
-    rows = np.arange(stream.n)
-    direct = (stream.candidate * stream.predicted).sum(axis=1)
-    residual = stream.outcome - stream.predicted[rows, stream.chosen]
-    terms = direct + stream.weights * residual
+    terms = doubly_robust_terms(stream)
+    return _interval(Estimator.DR, float(terms.mean()), terms, level)
+
+
+def doubly_robust_difference(first: LoggedStream, second: LoggedStream, level: float = 0.9) -> Estimate:
+    """DR of `first`'s candidate minus `second`'s on the same logged rows, paired row by row, so
+    that what both would do alike adds no variance (two identical candidates differ by exactly 0).
+
+    Raises:
+        ValueError: the streams log different rows, or either has no outcome model.
+    """
+    _require_rows(first)
+    same = first.n == second.n and np.array_equal(first.chosen, second.chosen)
+    if not same or not np.array_equal(first.outcome, second.outcome):
+        raise ValueError("a paired difference needs the same logged rows")
+    terms = doubly_robust_terms(first) - doubly_robust_terms(second)
+    if not np.any(terms):
+        value = 0.0
+        return Estimate(Estimator.DR, value, value, value, level, first.n)
     return _interval(Estimator.DR, float(terms.mean()), terms, level)
 
 

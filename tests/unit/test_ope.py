@@ -10,6 +10,7 @@ from tierflow.routing.ope import (
     LoggedStream,
     candidate_shares,
     doubly_robust,
+    doubly_robust_difference,
     effective_rows,
     estimate_all,
     ips,
@@ -109,3 +110,19 @@ def test_bad_streams_are_refused() -> None:
         snips(never)
     with pytest.raises(ValueError, match="outcome model"):
         doubly_robust(never)
+
+
+def test_the_paired_difference_of_two_candidates_on_the_same_rows() -> None:
+    all_small = LoggedStream(STREAM.chosen, STREAM.propensity, STREAM.outcome, np.tile([1.0, 0.0], (4, 1)))
+    all_small = all_small.with_outcome(STREAM.outcome, STREAM.predicted)
+    # all-small's DR terms: 0.7 + 1.25 x 0.3 = 1.075; 0.4; 0.3 + 1.25 x (0 - 0.3) = -0.075; 0.5
+    assert doubly_robust(all_small).value == pytest.approx(1.9 / 4)
+    change = doubly_robust_difference(STREAM, all_small)
+    terms = np.array([0.0, 1.4, 0.675, -1.0])
+    assert change.value == pytest.approx(terms.mean())
+    half = Z90 * np.std(terms, ddof=1) / 2
+    assert (change.low, change.high) == pytest.approx((terms.mean() - half, terms.mean() + half))
+    same = doubly_robust_difference(STREAM, STREAM)
+    assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same logged rows"):
+        doubly_robust_difference(STREAM, all_small.with_outcome(np.zeros(4), STREAM.predicted))
