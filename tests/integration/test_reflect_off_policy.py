@@ -122,6 +122,9 @@ def test_reflect_publishes_a_better_candidate_and_refuses_a_worse_one(env, make_
     assert estimated["version"] == 2 and estimated["rows"] == 160 and estimated["without_propensity"] == 0
     assert set(estimated["success"]) == {"ips", "snips", "dr"}
     assert estimated["logged"]["versions"] == [1, 3]
+    table = run({**env, "COLUMNS": "200"}, "eval", "policy", "--candidate", "3", check=True).stdout
+    assert "policy version 3, estimated on 160 logged jobs" in table
+    assert "success rate" in table and "share starting on large" in table
     since = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
     code = run(env, "eval", "policy", "--candidate", "2", "--since", since).returncode
     assert code == 2  # nothing logged since then
