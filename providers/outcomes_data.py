@@ -1,20 +1,24 @@
 """Recorded model outcomes (files shaped like ../shared/data/routellm) read into plain data.
 
-Owns reading `{"id", "source", "category", "prompt", "reference"?, "outcomes":
-{model: {"correct": bool, "response"?: str}}}` JSON Lines, choosing which
-recorded model plays the small tier and which the large, and pricing each
-prompt's call on either with list prices and cl100k_base token counts. The
-arithmetic on the result lives in `routing.metrics`; this module must not import
+Owns reading `{"id", "source", "category", "prompt", "turns"?, "reference"?, "outcomes":
+{model: {"correct": bool | "score": number, "response"?: str}}}` JSON Lines (one file
+records `correct` throughout or a graded `score` throughout, on a range given or read
+from its scores), choosing which recorded model plays the small tier and which
+the large, and pricing each prompt's call on either with list prices and
+cl100k_base token counts. The arithmetic on the result lives in `routing.metrics`; this module must not import
 the store, the tasks or the worker.
 
 Which model is which tier comes from the data, never from our model names: the
-two models recorded for every prompt (train and test), the less accurate on the
-train files being small. A caller may name them instead (`--small`, `--large`).
+two models recorded for every prompt (train and test), the less accurate (lower
+mean quality, scores mapped to [0, 1] by each file's range) on the train files being
+small. A caller may name them instead (`--small`, `--large`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,9 +41,31 @@ UNRECORDED_OUTPUT_TOKENS = 1  # no response recorded (MMLU): the answer letter
 
 
 @dataclass(frozen=True)
+class ScoreRange:
+    """The scale of a graded file's scores, e.g. a judge's 1 to 10."""
+
+    low: float
+    high: float
+
+    def normalised(self, score: float) -> float:
+        """The score mapped to [0, 1]."""
+        return (score - self.low) / (self.high - self.low)
+
+
+@dataclass(frozen=True)
 class ModelOutcome:
-    correct: bool
+    """One model's recorded outcome: `correct` (right or wrong) or a graded `score`, never both."""
+
+    correct: bool | None
     response: str | None
+    score: float | None = None
+
+    @property
+    def quality(self) -> float:
+        """1 or 0 for correctness, else the score in the file's units."""
+        if self.score is not None:
+            return self.score
+        return 1.0 if self.correct else 0.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +74,24 @@ class RecordedPrompt:
     source: str | None
     outcomes: dict[str, ModelOutcome]
     line: int = 0  # where it was read, for errors about it
+    turns: tuple[str, ...] = ()  # several user turns; `prompt` is the first
+    score_range: ScoreRange | None = None  # None: the file records correctness
+
+    @property
+    def text(self) -> str:
+        """What the router reads and the call sends: every user turn, or the prompt."""
+        return "\n\n".join(self.turns) if self.turns else self.prompt
+
+    @property
+    def graded(self) -> bool:
+        return self.score_range is not None
+
+    def normalised_quality(self, model: str) -> float:
+        """The model's quality in [0, 1]: correctness as 0 or 1, a score by the file's range."""
+        outcome = self.outcomes[model]
+        if self.score_range is None or outcome.score is None:
+            return outcome.quality
+        return self.score_range.normalised(outcome.score)
 
 
 @dataclass(frozen=True)
@@ -56,13 +100,41 @@ class TierModels:
     large: str
 
 
-def _outcome(value: object, source: str, number: int, model: str) -> ModelOutcome:
-    if not isinstance(value, dict) or not isinstance(value.get("correct"), bool):
-        raise InputError(source, number, f"outcomes.{model}.correct", "must be true or false")
+def _score(value: object, where: tuple[str, int], model: str) -> float:
+    source, number = where
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(source, number, f"outcomes.{model}.score", "must be a number")
+    if not math.isfinite(value):
+        raise InputError(source, number, f"outcomes.{model}.score", f"must be a finite number, not {value}")
+    return float(value)
+
+
+def _outcome(value: object, where: tuple[str, int], model: str) -> ModelOutcome:
+    source, number = where
+    if not isinstance(value, dict):
+        raise InputError(source, number, f"outcomes.{model}", "must be an object with correct or score")
+    if "correct" in value and "score" in value:
+        raise InputError(source, number, f"outcomes.{model}", "has both correct and score; give one")
     response = value.get("response")
     if response is not None and not isinstance(response, str):
         raise InputError(source, number, f"outcomes.{model}.response", "must be a string")
+    if "score" in value:
+        return ModelOutcome(None, response, _score(value["score"], where, model))
+    if not isinstance(value.get("correct"), bool):
+        raise InputError(source, number, f"outcomes.{model}.correct", "must be true or false")
     return ModelOutcome(value["correct"], response)
+
+
+def _turns(record: dict[str, Any], source: str, number: int) -> tuple[str, ...]:
+    turns = record.get("turns")
+    if turns is None:
+        return ()
+    if not isinstance(turns, list) or not turns:
+        raise InputError(source, number, "turns", "must be a non-empty list of strings")
+    for index, turn in enumerate(turns):
+        if not isinstance(turn, str):
+            raise InputError(source, number, f"turns.{index}", "must be a string")
+    return tuple(turns)
 
 
 def parse_record(line: str, source: str, number: int) -> RecordedPrompt:
@@ -79,22 +151,79 @@ def parse_record(line: str, source: str, number: int) -> RecordedPrompt:
         raise InputError(source, number, "source", "must be a string")
     outcomes = record.get("outcomes")
     if not isinstance(outcomes, dict) or not outcomes:
-        raise InputError(source, number, "outcomes", "must be an object of model -> {correct}")
-    parsed = {str(model): _outcome(value, source, number, str(model)) for model, value in outcomes.items()}
-    return RecordedPrompt(record["prompt"], record.get("source"), parsed, number)
+        raise InputError(source, number, "outcomes", "must be an object of model -> {correct} or {score}")
+    where = (source, number)
+    parsed = {str(model): _outcome(value, where, str(model)) for model, value in outcomes.items()}
+    turns = _turns(record, source, number)
+    return RecordedPrompt(record["prompt"], record.get("source"), parsed, number, turns)
 
 
-def read_recorded(path: Path) -> list[RecordedPrompt]:
-    """Every record of a JSONL file; an unreadable or empty file is an InputError too."""
+def parse_score_range(option: str | None) -> ScoreRange | None:
+    """`--score-range LO,HI`; None when not given."""
+    if option is None:
+        return None
+    try:
+        low, high = (float(part) for part in option.split(","))
+    except ValueError:
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise InputError("--score-range", 0, option, "must be LO,HI with LO < HI")
+    return ScoreRange(low, high)
+
+
+def _check_same_shape(records: list[RecordedPrompt], source: str) -> None:
+    """One file records the same models throughout, all with `correct` or all with `score`."""
+    first = records[0]
+    graded = next(iter(first.outcomes.values())).score is not None
+    models = {model: record.line for record in reversed(records) for model in record.outcomes}
+    for record in records:
+        for model, outcome in record.outcomes.items():
+            if (outcome.score is not None) != graded:
+                field = "score" if outcome.score is not None else "correct"
+                kind = "score" if graded else "correct"
+                reason = f"this file records {kind} (line {first.line}); a file uses one throughout"
+                raise InputError(source, record.line, f"outcomes.{model}.{field}", reason)
+        for model, line in models.items():
+            if model not in record.outcomes:
+                reason = f"missing: {model} is recorded for other prompts of this file (line {line})"
+                raise InputError(source, record.line, f"outcomes.{model}", reason)
+
+
+def _score_range(records: list[RecordedPrompt], source: str, given: ScoreRange | None) -> ScoreRange:
+    """The graded file's range: `given` (every score must lie in it) or the scores' own."""
+    scored = [(r, m, o.score) for r in records for m, o in r.outcomes.items() if o.score is not None]
+    if given is not None:
+        for record, model, score in scored:
+            if not given.low <= score <= given.high:
+                reason = f"{score:g} is outside --score-range {given.low:g},{given.high:g}"
+                raise InputError(source, record.line, f"outcomes.{model}.score", reason)
+        return given
+    low, high = min(s for _, _, s in scored), max(s for _, _, s in scored)
+    if low == high:
+        raise InputError(source, 0, "outcomes", f"every score is {low:g}; give the scale with --score-range")
+    return ScoreRange(low, high)
+
+
+def read_recorded(path: Path, score_range: ScoreRange | None = None) -> list[RecordedPrompt]:
+    """Every record of a JSONL file; an unreadable or empty file, or one mixing `correct` and
+    `score` or recording different models for different prompts, is an InputError too.
+
+    A graded file's records carry its range: `score_range` (scores outside it are refused)
+    or the lowest and highest score recorded.
+    """
     source = str(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # JSON strings may hold U+2028
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(source, 0, "file", f"cannot be read: {exc}") from None
     records = [parse_record(line, source, n) for n, line in enumerate(lines, start=1) if line.strip()]
     if not records:
         raise InputError(source, 0, "file", "has no records")
-    return records
+    _check_same_shape(records, source)
+    if all(outcome.score is None for outcome in records[0].outcomes.values()):
+        return records
+    scale = _score_range(records, source, score_range)
+    return [dataclasses.replace(record, score_range=scale) for record in records]
 
 
 def common_models(records: Iterable[RecordedPrompt]) -> set[str]:
@@ -124,7 +253,7 @@ def choose_tiers(
     if len(models) != 2:
         reason = f"need exactly two models recorded for every prompt, found {sorted(models)}"
         raise InputError("--train/--test", 0, "outcomes", reason + "; name them with --small and --large")
-    accuracy = {model: float(np.mean([r.outcomes[model].correct for r in train])) for model in models}
+    accuracy = {model: float(np.mean([r.normalised_quality(model) for r in train])) for model in models}
     weak, strong = sorted(models, key=lambda model: (accuracy[model], model))
     if accuracy[weak] == accuracy[strong]:
         reason = (
@@ -159,20 +288,23 @@ def call_cost(record: RecordedPrompt, model: str, price: Price, prompt_tokens: i
 def prompt_outcomes(
     records: list[RecordedPrompt], tiers: TierModels, prices: dict[str, Price]
 ) -> PromptOutcomes:
-    """Correctness and cost per prompt on the small and the large tier."""
+    """Quality (correctness, or the score in the file's units) and cost per prompt on either tier."""
     for model in (tiers.small, tiers.large):
         if model not in prices:
             raise InputError("--price", 0, model, f"no list price; pass --price '{model}=IN,OUT'")
     small_cost, large_cost = [], []
     for record in records:
-        prompt_tokens = count_tokens(record.prompt)
+        prompt_tokens = count_tokens(record.text)
         small_cost.append(call_cost(record, tiers.small, prices[tiers.small], prompt_tokens))
         large_cost.append(call_cost(record, tiers.large, prices[tiers.large], prompt_tokens))
+    scale = records[0].score_range if records else None
     return PromptOutcomes(
-        small_correct=np.array([r.outcomes[tiers.small].correct for r in records], dtype=np.bool_),
-        large_correct=np.array([r.outcomes[tiers.large].correct for r in records], dtype=np.bool_),
+        small_quality=np.array([r.outcomes[tiers.small].quality for r in records], dtype=np.float64),
+        large_quality=np.array([r.outcomes[tiers.large].quality for r in records], dtype=np.float64),
         small_cost=np.array(small_cost, dtype=np.float64),
         large_cost=np.array(large_cost, dtype=np.float64),
+        floor=0.0 if scale is None else scale.low,
+        graded=scale is not None,
     )
 
 

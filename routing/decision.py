@@ -44,6 +44,9 @@ class Decision:
     reasons: tuple[str, ...]
     estimated_cost_usd: float | None = None
     shadow: dict[str, Any] | None = None
+    # P(this first tier) under the policy, over the exploration draw; None: a later attempt, or
+    # the caps or constraints moved the job off the tier the policy chose.
+    propensity: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +59,7 @@ class Decision:
             "reasons": list(self.reasons),
             "estimated_cost_usd": self.estimated_cost_usd,
             "shadow": self.shadow,
+            "propensity": self.propensity,
         }
 
 
@@ -135,8 +139,11 @@ def _decide(
         if floor
         else f"difficulty {analysis.difficulty:.2f} maps to {tier.value}"
     ]
+    propensity = None
     if floor is None:
         tier, reasons = _first_tier(kind, analysis, policy, ctx, tier, reasons)
+        propensity = first_tier_choices(kind, analysis, policy, ctx).get(tier)
+    chosen_first = tier
 
     def review(why: str) -> Decision:
         return Decision(tier, Strategy.REVIEW, (), (), policy.version, arm, (*reasons, why))
@@ -163,7 +170,10 @@ def _decide(
     if candidate is not tier:
         reasons.append(f"routed to {candidate.value} instead")
     cost = attempt_cost(models[0], calls, policy, ctx)
-    return Decision(candidate, strategy, experts, models, policy.version, arm, tuple(reasons), cost)
+    kept = propensity if candidate is chosen_first else None
+    return Decision(
+        candidate, strategy, experts, models, policy.version, arm, tuple(reasons), cost, None, kept
+    )
 
 
 def _first_tier(
@@ -200,8 +210,26 @@ def learned_first_tier(kind: JobKind, policy: Policy, ctx: DecisionContext) -> t
     return first_tier(probabilities, learned.gain_threshold, policy.learning.min_start_probability)
 
 
+def first_tier_choices(
+    kind: JobKind, analysis: Analysis, policy: Policy, ctx: DecisionContext
+) -> dict[Tier, float]:
+    """The policy's probability of each first tier (before caps and constraints) over the
+    exploration draw, which hashes the job id: a share of ids explores, the rest do not."""
+    learned = learned_first_tier(kind, policy, ctx)
+    tier = learned[0] if learned is not None else choose_tier(analysis.difficulty, policy)
+    target = None
+    if not (analysis.stronger or analysis.rules_answered):
+        target = exploration(kind, policy, ctx.job_id, tier, learned is not None, drawn=True)
+    if analysis.stronger and target is None:
+        tier = next_tier(tier, policy.ladder) or tier
+    if target is None or not ctx.job_id:
+        return {tier: 1.0}
+    share = policy.learning.explore_share
+    return {tier: 1.0 - share, target[0]: share}
+
+
 def exploration(
-    kind: JobKind, policy: Policy, job_id: str, tier: Tier, scored_by_learning: bool
+    kind: JobKind, policy: Policy, job_id: str, tier: Tier, scored_by_learning: bool, drawn: bool = False
 ) -> tuple[Tier, str] | None:
     """Where a first attempt the policy starts on `tier` starts instead so that an outcome the
     learner lacks is observed, and why; None when it does not explore.
@@ -218,9 +246,10 @@ def exploration(
       is below `min_start_probability`: the share bounds its cost, and it is how a wrong floor
       is found.
     The judge still escalates a bad answer; the caps, review and the constraints apply after.
+    With `drawn`, where it would go were the job among the explorers (its propensity's other side).
     """
     share = policy.learning.explore_share
-    if not explores(job_id, share):
+    if share <= 0 or not (drawn or explores(job_id, share)):
         return None
     learned = policy.learned.get(kind)
     scored = [t for t in policy.ladder if learned is not None and t in learned.tiers]

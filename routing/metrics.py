@@ -1,7 +1,8 @@
 """Routing quality as the RouteLLM paper measures it: the threshold sweep, PGR, APGR and CPT.
 
 Owns the pure arithmetic of `tierflow eval routing`: given per-prompt outcomes of
-the small and the large tier (correct or not, and what the call would cost) and a
+the small and the large tier (correct or not, or a graded score, and what the call
+would cost) and a
 router's score per prompt (higher = send to large), trace accuracy and cost
 against the share of large-tier calls, and summarise that curve.
 
@@ -11,7 +12,8 @@ Definitions (../shared/data/README.md, arXiv 2406.18665):
   split prompts of equal score, so the curve has one point per distinct cut: 0%
   large, then after every group of tied scores, ending at 100% large.
 - PGR(acc) = (acc - small_acc) / (large_acc - small_acc); None when the two tiers
-  are equally accurate (no gap to recover).
+  are equally accurate (no gap to recover). For a graded file acc is the mean score,
+  as RouteLLM evaluates MT-Bench.
 - APGR is the area under PGR against large share from 0 to 1, by the trapezoid
   rule over every swept point. Between two points the curve is the straight line:
   exactly the expected curve when ties are broken at random, so a router that
@@ -36,24 +38,36 @@ _EPSILON = 1e-12  # accuracies are ratios of counts: a target met exactly must c
 
 @dataclass(frozen=True)
 class PromptOutcomes:
-    """Per prompt: whether each tier answered correctly, and what each tier's call costs (USD)."""
+    """Per prompt: each tier's quality and what each tier's call costs (USD).
 
-    small_correct: NDArray[np.bool_]
-    large_correct: NDArray[np.bool_]
+    Quality is 1 or 0 (right or wrong), or for a graded file the score in its own units
+    (say a judge's 1 to 10); `floor` is the bottom of that scale (0 for correctness), from
+    which "95% of the large tier's quality" is measured. The `accuracy` figures are mean
+    qualities: accuracy for correctness, the mean score for a graded file.
+    """
+
+    small_quality: NDArray[np.float64]
+    large_quality: NDArray[np.float64]
     small_cost: NDArray[np.float64]
     large_cost: NDArray[np.float64]
+    floor: float = 0.0
+    graded: bool = False
+
+    def __post_init__(self) -> None:  # right / wrong may be given as booleans
+        for name in ("small_quality", "large_quality"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64))
 
     @property
     def n(self) -> int:
-        return int(self.small_correct.shape[0])
+        return int(self.small_quality.shape[0])
 
     @property
     def small_accuracy(self) -> float:
-        return float(np.mean(self.small_correct)) if self.n else 0.0
+        return float(np.mean(self.small_quality)) if self.n else 0.0
 
     @property
     def large_accuracy(self) -> float:
-        return float(np.mean(self.large_correct)) if self.n else 0.0
+        return float(np.mean(self.large_quality)) if self.n else 0.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,7 @@ class RoutingQuality:
     large_share_at_95pct_quality: float | None
     cost_ratio_at_95pct_quality: float | None
     curve: tuple[CurvePoint, ...]
+    quality_at_95pct: float | None = None  # the target, in the outcomes' units
 
 
 class BaselineRouter(str, Enum):
@@ -91,8 +106,10 @@ def baseline_scores(router: BaselineRouter, outcomes: PromptOutcomes, seed: int 
 
     random: uniform in [0, 1) from `seed`. always-small / always-large: a constant (0
     or 1), so their sweep is the two endpoints joined linearly (APGR 0.5): a router
-    that ignores the prompt can only mix the tiers at random. oracle: 1 where only
-    large is right, 0.5 where both are wrong, 0 otherwise.
+    that ignores the prompt can only mix the tiers at random. oracle: what sending the
+    prompt to large gains (large minus small quality: +1 where only large is right, -1
+    where only small is), so at every share it sends the prompts that gain most: no
+    router's curve lies above it.
     """
     n = outcomes.n
     if router is BaselineRouter.RANDOM:
@@ -101,9 +118,7 @@ def baseline_scores(router: BaselineRouter, outcomes: PromptOutcomes, seed: int 
         return np.zeros(n)
     if router is BaselineRouter.ALWAYS_LARGE:
         return np.ones(n)
-    only_large = ~outcomes.small_correct & outcomes.large_correct
-    both_wrong = ~outcomes.small_correct & ~outcomes.large_correct
-    return np.where(only_large, 1.0, np.where(both_wrong, 0.5, 0.0))
+    return np.asarray(outcomes.large_quality - outcomes.small_quality, dtype=np.float64)
 
 
 def sweep_curve(outcomes: PromptOutcomes, scores: NDArray[np.float64]) -> tuple[CurvePoint, ...]:
@@ -115,13 +130,14 @@ def sweep_curve(outcomes: PromptOutcomes, scores: NDArray[np.float64]) -> tuple[
         return ()
     order = np.argsort(-scores, kind="stable")
     ranked = scores[order]
-    gained = (outcomes.large_correct.astype(np.int64) - outcomes.small_correct.astype(np.int64))[order]
+    small = outcomes.small_quality
+    gained = (outcomes.large_quality - small)[order]
     extra_cost = (outcomes.large_cost - outcomes.small_cost)[order]
-    correct = int(outcomes.small_correct.sum()) + np.concatenate(([0], np.cumsum(gained)))
+    quality = float(small.sum()) + np.concatenate(([0.0], np.cumsum(gained)))
     cost = float(outcomes.small_cost.sum()) + np.concatenate(([0.0], np.cumsum(extra_cost)))
     boundaries = np.flatnonzero(ranked[1:] != ranked[:-1]) + 1
     cuts = np.concatenate(([0], boundaries, [n]))
-    return tuple(CurvePoint(int(k) / n, int(correct[k]) / n, float(cost[k])) for k in cuts)
+    return tuple(CurvePoint(int(k) / n, float(quality[k]) / n, float(cost[k])) for k in cuts)
 
 
 def pgr(accuracy: float, small_accuracy: float, large_accuracy: float) -> float | None:
@@ -169,19 +185,26 @@ def cost_to_reach_target(
     return first_share_reaching(shares, values, target)
 
 
+def quality_target(large_accuracy: float, quality: float = 0.95, floor: float = 0.0) -> float:
+    """`quality` of the large tier's mean quality, measured from the scale's `floor`."""
+    return floor + quality * (large_accuracy - floor)
+
+
 def quality_point(
     curve: tuple[CurvePoint, ...],
     large_accuracy: float,
     quality: float = 0.95,
     always_large_cost: float | None = None,
+    floor: float = 0.0,
 ) -> tuple[float | None, float | None]:
-    """The smallest large share whose accuracy is `quality` x large_acc, and its cost / always-large cost.
+    """The smallest large share reaching `quality_target`, and its cost / always-large cost.
 
     The always-large cost is the curve's last point unless `always_large_cost` is given (a
     cascade's curve ends at small + large, but is compared with plain always-large).
     """
     shares = [point.large_share for point in curve]
-    share = first_share_reaching(shares, [point.accuracy for point in curve], quality * large_accuracy)
+    target = quality_target(large_accuracy, quality, floor)
+    share = first_share_reaching(shares, [point.accuracy for point in curve], target)
     if always_large_cost is not None:
         always_large = always_large_cost
     else:
@@ -194,7 +217,8 @@ def quality_point(
 
 def evaluate_scores(outcomes: PromptOutcomes, scores: NDArray[np.float64]) -> RoutingQuality:
     """Every figure of the evaluation contract for one router's scores."""
-    return curve_quality(sweep_curve(outcomes, scores), outcomes.small_accuracy, outcomes.large_accuracy)
+    curve = sweep_curve(outcomes, scores)
+    return curve_quality(curve, outcomes.small_accuracy, outcomes.large_accuracy, floor=outcomes.floor)
 
 
 def curve_quality(
@@ -202,9 +226,10 @@ def curve_quality(
     small: float,
     large: float,
     always_large_cost: float | None = None,
+    floor: float = 0.0,
 ) -> RoutingQuality:
     """Every figure of the evaluation contract read off a traced curve (see `quality_point`)."""
-    share95, cost95 = quality_point(curve, large, always_large_cost=always_large_cost)
+    share95, cost95 = quality_point(curve, large, always_large_cost=always_large_cost, floor=floor)
     return RoutingQuality(
         small_accuracy=small,
         large_accuracy=large,
@@ -214,4 +239,5 @@ def curve_quality(
         large_share_at_95pct_quality=share95,
         cost_ratio_at_95pct_quality=cost95,
         curve=curve,
+        quality_at_95pct=quality_target(large, floor=floor),
     )

@@ -1,8 +1,9 @@
 """reflect (queue `maintenance`, run by beat): learn the next routing policy version from outcomes.
 
 Reads the recent judged attempts, computes their features outside any
-transaction, asks `routing.reflect` what to do, then publishes in one
-transaction under the publishing lock: a new version (with the statistics it saw
+transaction, asks `routing.reflect` what to do, keeps a new version only if its
+off-policy estimate on the logged decisions passes (`tasks.policy_estimate`),
+then publishes in one transaction under the publishing lock: a new version (with the statistics it saw
 and its reflection), a rollback to the parent, or nothing. If another version
 became active meanwhile, nothing is published: the next run sees the new one.
 """
@@ -28,6 +29,7 @@ from tierflow.store.policies import (
 )
 from tierflow.tasks.coaching import coach_reflection
 from tierflow.tasks.features import outcome_rows
+from tierflow.tasks.policy_estimate import off_policy_gate
 from tierflow.tasks.runtime import Runtime, default_policy, runtime_for
 
 log = logging.getLogger(__name__)
@@ -69,8 +71,10 @@ def run_reflect(runtime: Runtime) -> ReflectRun:
         policy, parent = Policy.model_validate(row.body), row.parent
         records = judged_attempts(session, runtime.settings.reflect_window)
     encoder = policy.learning.encoder
-    reflection = reflect(policy, parent, outcome_rows(runtime, encoder, records), encoder)
+    rows = outcome_rows(runtime, encoder, records)
+    reflection = reflect(policy, parent, rows, encoder)
     reflection = coach_reflection(runtime, policy, reflection, records)
+    reflection = off_policy_gate(runtime, policy, reflection, rows)
     published = _publish(runtime, policy.version, reflection)
     if published is not None:
         runtime.forget_policy()

@@ -28,6 +28,7 @@ from tierflow.tasks.submission import SubmitReport, submit_file
 from tierflow.worker import (
     cli_eval,
     cli_eval_documents,
+    cli_eval_policy,
     cli_eval_routing,
     cli_explain,
     cli_feedback,
@@ -52,6 +53,7 @@ cli_explain.register(cli)
 cli_eval.register(cli)
 cli_eval_documents.register(cli_eval.eval_app)
 cli_eval_routing.register(cli_eval.eval_app)
+cli_eval_policy.register(cli_eval.eval_app)
 cli_report.register(cli)
 cli_flower.register(cli)
 cli_feedback.register(cli)

@@ -35,12 +35,14 @@ from tierflow.providers.tokens import count_tokens
 from tierflow.routing.answer_features import ANSWER_FEATURES, answer_feature_matrix
 from tierflow.routing.errors import ConfigError, InputError
 from tierflow.routing.jobs import JobKind
+from tierflow.routing.knn import fit_knn
 from tierflow.routing.metrics import PromptOutcomes, RoutingQuality, curve_quality, sweep_curve
 from tierflow.routing.offline_routers import (
     CallCosts,
     LearnedRouter,
     Ranking,
     RoutingRows,
+    assign_folds,
     cross_validated_scores,
     learned_scores,
     stack_rows,
@@ -122,11 +124,15 @@ def routing_rows(
     """The features and outcomes of a file's prompts, with `call_costs` when `prices` are given.
 
     Raises:
-        InputError: `router` needs small answers the file lacks, or a tier has no price.
+        InputError: `router` needs small answers the file lacks, the file is graded, or a
+            tier has no price.
         ConfigError: the encoder cannot be loaded.
     """
     records = labelled.records
-    prompts = [record.prompt for record in records]
+    if any(record.graded for record in records[:1]):
+        reason = f"--router {router.value} learns from correct / incorrect outcomes; this file is graded"
+        raise InputError(str(labelled.path), 0, "outcomes", reason)
+    prompts = [record.text for record in records]
     cheap = prompt_features(prompts, [JobKind.PROMPT] * len(prompts), None)
     embedding = _embed(encoder, prompts)
     answer = None
@@ -197,3 +203,46 @@ def learned_quality(
         paid.large_accuracy,
         always_large if always_large > 0 else None,
     )
+
+
+def _qualities(records: list[RecordedPrompt], tiers: TierModels) -> tuple[NDArray[np.float64], ...]:
+    small = [record.normalised_quality(tiers.small) for record in records]
+    large = [record.normalised_quality(tiers.large) for record in records]
+    return np.array(small, dtype=np.float64), np.array(large, dtype=np.float64)
+
+
+def knn_test_scores(
+    train: list[LabelledFile],
+    test: LabelledFile,
+    tiers: TierModels,
+    encoder: Encoder | None,
+    folds: int = 0,
+    seed: int = 0,
+) -> NDArray[np.float64]:
+    """The test prompts' kNN scores (`routing.knn`): neighbours from the train files, or with
+    `folds` >= 2 from the test file's other folds as well. Qualities are mapped to [0, 1], so
+    correctness and graded files mix."""
+    if encoder is None:
+        raise InputError("--encoder", 0, "encoder", "--router knn needs prompt embeddings, not none")
+    records = [record for part in train for record in part.records]
+    embedded = _embed(encoder, [record.text for record in [*records, *test.records]])
+    train_x, test_x = embedded[: len(records)], embedded[len(records) :]
+    train_small, train_large = _qualities(records, tiers)
+    test_small, test_large = _qualities(test.records, tiers)
+    if not folds:
+        if not records:
+            raise InputError("--train", 0, "file", "--router knn needs --train files or --folds")
+        return fit_knn(train_x, train_small, train_large).scores(test_x)
+    if folds < 2 or folds > len(test.records):
+        raise InputError("--folds", 0, "folds", f"must be 0 or 2 to {len(test.records)} (the test rows)")
+    fold = assign_folds(len(test.records), folds, seed)
+    scores = np.zeros(len(test.records), dtype=np.float64)
+    for index in range(folds):
+        held, rest = fold == index, fold != index
+        router = fit_knn(
+            np.vstack([train_x, test_x[rest]]),
+            np.concatenate([train_small, test_small[rest]]),
+            np.concatenate([train_large, test_large[rest]]),
+        )
+        scores[held] = router.scores(test_x[held])
+    return scores

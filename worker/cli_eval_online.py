@@ -63,8 +63,8 @@ def streamed(rows: RoutingRows, outcomes: PromptOutcomes, with_answers: bool) ->
         StreamedPrompt(
             features=prompt[i],
             answer=rows.answer[i] if with_answers and rows.answer is not None else None,
-            small_correct=bool(outcomes.small_correct[i]),
-            large_correct=bool(outcomes.large_correct[i]),
+            small_correct=bool(outcomes.small_quality[i]),
+            large_correct=bool(outcomes.large_quality[i]),
             small_cost=float(outcomes.small_cost[i]),
             large_cost=float(outcomes.large_cost[i]),
         )

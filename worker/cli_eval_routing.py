@@ -6,8 +6,8 @@ scores every test prompt with a baseline router and sweeps the threshold
 a plot (`--plot`). The baseline routers fit nothing: for them the train files only
 decide which recorded model is the small tier (the less accurate one; the test
 file when no train file is given). The learned routers (`pre`, `cascade`,
-`combined`, see `worker.cli_eval_learned`) fit on the train files, or with
-`--folds K` on the test file's other folds as well. `--mode online` streams the test
+`combined`, and `knn` over prompt embeddings, see `worker.cli_eval_learned`) fit on
+the train files, or with `--folds K` on the test file's other folds as well. `--mode online` streams the test
 prompts through the workers' decide / judge / reflect code (`worker.cli_eval_online`).
 This module must not import the store or the tasks.
 """
@@ -29,13 +29,16 @@ from rich.table import Table
 
 from tierflow.providers.encoders import Encoder
 from tierflow.providers.outcomes_data import (
+    ScoreRange,
     benchmark_name,
     choose_tiers,
     parse_prices,
+    parse_score_range,
     prompt_outcomes,
     read_recorded,
 )
 from tierflow.routing.errors import InputError, TierflowError
+from tierflow.routing.knn import NeighbourRouter
 from tierflow.routing.metrics import (
     BaselineRouter,
     PromptOutcomes,
@@ -49,6 +52,7 @@ from tierflow.worker.cli_eval_learned import (
     EncoderChoice,
     LabelledFile,
     RoutingEncoder,
+    knn_test_scores,
     learned_quality,
     learned_test_scores,
     paid_outcomes,
@@ -62,6 +66,9 @@ PUBLISHED_BEST: dict[str, tuple[float, float, float]] = {
     "gsm8k": (0.622, 0.3364, 0.6326),
     "mmlu": (0.603, 0.3540, 0.7031),
 }
+
+
+AnyRouter = BaselineRouter | LearnedRouter | NeighbourRouter
 
 
 class EvalMode(str, Enum):
@@ -79,8 +86,11 @@ class RouterName(str, Enum):
     PRE = LearnedRouter.PRE.value
     CASCADE = LearnedRouter.CASCADE.value
     COMBINED = LearnedRouter.COMBINED.value
+    KNN = NeighbourRouter.KNN.value
 
-    def resolve(self) -> BaselineRouter | LearnedRouter:
+    def resolve(self) -> AnyRouter:
+        if self.value == NeighbourRouter.KNN.value:
+            return NeighbourRouter.KNN
         if self.value in {router.value for router in LearnedRouter}:
             return LearnedRouter(self.value)
         return BaselineRouter(self.value)
@@ -91,19 +101,20 @@ class RoutingRun:
     """One offline evaluation: the test set's outcomes and the router's figures on it."""
 
     test: Path
-    router: BaselineRouter | LearnedRouter
+    router: AnyRouter
     seed: int
     benchmark: str | None
     outcomes: PromptOutcomes
     quality: RoutingQuality
     mode: EvalMode = EvalMode.OFFLINE
     learning: OnlineLearning | None = None  # online: what reflect did over the streams
+    scale: ScoreRange | None = None  # a graded test file's range; None for correctness
 
 
 def evaluate_routing(
     train: list[Path],
     test: Path,
-    router: BaselineRouter | LearnedRouter,
+    router: AnyRouter,
     seed: int = 0,
     tiers: tuple[str | None, str | None] = (None, None),
     price_options: list[str] | None = None,
@@ -111,6 +122,7 @@ def evaluate_routing(
     encoder: Encoder | None = None,
     online: OnlineOptions | None = None,
     rank: Ranking = Ranking.GAIN,
+    score_range: ScoreRange | None = None,
 ) -> RoutingRun:
     """Read the files, pick and price the tiers, score the test prompts and sweep the threshold.
 
@@ -118,30 +130,36 @@ def evaluate_routing(
     the train files, or, with `folds` >= 2, k-fold on the test file plus the train files.
     A cascade's outcomes carry what it pays: the small call always. With `online`, the
     test prompts are streamed through decide / judge / reflect instead (`worker.cli_eval_online`).
+    A graded file's scores must lie in `score_range` when it is given.
     """
-    train_files = [LabelledFile(path, read_recorded(path)) for path in train]
-    test_file = LabelledFile(test, read_recorded(test))
+    train_files = [LabelledFile(path, read_recorded(path, score_range)) for path in train]
+    test_file = LabelledFile(test, read_recorded(test, score_range))
     train_records = [record for part in train_files for record in part.records]
     models = choose_tiers(train_records or test_file.records, test_file.records, *tiers)
     outcomes = prompt_outcomes(test_file.records, models, parse_prices(price_options or []))
     benchmark = benchmark_name(test_file.records)
-    if isinstance(router, BaselineRouter):
+    scale = test_file.records[0].score_range
+    if not isinstance(router, LearnedRouter):
         if online is not None:
             raise InputError(
                 "--router", 0, "router", "--mode online runs the learned routers pre and combined"
             )
-        quality = evaluate_scores(outcomes, baseline_scores(router, outcomes, seed))
-        return RoutingRun(test, router, seed, benchmark, outcomes, quality)
+        if router is NeighbourRouter.KNN:
+            scores = knn_test_scores(train_files, test_file, models, encoder, folds, seed)
+        else:
+            scores = baseline_scores(router, outcomes, seed)
+        quality = evaluate_scores(outcomes, scores)
+        return RoutingRun(test, router, seed, benchmark, outcomes, quality, scale=scale)
     if online is not None:
         prices = parse_prices(price_options or [])
         fit = [(part, prompt_outcomes(part.records, models, prices)) for part in train_files]
         quality, learning = online_quality(router, fit, (test_file, outcomes), models, encoder, online)
         paid = paid_outcomes(outcomes, router)
-        return RoutingRun(test, router, seed, benchmark, paid, quality, EvalMode.ONLINE, learning)
+        return RoutingRun(test, router, seed, benchmark, paid, quality, EvalMode.ONLINE, learning, scale)
     prices = parse_prices(price_options or [])
     scores = learned_test_scores(router, train_files, test_file, models, encoder, folds, seed, rank, prices)
     quality = learned_quality(outcomes, router, scores)
-    return RoutingRun(test, router, seed, benchmark, paid_outcomes(outcomes, router), quality)
+    return RoutingRun(test, router, seed, benchmark, paid_outcomes(outcomes, router), quality, scale=scale)
 
 
 def _rounded(value: float | None) -> float | None:
@@ -151,6 +169,7 @@ def _rounded(value: float | None) -> float | None:
 def routing_report(run: RoutingRun) -> dict[str, Any]:
     """The object `tierflow eval routing --json` prints (the contract of issue 5)."""
     quality = run.quality
+    scale = run.scale
     curve = [
         {
             "large_share": _rounded(p.large_share),
@@ -171,12 +190,21 @@ def routing_report(run: RoutingRun) -> dict[str, Any]:
         "cpt80": _rounded(quality.cpt80),
         "large_share_at_95pct_quality": _rounded(quality.large_share_at_95pct_quality),
         "cost_ratio_at_95pct_quality": _rounded(quality.cost_ratio_at_95pct_quality),
+        "quality_at_95pct": _rounded(quality.quality_at_95pct),
+        "graded": scale is not None,
+        "score_range": None if scale is None else [scale.low, scale.high],
         "curve": curve,
     }
 
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
+
+
+def _quality_figure(value: float | None, graded: bool) -> str:
+    if value is None or not graded:
+        return _percent(value)
+    return f"{value:.3f}"
 
 
 def routing_table(report: dict[str, Any], learning: OnlineLearning | None = None) -> Table:
@@ -186,11 +214,18 @@ def routing_table(report: dict[str, Any], learning: OnlineLearning | None = None
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("prompts", str(report["n"]))
-    table.add_row("small accuracy", _percent(report["small_accuracy"]))
-    table.add_row("large accuracy", _percent(report["large_accuracy"]))
+    if report["graded"]:
+        low, high = report["score_range"]
+        table.add_row("score range", f"{low:g} to {high:g}")
+        table.add_row("small mean score", f"{report['small_accuracy']:.3f}")
+        table.add_row("large mean score", f"{report['large_accuracy']:.3f}")
+    else:
+        table.add_row("small accuracy", _percent(report["small_accuracy"]))
+        table.add_row("large accuracy", _percent(report["large_accuracy"]))
     table.add_row("APGR", "-" if report["apgr"] is None else f"{report['apgr']:.3f}")
     table.add_row("CPT(50%) large share", _percent(report["cpt50"]))
     table.add_row("CPT(80%) large share", _percent(report["cpt80"]))
+    table.add_row("95% quality", _quality_figure(report["quality_at_95pct"], report["graded"]))
     table.add_row("large share at 95% quality", _percent(report["large_share_at_95pct_quality"]))
     table.add_row("cost vs always-large at 95% quality", _percent(report["cost_ratio_at_95pct_quality"]))
     table.add_row("curve points", str(len(report["curve"])))
@@ -270,6 +305,9 @@ def eval_routing(
             min=0, max=0.5, help="Online: share of jobs scored above small that start on small (0: none)"
         ),
     ] = DEFAULT_EXPLORE_SHARE,
+    score_range: Annotated[
+        str | None, typer.Option(help="Graded files: LO,HI of the scores (default: the scores' own)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the contract as one JSON object")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write accuracy vs share and vs cost to this PNG")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random router")] = 0,
@@ -294,9 +332,19 @@ def eval_routing(
     try:
         choice = EncoderChoice(encoder, model, cache_dir, batch_size)
         resolved = router.resolve()
-        built = choice.build() if isinstance(resolved, LearnedRouter) else None
+        built = choice.build() if isinstance(resolved, LearnedRouter | NeighbourRouter) else None
         run = evaluate_routing(
-            train or [], test, resolved, seed, (small, large), price, folds, built, online, rank=rank
+            train or [],
+            test,
+            resolved,
+            seed,
+            (small, large),
+            price,
+            folds,
+            built,
+            online,
+            rank=rank,
+            score_range=parse_score_range(score_range),
         )
         if plot is not None:
             draw_plot(run, plot)

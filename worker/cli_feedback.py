@@ -107,19 +107,32 @@ def policy_show(
     out.print_json(json.dumps(body if isinstance(body, dict) else body.model_dump(mode="json")))
 
 
+def _estimated_success(statistics: dict[str, Any] | None) -> str | None:
+    """reflect's off-policy estimate of the version before it was published, if it made one."""
+    off_policy = (statistics or {}).get("off_policy") or {}
+    if not off_policy.get("estimated"):
+        return None
+    gate, change = off_policy["candidate"]["success"]["dr"], off_policy["change"]
+    parent = off_policy["parent"]["success"]["dr"]["value"]
+    return (
+        f"{gate['value']:.3f} [{gate['low']:.3f}, {gate['high']:.3f}] (90%, dr) vs parent {parent:.3f}: "
+        f"change {change['value']:+.3f} [{change['low']:+.3f}, {change['high']:+.3f}]"
+    )
+
+
 @policy_app.command("history")
 def policy_show_history() -> None:
     """Every policy version: parent, active, when, and why it was made."""
     runtime = _runtime()
     with transaction(runtime.sessions) as session:
         rows = [
-            (v.version, v.parent, v.active, v.created_at, v.reason, v.reflection)
+            (v.version, v.parent, v.active, v.created_at, v.reason, v.statistics, v.reflection)
             for v in policy_history(session)
         ]
     table = Table(title="policy versions")
     for column in ("version", "parent", "active", "created", "reason"):
         table.add_column(column)
-    for version, parent, active, created, reason, _ in rows:
+    for version, parent, active, created, reason, _, _ in rows:
         table.add_row(
             str(version),
             str(parent or "-"),
@@ -128,7 +141,10 @@ def policy_show_history() -> None:
             reason,
         )
     out.print(table)
-    for version, *_, reflection in rows:
+    for version, *_, statistics, reflection in rows:
+        estimated = _estimated_success(statistics)
+        if estimated is not None:
+            out.print(f"version {version}: estimated success {estimated}", markup=False, highlight=False)
         if reflection:
             out.print(f"version {version}: {reflection}", markup=False, highlight=False)
 

