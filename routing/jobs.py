@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from tierflow.routing.jsonl import JsonValueError, field_name, loads
+
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 
 JobId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
@@ -109,9 +111,14 @@ class ParsedBatch:
 def parse_line(text: str, line: int, max_payload_bytes: int) -> JobSpec | LineIssue:
     """Validate one JSONL line; return the spec or the first issue found."""
     try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return LineIssue(line, "<line>", f"not valid JSON ({exc.msg} at column {exc.colno})")
+        raw = loads(text)
+    except JsonValueError as exc:
+        return LineIssue(line, exc.field, exc.reason)
+    return parse_value(raw, line, max_payload_bytes)
+
+
+def parse_value(raw: Any, line: int, max_payload_bytes: int) -> JobSpec | LineIssue:
+    """Validate one decoded line (routing.jsonl bounds it); return the spec or the first issue."""
     if not isinstance(raw, dict):
         return LineIssue(line, "<line>", "expected a JSON object")
     payload = raw.get("payload")
@@ -128,7 +135,7 @@ def parse_line(text: str, line: int, max_payload_bytes: int) -> JobSpec | LineIs
 
 def _first_issue(exc: ValidationError, line: int) -> LineIssue:
     error = exc.errors()[0]
-    location = ".".join(str(part) for part in error["loc"]) or "<line>"
+    location = field_name([str(part) for part in error["loc"]])
     if exc.title in {model.__name__ for model in PAYLOAD_MODELS.values()}:
         location = f"payload.{location}"
     return LineIssue(line, location, error["msg"])
@@ -140,7 +147,7 @@ def parse_lines(lines: Iterable[str], max_payload_bytes: int = DEFAULT_MAX_PAYLO
     issues: list[LineIssue] = []
     seen: dict[str, int] = {}
     for number, text in enumerate(lines, start=1):
-        if not text.strip():
+        if not text.strip(" \t\r\n"):  # JSON's whitespace only: U+2028 alone is no blank line
             continue
         result = parse_line(text, number, max_payload_bytes)
         if isinstance(result, LineIssue):
