@@ -88,7 +88,7 @@ def read_recorded(path: Path) -> list[RecordedPrompt]:
     """Every record of a JSONL file; an unreadable or empty file is an InputError too."""
     source = str(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # JSON Lines end at \n alone
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(source, 0, "file", f"cannot be read: {exc}") from None
     records = [parse_record(line, source, n) for n, line in enumerate(lines, start=1) if line.strip()]

@@ -33,5 +33,5 @@ def read_jobs(
         if isinstance(item, InputError):
             yield LineIssue(item.line, item.field, item.reason)
             continue
-        result = parse_value(item.value, item.line, max_payload_bytes)
+        result = parse_value(item.value, item.line, max_payload_bytes, item.size)
         yield result if isinstance(result, LineIssue) else ParsedJob(item.line, result)

@@ -35,10 +35,11 @@ _SKIP_CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class Record:
-    """One JSON value and the line it was on (1-based)."""
+    """One JSON value, the line it was on (1-based) and the line's length in bytes."""
 
     line: int
     value: Any
+    size: int = 0
 
 
 class JsonValueError(ValueError):
@@ -221,7 +222,7 @@ def _record(raw: bytes, number: int, source: str) -> Record | InputError | None:
     except UnicodeDecodeError as exc:
         return InputError(source, number, LINE, f"not UTF-8 text (byte {exc.start + 1} of the line)")
     try:
-        return Record(number, loads(text))
+        return Record(number, loads(text), len(raw))
     except JsonValueError as exc:
         return InputError(source, number, exc.field, exc.reason)
 

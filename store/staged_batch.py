@@ -160,7 +160,7 @@ def _row(job: ParsedJob) -> tuple[Any, ...]:
         spec.job_id(),
         spec.kind.value,
         json.dumps(spec.payload),  # what SQLAlchemy's JSON type would write
-        json.dumps(spec.metadata.model_dump(mode="json")),
+        spec.metadata.model_dump_json(),  # the values of model_dump(mode="json"), which store_batch writes
         spec.content_hash(),
     )
 
