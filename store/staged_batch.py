@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,8 +38,10 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tierflow.routing.errors import StoreError
 from tierflow.routing.jobs import LineIssue, ParsedJob
 from tierflow.routing.states import JobState
 from tierflow.store.db import insert_ignore, transaction
@@ -77,6 +80,16 @@ class _Refused(Exception):
     """Rolls the transaction back: the batch is refused, nothing of it stays."""
 
 
+@contextmanager
+def _no_parameters_in_errors() -> Iterator[None]:
+    """A database refusal as one line without the statement's parameters (the payloads)."""
+    try:
+        yield
+    except DBAPIError as exc:
+        first = str(exc.orig).strip().split("\n", 1)[0] if exc.orig else type(exc).__name__
+        raise StoreError(f"the batch could not be stored, nothing of it was: {first}") from None
+
+
 def store_stream(
     sessions: sessionmaker[Session],
     source: str,
@@ -94,7 +107,7 @@ def store_stream(
     """
     result = StagedBatch()
     try:
-        with transaction(sessions) as session:
+        with _no_parameters_in_errors(), transaction(sessions) as session:
             _STAGING.create(session.connection())  # dropped below, or with the rollback
             result.staged = _stage(session, items, result.issues, skip_invalid)
             _store_staged(session, source, stale_after, skip_invalid, result)
