@@ -43,6 +43,7 @@ CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 from tierflow.tasks.runtime import runtime_for
+from tierflow.tasks import submission
 from tierflow.tasks.submission import submit_file
 from tierflow.worker.app import create_app
 from tierflow.worker.settings import load_settings
@@ -65,6 +66,7 @@ print(json.dumps({
     "rejected": len(report.rejected),
     "rss_before_kb": before,
     "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    "code": submission.__file__,
 }))
 """
 
@@ -152,6 +154,7 @@ def measure(args: argparse.Namespace, arm: str, tree: Path, batch: Path, jobs: i
         done = subprocess.run(
             [sys.executable, "-c", CHILD, str(batch)],
             env=env,
+            cwd=tree,  # `python -c` puts the working folder first on sys.path: it must be the arm's tree
             capture_output=True,
             text=True,
             timeout=args.timeout,
@@ -170,6 +173,7 @@ def measure(args: argparse.Namespace, arm: str, tree: Path, batch: Path, jobs: i
         "cpu_us_per_job": round(1e6 * figures["cpu_s"] / jobs, 1),
         "peak_rss_mb": round(figures["peak_rss_kb"] / 1024, 1),
         "rss_growth_mb": round((figures["peak_rss_kb"] - figures["rss_before_kb"]) / 1024, 1),
+        "code": figures["code"],
     }
     return {**row, "cli": cli} if cli else row
 

@@ -119,8 +119,10 @@ def submit_stream(
 
 def publish_batch(app: Any, runtime: Runtime, batch_id: str, stored: int) -> int:
     """Send classify for the batch's queued jobs, after their commit; returns how many were sent."""
+    with app.connection_for_write() as connection:  # no I/O: the transport's error types
+        errors = (KombuError, OSError, *connection.connection_errors, *connection.channel_errors)
     try:
         return send_classify_many(app, chain.from_iterable(batch_job_ids(runtime.sessions, batch_id)))
-    except (KombuError, OSError) as exc:
+    except errors as exc:
         reason = f"{exc}; the {stored} stored jobs are sent again by the reconciler"
         raise ServiceUnavailable("broker", redact(app.conf.broker_url), reason) from None
