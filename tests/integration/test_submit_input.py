@@ -6,6 +6,7 @@ stored or enqueued; no traceback; nothing of the payload echoed.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -203,3 +204,22 @@ def test_a_batch_past_one_statements_parameters_is_stored_and_enqueued_once(
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(Job)).scalar_one() == 12_000
     engine.dispose()
+
+
+def test_a_batched_classify_message_is_the_one_send_classify_sends(make_app, client: redis.Redis) -> None:
+    from tierflow.tasks.dispatch import send_classify, send_classify_many
+
+    app, _ = make_app()
+    send_classify(app, "one-by-one")
+    assert send_classify_many(app, ["batched"]) == 1
+    single, batched = (json.loads(client.lindex("classify", index) or b"{}") for index in (1, 0))
+    bodies = [json.loads(base64.b64decode(message["body"])) for message in (single, batched)]
+    assert bodies[0][0] == ["one-by-one"] and bodies[1][0] == ["batched"] and bodies[0][1:] == bodies[1][1:]
+    for message in (single, batched):
+        for volatile in ("id", "root_id", "argsrepr", "ignore_result"):
+            message["headers"].pop(volatile)
+        for volatile in ("correlation_id", "delivery_tag", "reply_to"):
+            message["properties"].pop(volatile)
+        message.pop("body")
+    assert batched == single
+    assert json.loads(client.lindex("classify", 0) or b"{}")["headers"]["argsrepr"] == "('batched',)"
