@@ -37,7 +37,7 @@ def read_labelled(path: Path) -> list[LabelledText]:
         for item in strict_records(stream, source):
             record, number = item.value, item.line
             if not isinstance(record, dict):
-                raise InputError(source, number, "line", "must be a JSON object")
+                raise InputError(source, number, "<line>", "must be a JSON object")
             for field in ("text", "intent"):
                 value = record.get(field)
                 if not isinstance(value, str) or not value.strip():

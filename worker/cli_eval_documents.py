@@ -91,7 +91,7 @@ def parse_line(line: str, source: str, number: int) -> LabelledDocument:
 
 def parse_record(record: Any, source: str, number: int) -> LabelledDocument:
     if not isinstance(record, dict):
-        raise InputError(source, number, "line", "must be a JSON object")
+        raise InputError(source, number, "<line>", "must be a JSON object")
     if not isinstance(record.get("text"), str):
         raise InputError(source, number, "text", "must be a string")
     return LabelledDocument(text=record["text"], truth=_field(record, source, number))
