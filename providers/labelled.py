@@ -7,13 +7,13 @@ thresholds are fitted to refuse.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from tierflow.providers.encoders import Encoder
 from tierflow.routing.errors import InputError
+from tierflow.routing.jsonl import strict_records
 from tierflow.routing.semantic import SemanticConfig, SemanticRoutes
 
 OUT_OF_SCOPE = "oos"
@@ -29,24 +29,20 @@ def read_labelled(path: Path) -> list[LabelledText]:
     """Every line of a `{"text", "intent"}` JSONL file; InputError names the file, line and field."""
     source = str(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(source, 0, "file", f"cannot be read: {exc}") from None
+        stream = path.open("rb")
+    except OSError as exc:
+        raise InputError(source, 0, "file", f"cannot be read: {exc.strerror or exc}") from None
     rows: list[LabelledText] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(source, number, "line", f"not JSON: {exc.msg}") from None
-        if not isinstance(record, dict):
-            raise InputError(source, number, "line", "must be a JSON object")
-        for field in ("text", "intent"):
-            value = record.get(field)
-            if not isinstance(value, str) or not value.strip():
-                raise InputError(source, number, field, "must be a non-empty string")
-        rows.append(LabelledText(record["text"], record["intent"]))
+    with stream:
+        for item in strict_records(stream, source):
+            record, number = item.value, item.line
+            if not isinstance(record, dict):
+                raise InputError(source, number, "<line>", "must be a JSON object")
+            for field in ("text", "intent"):
+                value = record.get(field)
+                if not isinstance(value, str) or not value.strip():
+                    raise InputError(source, number, field, "must be a non-empty string")
+            rows.append(LabelledText(record["text"], record["intent"]))
     if not rows:
         raise InputError(source, 0, "file", "has no examples")
     return rows

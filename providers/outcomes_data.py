@@ -213,7 +213,7 @@ def read_recorded(path: Path, score_range: ScoreRange | None = None) -> list[Rec
     """
     source = str(path)
     try:
-        lines = path.read_text(encoding="utf-8").split("\n")  # JSON strings may hold U+2028
+        lines = path.read_text(encoding="utf-8").split("\n")  # JSON Lines end at \n alone
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(source, 0, "file", f"cannot be read: {exc}") from None
     records = [parse_record(line, source, n) for n, line in enumerate(lines, start=1) if line.strip()]

@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from tierflow.routing.jsonl import JsonValueError, field_name, loads
+
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 
 JobId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
@@ -109,15 +111,26 @@ class ParsedBatch:
 def parse_line(text: str, line: int, max_payload_bytes: int) -> JobSpec | LineIssue:
     """Validate one JSONL line; return the spec or the first issue found."""
     try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return LineIssue(line, "<line>", f"not valid JSON ({exc.msg} at column {exc.colno})")
+        raw = loads(text)
+    except JsonValueError as exc:
+        return LineIssue(line, exc.field, exc.reason)
+    return parse_value(raw, line, max_payload_bytes)
+
+
+def parse_value(raw: Any, line: int, max_payload_bytes: int, line_bytes: int = 0) -> JobSpec | LineIssue:
+    """Validate one decoded line (routing.jsonl bounds it); return the spec or the first issue.
+
+    `line_bytes`, the line's length if known, spares measuring a payload that cannot be too
+    big: re-encoded, a value takes at most 8 times its bytes in the line (", " for ",",
+    "1000000000000000.0" for "1e15").
+    """
     if not isinstance(raw, dict):
         return LineIssue(line, "<line>", "expected a JSON object")
     payload = raw.get("payload")
-    size = len(json.dumps(payload, ensure_ascii=False).encode())
-    if size > max_payload_bytes:
-        return LineIssue(line, "payload", f"{size} bytes exceeds the limit of {max_payload_bytes}")
+    if not line_bytes or 8 * line_bytes > max_payload_bytes:
+        size = len(json.dumps(payload, ensure_ascii=False).encode())
+        if size > max_payload_bytes:
+            return LineIssue(line, "payload", f"{size} bytes exceeds the limit of {max_payload_bytes}")
     try:
         spec = JobSpec.model_validate(raw)
         spec.typed_payload()
@@ -128,7 +141,7 @@ def parse_line(text: str, line: int, max_payload_bytes: int) -> JobSpec | LineIs
 
 def _first_issue(exc: ValidationError, line: int) -> LineIssue:
     error = exc.errors()[0]
-    location = ".".join(str(part) for part in error["loc"]) or "<line>"
+    location = field_name([str(part) for part in error["loc"]])
     if exc.title in {model.__name__ for model in PAYLOAD_MODELS.values()}:
         location = f"payload.{location}"
     return LineIssue(line, location, error["msg"])
@@ -140,7 +153,7 @@ def parse_lines(lines: Iterable[str], max_payload_bytes: int = DEFAULT_MAX_PAYLO
     issues: list[LineIssue] = []
     seen: dict[str, int] = {}
     for number, text in enumerate(lines, start=1):
-        if not text.strip():
+        if not text.strip(" \t\r\n"):  # JSON's whitespace only: U+2028 alone is no blank line
             continue
         result = parse_line(text, number, max_payload_bytes)
         if isinstance(result, LineIssue):

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from tierflow.routing.errors import InputError
 from tierflow.routing.gold import matches_expected
+from tierflow.routing.jsonl import strict_records
 from tierflow.routing.states import JobState
 from tierflow.store.db import insert_ignore
 from tierflow.store.lifecycle import move_job
@@ -71,26 +72,22 @@ def record_feedback(
 def read_labels(path: Path) -> list[Label]:
     """`{"job_id", "correct"?, "expected"?, "note"?}` per line; the first bad line is an InputError."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        stream = path.open("rb")
     except OSError as exc:
         raise InputError(str(path), 0, "<file>", f"cannot be read: {exc.strerror or exc}") from None
-    labels = []
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(str(path), number, "<line>", f"not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("job_id"), str):
-            raise InputError(str(path), number, "job_id", "a string is required")
-        correct = record.get("correct")
-        if correct is not None and not isinstance(correct, bool):
-            raise InputError(str(path), number, "correct", "must be true or false")
-        if correct is None and "expected" not in record:
-            raise InputError(str(path), number, "correct", "give correct or expected")
-        labels.append(Label(number, record["job_id"], correct, record.get("expected"), record.get("note")))
-    return labels
+    with stream:
+        return [_label(item.value, str(path), item.line) for item in strict_records(stream, str(path))]
+
+
+def _label(record: Any, source: str, number: int) -> Label:
+    if not isinstance(record, dict) or not isinstance(record.get("job_id"), str):
+        raise InputError(source, number, "job_id", "a string is required")
+    correct = record.get("correct")
+    if correct is not None and not isinstance(correct, bool):
+        raise InputError(source, number, "correct", "must be true or false")
+    if correct is None and "expected" not in record:
+        raise InputError(source, number, "correct", "give correct or expected")
+    return Label(number, record["job_id"], correct, record.get("expected"), record.get("note"))
 
 
 def import_labels(session: Session, path: Path, labels: list[Label]) -> int:

@@ -1,4 +1,8 @@
-"""Storing a submitted batch: one transaction, idempotent on job id."""
+"""Storing a submitted batch held in memory: one transaction, idempotent on job id.
+
+For a batch read from a file or a stream of any size, store.staged_batch.store_stream
+gives the same guarantees without holding the batch.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from tierflow.routing.jobs import LineIssue, ParsedJob
 from tierflow.routing.states import JobState
 from tierflow.store.db import insert_ignore, transaction
 from tierflow.store.models import Batch, Job
+
+CHUNK_ROWS = 2000
 
 
 @dataclass
@@ -32,7 +38,14 @@ def batch_id_for(job_ids: list[str]) -> str:
 def find_conflicts(session: Session, jobs: list[ParsedJob]) -> tuple[set[str], list[LineIssue]]:
     """Job ids already stored with the same content, and lines reusing an id for other content."""
     by_id = {job.spec.job_id(): job for job in jobs}
-    existing = session.execute(select(Job.id, Job.content_hash).where(Job.id.in_(list(by_id)))).all()
+    ids = list(by_id)
+    existing = [
+        row
+        for start in range(0, len(ids), CHUNK_ROWS)
+        for row in session.execute(
+            select(Job.id, Job.content_hash).where(Job.id.in_(ids[start : start + CHUNK_ROWS]))
+        ).all()
+    ]
     same, conflicts = set(), []
     for job_id, content_hash in existing:
         parsed = by_id[job_id]
@@ -61,7 +74,8 @@ def store_batch(
         fresh = [j for j in jobs if j.spec.job_id() not in same and j.line not in conflicting]
         insert_ignore(session, Batch, {"id": batch_id, "source": source, "job_count": len(jobs)}, ["id"])
         rows = [_job_row(batch_id, job, stale_after) for job in fresh]
-        insert_ignore(session, Job, rows, ["id"])
+        for start in range(0, len(rows), CHUNK_ROWS):  # a statement takes at most 65,535 parameters
+            insert_ignore(session, Job, rows[start : start + CHUNK_ROWS], ["id"])
         stored.new_job_ids = [str(row["id"]) for row in rows]
     return stored
 

@@ -1,21 +1,34 @@
-"""Submitting a JSONL batch: validate every line, store in one transaction, then enqueue."""
+"""Submitting a JSONL batch: validate every line, store in one transaction, then enqueue.
+
+The file is read one line at a time (routing.job_lines), staged and stored in bulk
+(store.staged_batch), and its new jobs are published in batches after the commit
+(tasks.dispatch.send_classify_many): memory does not grow with the file. A crash
+between the commit and the last publish leaves queued jobs that the reconciler
+sends once their stale deadline passes.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from kombu.exceptions import KombuError
 from kombu.exceptions import OperationalError as BrokerError
 
 from tierflow.routing.errors import InputError, ServiceUnavailable
-from tierflow.routing.jobs import LineIssue, parse_lines
+from tierflow.routing.job_lines import read_jobs
+from tierflow.routing.jobs import LineIssue, ParsedJob
 from tierflow.store.db import redact
 from tierflow.store.models import utcnow
-from tierflow.store.submit import store_batch
-from tierflow.tasks.dispatch import send_classify
+from tierflow.store.staged_batch import batch_job_ids, store_stream
+from tierflow.tasks.dispatch import send_classify_many
 from tierflow.tasks.runtime import Runtime
+
+FILE = "<file>"
 
 
 @dataclass
@@ -39,13 +52,27 @@ class SubmitReport:
 
 
 def read_lines(path: Path) -> list[str]:
+    """The lines of a small JSONL file, split on `\\n` alone (U+2028 and kin are text)."""
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise InputError(str(path), 0, "<file>", "no such file") from None
+        raise InputError(str(path), 0, FILE, "no such file") from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise InputError(str(path), line, "<line>", "not UTF-8 text") from None
+        raise InputError(str(path), data[: exc.start].count(b"\n") + 1, "<line>", "not UTF-8 text") from None
+    lines = text.split("\n")
+    return lines[:-1] if lines and not lines[-1] else lines
+
+
+def open_batch(path: Path) -> IO[bytes]:
+    """The file opened for routing.job_lines; InputError when it cannot be."""
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise InputError(str(path), 0, FILE, "no such file") from None
+    except OSError as exc:
+        raise InputError(str(path), 0, FILE, f"cannot be read: {exc.strerror or exc}") from None
 
 
 def check_broker(app: Any) -> None:
@@ -59,22 +86,43 @@ def check_broker(app: Any) -> None:
 
 def submit_file(app: Any, runtime: Runtime, path: Path, skip_invalid: bool = False) -> SubmitReport:
     """Validate, store and enqueue a batch. With any bad line and no skip_invalid, store nothing."""
-    parsed = parse_lines(read_lines(path), runtime.settings.max_payload_bytes)
-    report = SubmitReport(str(path), None, rejected=list(parsed.issues))
-    if (parsed.issues and not skip_invalid) or not parsed.jobs:
-        return report
-    check_broker(app)
+    with open_batch(path) as stream:
+        items = read_jobs(stream, str(path), runtime.settings.max_payload_bytes)
+        return submit_stream(app, runtime, str(path), items, skip_invalid)
+
+
+def submit_stream(
+    app: Any,
+    runtime: Runtime,
+    source: str,
+    items: Iterable[ParsedJob | LineIssue],
+    skip_invalid: bool = False,
+) -> SubmitReport:
+    """submit_file for parsed lines from anywhere (a client, an API): the same guarantees.
+
+    `items` is read once, in order; the line numbers in it are those reported.
+    """
     stale_after = utcnow() + timedelta(seconds=runtime.settings.stage_timeout_s)
-    stored = store_batch(
-        runtime.sessions, str(path), parsed.jobs, stale_after, refuse_conflicts=not skip_invalid
+    stored = store_stream(
+        runtime.sessions, source, items, stale_after, skip_invalid, before_commit=lambda: check_broker(app)
     )
-    report.rejected.extend(stored.conflicts)
-    report.rejected.sort(key=lambda issue: issue.line)
-    if stored.conflicts and not skip_invalid:
+    if not stored.staged and not stored.issues:
+        raise InputError(source, 1, FILE, "no jobs: the file is empty or has only blank lines")
+    report = SubmitReport(source, stored.batch_id, rejected=stored.issues)
+    if stored.batch_id is None:
         return report
-    report.batch_id = stored.batch_id
-    report.accepted = len(stored.new_job_ids)
-    report.duplicates = stored.duplicates
-    for job_id in stored.new_job_ids:
-        send_classify(app, job_id)
+    report.accepted, report.duplicates = stored.accepted, stored.duplicates
+    if stored.accepted:
+        publish_batch(app, runtime, stored.batch_id, stored.accepted)
     return report
+
+
+def publish_batch(app: Any, runtime: Runtime, batch_id: str, stored: int) -> int:
+    """Send classify for the batch's queued jobs, after their commit; returns how many were sent."""
+    with app.connection_for_write() as connection:  # no I/O: the transport's error types
+        errors = (KombuError, OSError, *connection.connection_errors, *connection.channel_errors)
+    try:
+        return send_classify_many(app, chain.from_iterable(batch_job_ids(runtime.sessions, batch_id)))
+    except errors as exc:
+        reason = f"{exc}; the {stored} stored jobs are sent again by the reconciler"
+        raise ServiceUnavailable("broker", redact(app.conf.broker_url), reason) from None

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from tierflow.routing.documents import decide_document, extract_fields
 from tierflow.routing.errors import InputError
+from tierflow.routing.jsonl import JsonValueError, loads, strict_records
 
 SCORED_FIELDS = ("company", "date", "total")
 
@@ -82,11 +83,15 @@ def _field(record: dict[str, Any], source: str, number: int) -> dict[str, str]:
 
 def parse_line(line: str, source: str, number: int) -> LabelledDocument:
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InputError(source, number, "line", f"not JSON: {exc.msg}") from None
+        record = loads(line)
+    except JsonValueError as exc:
+        raise InputError(source, number, exc.field, exc.reason) from None
+    return parse_record(record, source, number)
+
+
+def parse_record(record: Any, source: str, number: int) -> LabelledDocument:
     if not isinstance(record, dict):
-        raise InputError(source, number, "line", "must be a JSON object")
+        raise InputError(source, number, "<line>", "must be a JSON object")
     if not isinstance(record.get("text"), str):
         raise InputError(source, number, "text", "must be a string")
     return LabelledDocument(text=record["text"], truth=_field(record, source, number))
@@ -96,13 +101,12 @@ def read_documents(path: Path) -> Iterator[LabelledDocument]:
     """The labelled documents of a JSONL file; a bad line raises InputError with its number."""
     source = str(path)
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except OSError as exc:
         raise InputError(source, 0, "file", exc.strerror or "cannot be read") from None
     with handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                yield parse_line(line, source, number)
+        for item in strict_records(handle, source):
+            yield parse_record(item.value, source, item.line)
 
 
 def evaluate_documents(path: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tierflow.providers import rules
 from tierflow.routing.errors import InputError
+from tierflow.routing.jsonl import strict_records
 
 WEAK_MARKERS = ("mini", "haiku", "small", "nano", "lite", "flash", "7b", "8b")
 MEDIUM_MARKERS = ("medium", "sonnet")
@@ -81,15 +82,11 @@ class ReplayBook:
         return book
 
     def _read(self, path: Path) -> None:
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    prompt, outcomes = record["prompt"], record["outcomes"]
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise InputError(str(path), number, "record", f"not a replay record: {exc}") from None
+        with path.open("rb") as stream:
+            for item in strict_records(stream, str(path)):
+                record, number = item.value, item.line
+                prompt = record.get("prompt") if isinstance(record, dict) else None
+                outcomes = record.get("outcomes") if isinstance(record, dict) else None
                 if not isinstance(prompt, str) or not isinstance(outcomes, dict):
                     raise InputError(str(path), number, "record", "prompt must be text, outcomes an object")
                 recorded = self._responses.setdefault(prompt, {})

@@ -88,8 +88,8 @@ def test_nothing_accepted_gives_null_accuracies(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "field"),
     [
-        ("not json", "line"),
-        ("[1, 2]", "line"),
+        ("not json", "<line>"),
+        ("[1, 2]", "<line>"),
         ('{"fields": {}}', "text"),
         ('{"text": "x"}', "fields"),
         ('{"text": "x", "fields": {"total": 9.5}}', "fields.total"),

@@ -127,10 +127,10 @@ def test_without_out_of_scope_queries_oos_recall_is_null(files: tuple[Path, Path
 @pytest.mark.parametrize(
     ("line", "field"),
     [
-        ("this is not json", "line"),
+        ("this is not json", "<line>"),
         ('{"intent": "weather"}', "text"),
         ('{"text": "will it rain", "intent": 3}', "intent"),
-        ('["text", "intent"]', "line"),
+        ('["text", "intent"]', "<line>"),
     ],
 )
 def test_a_bad_line_is_one_error_naming_the_file_line_and_field(

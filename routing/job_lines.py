@@ -1,0 +1,37 @@
+"""A submitted JSONL stream read one line at a time: each line a ParsedJob or a LineIssue.
+
+Pure: routing.jsonl splits and bounds the lines, routing.jobs validates them. Nothing
+here remembers earlier lines, so memory does not grow with the file; duplicate job
+ids across lines are the store's to find (store.submit stages the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import IO
+
+from tierflow.routing.errors import InputError
+from tierflow.routing.jobs import DEFAULT_MAX_PAYLOAD_BYTES, LineIssue, ParsedJob, parse_value
+from tierflow.routing.jsonl import read_records
+
+# A payload's limit is on its JSON re-encoded without escapes; a line may escape every
+# character (six bytes for one) and carries the kind and the metadata besides.
+LINE_BYTES_PER_PAYLOAD_BYTE = 8
+LINE_OVERHEAD_BYTES = 64 * 1024
+
+
+def line_limit(max_payload_bytes: int) -> int:
+    """The longest line worth reading for a payload limit; longer lines are refused unread."""
+    return max_payload_bytes * LINE_BYTES_PER_PAYLOAD_BYTE + LINE_OVERHEAD_BYTES
+
+
+def read_jobs(
+    stream: IO[bytes], source: str, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> Iterator[ParsedJob | LineIssue]:
+    """Every non-blank line of a binary stream, validated, in file order."""
+    for item in read_records(stream, source, line_limit(max_payload_bytes)):
+        if isinstance(item, InputError):
+            yield LineIssue(item.line, item.field, item.reason)
+            continue
+        result = parse_value(item.value, item.line, max_payload_bytes, item.size)
+        yield result if isinstance(result, LineIssue) else ParsedJob(item.line, result)
