@@ -69,7 +69,8 @@ def run_reflect(runtime: Runtime) -> ReflectRun:
         policy, parent = Policy.model_validate(row.body), row.parent
         records = judged_attempts(session, runtime.settings.reflect_window)
     encoder = policy.learning.encoder
-    reflection = reflect(policy, parent, outcome_rows(runtime, encoder, records), encoder)
+    rows = outcome_rows(runtime, encoder, records)
+    reflection = reflect(policy, parent, rows, encoder, runtime.kinds.names)
     reflection = coach_reflection(runtime, policy, reflection, records)
     published = _publish(runtime, policy.version, reflection)
     if published is not None:

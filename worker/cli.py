@@ -32,6 +32,7 @@ from tierflow.worker import (
     cli_explain,
     cli_feedback,
     cli_flower,
+    cli_kinds,
     cli_report,
     render,
 )
@@ -55,6 +56,7 @@ cli_eval_routing.register(cli_eval.eval_app)
 cli_report.register(cli)
 cli_flower.register(cli)
 cli_feedback.register(cli)
+cli_kinds.register(cli)
 # soft_wrap: a FILE:LINE: field: reason line must stay one line, whatever the terminal width.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -34,7 +34,6 @@ from tierflow.providers.server.wire import WireError
 from tierflow.providers.tokens import count_tokens
 from tierflow.routing.answer_features import ANSWER_FEATURES, answer_feature_matrix
 from tierflow.routing.errors import ConfigError, InputError
-from tierflow.routing.jobs import JobKind
 from tierflow.routing.metrics import PromptOutcomes, RoutingQuality, curve_quality, sweep_curve
 from tierflow.routing.offline_routers import (
     CallCosts,
@@ -127,7 +126,7 @@ def routing_rows(
     """
     records = labelled.records
     prompts = [record.prompt for record in records]
-    cheap = prompt_features(prompts, [JobKind.PROMPT] * len(prompts), None)
+    cheap = prompt_features(prompts, None)
     embedding = _embed(encoder, prompts)
     answer = None
     if router.needs_answers:
