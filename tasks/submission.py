@@ -59,7 +59,7 @@ def check_broker(app: Any) -> None:
 
 def submit_file(app: Any, runtime: Runtime, path: Path, skip_invalid: bool = False) -> SubmitReport:
     """Validate, store and enqueue a batch. With any bad line and no skip_invalid, store nothing."""
-    parsed = parse_lines(read_lines(path), runtime.settings.max_payload_bytes)
+    parsed = parse_lines(read_lines(path), runtime.settings.max_payload_bytes, runtime.kinds)
     report = SubmitReport(str(path), None, rejected=list(parsed.issues))
     if (parsed.issues and not skip_invalid) or not parsed.jobs:
         return report

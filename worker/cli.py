@@ -185,11 +185,15 @@ def demo(
     database: Annotated[Path, typer.Option(help="SQLite file for the demo; replaced each run")] = Path(
         ".tierflow/demo.db"
     ),
+    kinds: Annotated[
+        list[Path] | None,
+        typer.Option(help="A kinds file to declare (repeatable); its .jsonl beside it is the batch"),
+    ] = None,
 ) -> None:
     """Run the example batches through the whole pipeline in embedded mode and summarise."""
     from tierflow.worker.demo import run_demo
 
-    report, summary, elapsed, reflected = run_demo(database, files)
+    report, summary, elapsed, reflected = run_demo(database, files, kinds=kinds)
     _print_submit(report, as_json=False)
     if report.batch_id is None:
         raise typer.Exit(2)

@@ -15,6 +15,7 @@ from tierflow.routing.states import Tier
 from tierflow.store import schema
 from tierflow.store.db import check_database, make_engine, redact
 from tierflow.worker.app import ALL_QUEUES, CLASSIFY_QUEUE, create_app
+from tierflow.worker.kinds import build_registry
 from tierflow.worker.settings import load_settings
 
 ops = typer.Typer(add_completion=False, no_args_is_help=True)
@@ -130,6 +131,7 @@ def register(cli: typer.Typer) -> None:
             raise ConfigError(
                 "TIERFLOW_BROKER_URL", "a separate worker needs a broker server (redis:// or amqp://)"
             )
+        build_registry(settings)  # a bad kinds file or plug-in stops the worker here, with every problem
         argv = worker_argv(worker_queues(queues, tier), pool, concurrency, autoscale, loglevel, hostname)
         create_app(settings).worker_main(argv=argv)
 

@@ -41,15 +41,20 @@ def _days(match: re.Match[str]) -> int:
 def period_rule(
     payload: dict[str, Any], text: str, policy: Policy, options: Mapping[str, Any]
 ) -> ExpertOutput:
-    """A period in days: the first one within `window` characters after the word `near`."""
+    """A period in days: the one written closest to the word `near` (within `window` characters,
+    before or after it: "30 days' notice", "notice of 30 days")."""
     near = str(options.get("near", "notice"))
     field = str(options.get("field", f"{near}_period_days"))
-    window = int(options.get("window", 120))
+    window = int(options.get("window", 80))
+    best: tuple[int, re.Match[str]] | None = None
     for anchor in re.finditer(rf"\b{re.escape(near)}\b", text, re.IGNORECASE):
-        match = PERIOD.search(text, anchor.end(), anchor.end() + window)
-        if match is not None:
-            return ExpertOutput({field: _days(match), "evidence": match.group(0)}, confidence=0.9)
-    return ExpertOutput({field: None, "evidence": None}, confidence=0.3)
+        for match in PERIOD.finditer(text, max(0, anchor.start() - window), anchor.end() + window):
+            distance = max(anchor.start() - match.end(), match.start() - anchor.end(), 0)
+            if best is None or distance < best[0]:
+                best = (distance, match)
+    if best is None:
+        return ExpertOutput({field: None, "evidence": None}, confidence=0.3)
+    return ExpertOutput({field: _days(best[1]), "evidence": best[1].group(0)}, confidence=0.9)
 
 
 def dates_rule(

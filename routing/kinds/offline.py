@@ -7,7 +7,7 @@ message, so a user's kind runs with no model and no key. How each value is made:
 - an enum: the first value whose words appear in the input, else one chosen by a
   stable hash of the input (the same input always gets the same value);
 - a boolean: true when a word of its field name, or a word like "urgent", appears;
-- a number or integer: the first number written after the first word of its field
+- a number or integer: the number written closest to the first word of its field
   name (for a `*_days` field, weeks and months are counted in days by a strong model
   only: a weak one takes the number as written);
 - a string: quotes the input, labelled "offline:" so no one mistakes it for a model's;
@@ -62,16 +62,14 @@ def _words(name: str) -> list[str]:
 
 def _number(name: str, text: str, strength: float, integer: bool) -> float | int | None:
     words = _words(name)
-    spelled = re.sub(
-        r"\b(" + "|".join(NUMBER_WORDS) + r")\b",
-        lambda m: str(NUMBER_WORDS[m.group(1).lower()]),
-        text,
-        flags=re.I,
-    )
+    spelled = SPELLED.sub(lambda m: str(NUMBER_WORDS[m.group(1).lower()]), text)
     anchor = re.search(rf"\b{re.escape(words[0])}", spelled, re.IGNORECASE) if words else None
-    match = NUMBER.search(spelled, anchor.end() if anchor else 0)
-    if match is None:
+    numbers = list(NUMBER.finditer(spelled))
+    if not numbers:
         return None
+    if anchor is not None:  # the number written closest to the field's first word
+        numbers.sort(key=lambda m: max(anchor.start() - m.end(), m.start() - anchor.end(), 0))
+    match = numbers[0]
     value = float(match.group(1))
     unit = (match.group(2) or "day").lower()
     if "days" in words and strength >= 0.7:  # weak models take "3 months" as 3
