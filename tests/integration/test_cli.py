@@ -163,7 +163,7 @@ def test_migration_applies_to_an_empty_database_and_downgrades(pg_url):
         } <= tables
         uniques = {tuple(u["column_names"]) for u in inspect(engine).get_unique_constraints("expert_results")}
         assert ("job_id", "attempt", "expert") in uniques
-        assert current_revision(engine) == "0002"
+        assert current_revision(engine) == "0004"
         columns = {c["name"] for c in inspect(engine).get_columns("policy_versions")}
         assert {"statistics", "reflection"} <= columns
         with engine.connect() as connection:
@@ -175,7 +175,7 @@ def test_migration_applies_to_an_empty_database_and_downgrades(pg_url):
         upgrade(engine, "0001")
         assert current_revision(engine) == "0001"
         upgrade(engine)
-        assert current_revision(engine) == "0002"
+        assert current_revision(engine) == "0004"
     finally:
         engine.dispose()
         with admin.connect() as connection:

@@ -171,7 +171,7 @@ def test_with_the_local_encoder_the_scorers_see_the_prompt_embedding(env, make_a
         assert done.published == 2
         run(env, "submit", str(write_jobs(tmp_path / "b.jsonl", _jobs("b", 60, 3))), "--wait", check=True)
     learned = runtime.policy().learned["prompt"]  # type: ignore[index]
-    assert learned.encoder == "local" and learned.tiers["small"].width == 13 + 384  # type: ignore[index]
+    assert learned.encoder == "local" and learned.tiers["small"].width == 10 + 384  # type: ignore[index]
     after = _first_tiers(runtime, "b-")
     assert all(decision["reasons"][1].startswith("learned scorer") for _, decision in after.values())
     assert {job_id for job_id, (tier, _) in after.items() if tier != "small"} == {
