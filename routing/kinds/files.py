@@ -96,6 +96,8 @@ def key_text(path: Path) -> str:
 class Problems:
     source: str
     index: LineIndex
+    rules: set[str]  # the rule experts and checks the registry offers
+    checks: set[str]
     found: list[InputError] = field(default_factory=list)
 
     def add(self, path: Path, reason: str) -> None:
@@ -138,7 +140,8 @@ def _schema_problems(schema: object, path: Path, problems: Problems) -> bool:
     return True
 
 
-def _template(template: str | None, fields: set[str], path: Path, problems: Problems) -> None:
+def _template(template: str | None, fields: set[str] | None, path: Path, problems: Problems) -> None:
+    """Size, braces, and (when the payload schema is valid: `fields` is not None) the fields named."""
     if template is None:
         return
     size = len(template.encode())
@@ -149,7 +152,7 @@ def _template(template: str | None, fields: set[str], path: Path, problems: Prob
     if stray:
         problems.add(path, stray)
     for name in template_fields(template):
-        if name not in fields:
+        if fields is not None and name not in fields:
             problems.add(path, f"names {{{name}}}, a field the payload schema does not declare")
 
 
@@ -160,7 +163,8 @@ def _fields(schema: Mapping[str, Any]) -> set[str]:
 def _raw_checks(raw: Mapping[str, Any], base: Path, problems: Problems) -> None:
     """What pydantic cannot see: schemas, templates, tiers, rules and checks the seam does not know."""
     payload = raw.get("payload", {"type": "object"})
-    fields = _fields(payload) if _schema_problems(payload, (*base, "payload"), problems) else set()
+    fields = _fields(payload) if _schema_problems(payload, (*base, "payload"), problems) else None
+    _raw_names(raw, base, problems)
     if isinstance(raw.get("text"), str):
         _template(raw["text"], fields, (*base, "text"), problems)
     for j, expert in enumerate(raw.get("expert", [])):
@@ -179,24 +183,29 @@ def _raw_checks(raw: Mapping[str, Any], base: Path, problems: Problems) -> None:
             else:
                 _template(expert["prompt"], fields, (*where, "prompt"), problems)
             if isinstance(expert.get("instruction"), str):
-                _template(expert["instruction"], fields | {"*"}, (*where, "instruction"), problems)
+                _template(expert["instruction"], None, (*where, "instruction"), problems)
 
 
-def _known_parts(
-    spec: KindSpec, base: Path, rules: Iterable[str], checks: Iterable[str], problems: Problems
-) -> None:
-    known_rules, known_checks = set(rules), set(checks)
-    names = {expert.name for expert in spec.experts}
-    for j, expert in enumerate(spec.experts):
-        if expert.type is ExpertType.RULE and expert.rule not in known_rules:
-            problems.add(
-                (*base, "expert", j, "rule"),
-                f"unknown rule {expert.rule!r} (known: {', '.join(sorted(known_rules))})",
-            )
-    for j, check in enumerate(spec.checks):
-        if check.type not in known_checks:
+def _raw_names(raw: Mapping[str, Any], base: Path, problems: Problems) -> None:
+    """Unknown check types and rules, found on the raw tables so they are reported even when
+    another part of the kind does not validate."""
+    known_rules, known_checks = problems.rules, problems.checks
+    for j, expert in enumerate(raw.get("expert", [])):
+        rule = expert.get("rule") if isinstance(expert, dict) else None
+        if isinstance(expert, dict) and expert.get("type") == "rule" and rule not in known_rules:
+            known = ", ".join(sorted(known_rules))
+            problems.add((*base, "expert", j, "rule"), f"unknown rule {rule!r} (known: {known})")
+    for j, check in enumerate(raw.get("check", [])):
+        kind = check.get("type") if isinstance(check, dict) else None
+        if kind not in known_checks:
             known = ", ".join(sorted(known_checks))
-            problems.add((*base, "check", j, "type"), f"unknown check {check.type!r} (known: {known})")
+            problems.add((*base, "check", j, "type"), f"unknown check {kind!r} (known: {known})")
+
+
+def _known_parts(spec: KindSpec, base: Path, problems: Problems) -> None:
+    """The experts that checks, review rules and routing name exist in the kind."""
+    names = {expert.name for expert in spec.experts}
+    for j, check in enumerate(spec.checks):
         for name in check.experts:
             if name not in names:
                 problems.add((*base, "check", j, "experts"), f"names {name!r}, not an expert of this kind")
@@ -222,7 +231,7 @@ def parse_kinds(
         rules, checks: the names of the rule experts and checks the registry offers.
     """
     index = LineIndex.of(text)
-    problems = Problems(source, index)
+    problems = Problems(source, index, set(rules), set(checks))
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -241,19 +250,17 @@ def parse_kinds(
     kinds: list[KindSpec] = []
     seen = dict(taken)
     for i, raw in enumerate(raw_kinds):
-        spec = _one_kind(raw, ("kind", i), seen, rules, checks, problems)
+        spec = _one_kind(raw, ("kind", i), seen, problems)
         if spec is not None:
             seen[spec.name] = f"{source}:{index.line(('kind', i))}"
             kinds.append(spec)
-    return kinds, problems.found
+    return kinds, sorted(problems.found, key=lambda problem: problem.line)
 
 
 def _one_kind(
     raw: Mapping[str, Any],
     base: Path,
     seen: Mapping[str, str],
-    rules: Iterable[str],
-    checks: Iterable[str],
     problems: Problems,
 ) -> KindSpec | None:
     before = len(problems.found)
@@ -269,7 +276,7 @@ def _one_kind(
         for error in exc.errors():
             problems.add((*base, *_toml_path(error["loc"])), _reason(error))
         return None
-    _known_parts(spec, base, rules, checks, problems)
+    _known_parts(spec, base, problems)
     return spec if len(problems.found) == before else None
 
 
