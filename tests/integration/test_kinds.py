@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from tests.integration.conftest import running_worker, wait_terminal, write_jobs
+from tests.integration.conftest import run, running_worker, wait_terminal, write_jobs
 from tierflow.routing.learning import LearnedRouting
 from tierflow.routing.scorers import CHEAP_FEATURES, constant_scorer
 from tierflow.routing.states import Tier
@@ -140,3 +140,16 @@ def test_reflect_learns_the_new_kind_and_leaves_the_built_in_scorers_unchanged(m
     contract = learned["contract_clauses"]
     assert set(contract.tiers) == {Tier.SMALL, Tier.MEDIUM}
     assert all(scorer.width == width for scorer in contract.tiers.values())
+
+
+def test_a_worker_refuses_to_start_on_a_bad_kinds_file_with_the_checks_messages(env, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(CONTRACT.read_text().replace('type = "agree"', 'type = "agreeish"'), encoding="utf-8")
+    checked = run(env, "kinds", "check", str(bad))
+    assert checked.returncode == 2
+    line = next(line for line in checked.stderr.splitlines() if "unknown check" in line)
+    assert line.startswith(f"{bad}:") and ": kind[0].check[2].type: unknown check 'agreeish'" in line
+    refused = run({**env, "TIERFLOW_KINDS": str(bad)}, "worker", "--tier", "small")
+    assert refused.returncode == 2 and line in refused.stderr
+    listed = run({**env, "TIERFLOW_KINDS": str(CONTRACT)}, "kinds", "list", check=True).stdout
+    assert "contract_clauses (declared)" in listed and "expert notice_rule: rule rule period" in listed

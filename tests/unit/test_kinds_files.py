@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from importlib.metadata import EntryPoint
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tierflow.routing.errors import KindsRejected
-from tierflow.routing.kinds.spec import ExpertType
-from tierflow.worker.kinds import registry_from
+from tierflow.routing.experts import ExpertOutput
+from tierflow.routing.kinds.spec import ExpertSpec, ExpertType, KindSpec
+from tierflow.routing.policy import Policy
+from tierflow.worker.kinds import ENTRY_POINT_GROUP, KindPlugin, load_plugins, registry_from
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "kinds"
 
@@ -140,3 +145,30 @@ def test_a_kind_declared_twice_across_files_is_refused_and_nothing_loads(tmp_pat
 def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
     broken = GOOD.replace('type = "one_of"', 'type = "vibes"').replace('rule = "amounts"', 'rule = "psychic"')
     assert len(_problems(tmp_path, broken)) == 2
+
+
+PLUGIN_KIND = KindSpec(
+    name="plugged",
+    text="{text}",
+    experts=(ExpertSpec(name="shout", type=ExpertType.RULE, rule="shout"),),
+)
+
+
+def shout(payload: dict[str, Any], text: str, policy: Policy, options: Mapping[str, Any]) -> ExpertOutput:
+    return ExpertOutput({"loud": text.upper()}, 1.0)
+
+
+def plugin() -> KindPlugin:
+    """What a package's `tierflow.kinds` entry point gives: a kind and the rule it runs."""
+    return KindPlugin(kinds=(PLUGIN_KIND,), rules={"shout": shout})
+
+
+def test_an_entry_point_plugin_adds_its_kind_and_rule_and_a_broken_one_is_refused(tmp_path: Path) -> None:
+    good = EntryPoint("mine", f"{__name__}:plugin", ENTRY_POINT_GROUP)
+    registry = registry_from([_write(tmp_path, GOOD)], load_plugins([good]))
+    assert registry.names[-2:] == ("plugged", "claims")
+    (expert,) = registry.get("plugged").experts
+    assert expert.run is not None and expert.run({}, "hi", Policy(), {}).output == {"loud": "HI"}
+    broken = EntryPoint("broken", "tierflow_no_such_module:kinds", ENTRY_POINT_GROUP)
+    with pytest.raises(KindsRejected, match="entry point broken"):
+        load_plugins([broken])
