@@ -29,7 +29,7 @@ import numpy as np
 from tierflow.routing.analysis import Analysis
 from tierflow.routing.constraints import DecisionContext
 from tierflow.routing.decision import decide
-from tierflow.routing.jobs import JobKind
+from tierflow.routing.kinds.registry import recorded_prompt_kind
 from tierflow.routing.learning import LearnedRouting
 from tierflow.routing.policy import Policy
 from tierflow.routing.scorers import fit_scorer
@@ -86,14 +86,14 @@ def scoring(width: int, repeat: int) -> dict[str, Any]:
     x, good = synthetic(3000, width, seed=1)
     scorers = {tier: fit_scorer(x, good, (1.0,)) for tier in (Tier.SMALL, Tier.MEDIUM, Tier.LARGE)}
     learned = LearnedRouting(encoder="local", tiers=scorers, gain_threshold=0.1)
-    policies = {"learned": Policy(learned={JobKind.PROMPT: learned}), "rules": Policy()}
+    policies = {"learned": Policy(learned={recorded_prompt_kind().name: learned}), "rules": Policy()}
     out: dict[str, Any] = {}
     for name, policy in policies.items():
         samples = []
         for i in range(repeat):
             ctx = DecisionContext(job_id=f"j{i}", prompt_features=x[i % len(x)])
             started = time.perf_counter_ns()
-            decide(JobKind.PROMPT, EASY, policy, ctx)
+            decide(recorded_prompt_kind(), EASY, policy, ctx)
             samples.append((time.perf_counter_ns() - started) / 1000)
         out[name] = {"p50_us": percentile(samples, 0.5), "p99_us": percentile(samples, 0.99)}
         out[name]["mean_us"] = statistics.fmean(samples)

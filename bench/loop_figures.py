@@ -148,10 +148,10 @@ def references(loop: Loop, prompts: list[Prompt]) -> dict[str, Any]:
     from tierflow.providers.outcomes_data import LIST_PRICES
     from tierflow.providers.server.answers import default_strength, in_envelope
     from tierflow.providers.tokens import count_tokens
-    from tierflow.routing.experts import expert_for
-    from tierflow.routing.jobs import JobKind
+    from tierflow.routing.kinds.registry import recorded_prompt_kind
 
-    answerer = expert_for(JobKind.PROMPT, "answerer").prompt
+    kind = recorded_prompt_kind()
+    answerer = kind.experts[0].build
     assert answerer is not None
     figures = {}
     for name, model in (("always_small", loop.small), ("always_large", loop.large)):

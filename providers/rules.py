@@ -1,6 +1,7 @@
 """Deterministic answers to tierflow's own expert prompts, by model strength.
 
-The fake provider (and later the local provider server) answer from these rules,
+The fake provider and the local provider server answer from these rules (a declared
+kind's experts from routing/kinds/offline.py),
 so the demo and the tests get sensible, repeatable answers without any model.
 A weaker model is less sure of hard inputs and makes the mistakes weak models
 make (it takes the first amount it sees as the total).
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+
+from tierflow.routing.kinds.offline import schema_answer
 
 TASK = re.compile(r"^Task: (\w+)", re.MULTILINE)
 COMPLEX = re.compile(
@@ -67,7 +70,10 @@ def confidence(strength: float, text: str) -> float:
 
 
 def answer(system: str, user: str, strength: float) -> str:
-    """The model's text for one of tierflow's expert prompts."""
+    """The model's text for one of tierflow's expert prompts, or a declared kind's expert's."""
+    declared = schema_answer(system, user, strength, confidence(strength, user))
+    if declared is not None:
+        return declared
     match = TASK.search(system)
     task = match.group(1) if match else "answer"
     if task == "draft_reply":

@@ -8,11 +8,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tierflow.routing.documents import decide_document, extract_fields
-from tierflow.routing.jobs import JobKind
+from tierflow.routing.kinds.template import render
+from tierflow.routing.policy import Policy
 from tierflow.routing.rules import RoutingRule, approximate_tokens, first_match
+
+if TYPE_CHECKING:  # the kind seam imports this module's signals; at run time a kind is passed in
+    from tierflow.routing.kinds.spec import KindSpec
 
 HARD_MARKERS = re.compile(
     r"\b(intermittent|integration|api|webhook|regulation|gdpr|chargeback|dispute|reconcile|"
@@ -69,14 +72,13 @@ class Analysis:
         }
 
 
-def job_text(kind: JobKind, payload: dict[str, object]) -> str:
-    """The text a job is about, whatever its kind."""
-    if kind is JobKind.PROMPT:
-        return str(payload["prompt"])
-    subject = payload.get("subject")
-    body = str(payload["text"])
-    return f"{subject}\n{body}" if subject else body
+def job_text(kind: KindSpec, payload: Mapping[str, object]) -> str:
+    """The text a job is about: its kind's text template over the payload."""
+    return render(kind.text, payload)
 
+
+# What an answering rule expert is run with at analysis time: it reads no policy field.
+NEUTRAL_POLICY = Policy()
 
 CODE_BLOCK = re.compile(r"```|^(?: {4}|\t)\S", re.MULTILINE)
 ARITHMETIC = re.compile(r"\d+(?:\.\d+)?\s*[-+*/×x^]\s*\d+")
@@ -98,7 +100,7 @@ def _signals(text: str) -> tuple[float, list[str]]:
 
 
 def analyze_rules(
-    kind: JobKind,
+    kind: KindSpec,
     payload: dict[str, object],
     rules: Sequence[RoutingRule] = (),
     metadata: Mapping[str, object] | None = None,
@@ -106,8 +108,9 @@ def analyze_rules(
 ) -> Analysis:
     """The policy's declarative rules, then difficulty, risk and intent from cheap textual signals."""
     text = job_text(kind, payload)
-    built_in = _built_in(kind, text)
-    rule = first_match(rules, kind, text, tokens or approximate_tokens(text), metadata or {})
+    built_in = _built_in(kind, payload, text)
+    every = (*rules, *kind.routing.rules)  # the policy's rules first, then the kind's own
+    rule = first_match(every, kind.name, text, tokens or approximate_tokens(text), metadata or {})
     if rule is None:
         return built_in
     return replace(
@@ -120,7 +123,15 @@ def analyze_rules(
     )
 
 
-def _built_in(kind: JobKind, text: str) -> Analysis:
+def _rules_answered(kind: KindSpec, payload: dict[str, object], text: str) -> bool:
+    """Whether the kind's answering rule expert accepts its own answer: no model is needed."""
+    expert = kind.expert(kind.routing.answered_by) if kind.routing.answered_by else None
+    if expert is None or expert.run is None:
+        return False
+    return bool(expert.run(dict(payload), text, NEUTRAL_POLICY, expert.options).output.get("rule_accept"))
+
+
+def _built_in(kind: KindSpec, payload: dict[str, object], text: str) -> Analysis:
     words = len(text.split())
     hard = sorted({match.lower() for match in HARD_MARKERS.findall(text)})
     risky = sorted({match.lower() for match in RISK_MARKERS.findall(text)})
@@ -133,16 +144,16 @@ def _built_in(kind: JobKind, text: str) -> Analysis:
         reasons.append("hard markers: " + ", ".join(hard))
     if risky:
         reasons.append("risk markers: " + ", ".join(risky))
-    answered = kind is JobKind.DOCUMENT and decide_document(extract_fields(text)).accept
+    answered = _rules_answered(kind, payload, text)
     if answered:
         reasons.append("rules found every field with consistent evidence")
     return Analysis(
         rules_answered=answered,
-        intent=intent if kind is JobKind.SUPPORT else kind.value,
-        domain=kind.value,
+        intent=intent if kind.routing.intents else kind.name,
+        domain=kind.name,
         difficulty=round(difficulty, 3),
         risk=round(risk, 3),
-        needs_retrieval=kind is JobKind.SUPPORT,
+        needs_retrieval=kind.retrieves(),
         confidence=0.6 if hard or risky else 0.8,
         stage="rules",
         reasons=tuple(reasons),

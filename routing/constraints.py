@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from tierflow.routing.jobs import JobKind
 from tierflow.routing.policy import Policy
 from tierflow.routing.states import Tier
 
@@ -32,10 +31,14 @@ class DecisionContext:
 
 
 def usable_models(
-    tier: Tier, kind: JobKind, policy: Policy, ctx: DecisionContext
+    tier: Tier, kind: str, policy: Policy, ctx: DecisionContext, declared: tuple[str, ...] = ()
 ) -> tuple[tuple[str, ...], list[str]]:
-    """The tier's models this job may use, and why the others may not."""
-    needed = set(policy.kind_capabilities.get(kind, ()))
+    """The tier's models this job may use, and why the others may not.
+
+    Args:
+        declared: the capabilities the kind declares, used when the policy names none for it.
+    """
+    needed = set(policy.kind_capabilities.get(kind, declared))
     usable, notes = [], []
     for ref in policy.tier_models.get(tier, ()):
         window = policy.context_windows.get(ref)

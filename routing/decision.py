@@ -15,8 +15,7 @@ from typing import Any
 from tierflow.routing.analysis import Analysis
 from tierflow.routing.constraints import DecisionContext, attempt_cost, misfit, usable_models
 from tierflow.routing.experiments import ExperimentMode, bucket, in_treatment
-from tierflow.routing.experts import EXPERTS
-from tierflow.routing.jobs import JobKind
+from tierflow.routing.kinds.spec import KindSpec
 from tierflow.routing.learning import first_tier, tier_probabilities
 from tierflow.routing.policy import Policy
 from tierflow.routing.states import TIER_LADDER, Tier, next_tier
@@ -77,7 +76,7 @@ def choose_tier(difficulty: float, policy: Policy) -> Tier:
 
 
 def decide(
-    kind: JobKind,
+    kind: KindSpec,
     analysis: Analysis,
     policy: Policy,
     ctx: DecisionContext | None = None,
@@ -109,24 +108,48 @@ def _arm(policy: Policy, job_id: str) -> tuple[Policy, str | None]:
     return effective, ",".join(arms) or None
 
 
-def _strategy(kind: JobKind, analysis: Analysis, policy: Policy) -> tuple[Strategy, tuple[str, ...]]:
-    experts = policy.experts[kind]
+def kind_experts(kind: KindSpec, policy: Policy) -> tuple[str, ...]:
+    """The experts a job of the kind fans out to: the policy's for it, else the kind's own."""
+    return policy.experts.get(kind.name) or kind.default_experts()
+
+
+def _uses_model(kind: KindSpec, name: str) -> bool:
+    expert = kind.expert(name)
+    return expert is not None and expert.uses_model
+
+
+def _strategy(kind: KindSpec, analysis: Analysis, policy: Policy) -> tuple[Strategy, tuple[str, ...]]:
+    experts = kind_experts(kind, policy)
     if policy.review_high_risk and analysis.risk >= policy.review_risk:
         return Strategy.REVIEW, ()
     if analysis.rules_answered:
-        return Strategy.RULES, tuple(name for name in experts if not EXPERTS[(kind, name)].uses_model)
-    if kind is JobKind.PROMPT and analysis.difficulty >= policy.verify_difficulty:
-        return Strategy.VERIFY, (*experts, "verifier")
-    model_experts = [name for name in experts if EXPERTS[(kind, name)].uses_model]
+        return Strategy.RULES, tuple(name for name in experts if not _uses_model(kind, name))
+    verifiers = kind.verify_experts()
+    if verifiers and analysis.difficulty >= policy.verify_difficulty:
+        return Strategy.VERIFY, (*experts, *verifiers)
+    model_experts = [name for name in experts if _uses_model(kind, name)]
     return (Strategy.DIRECT if len(model_experts) <= 1 else Strategy.EXPERTS), experts
 
 
-def model_calls(kind: JobKind, experts: tuple[str, ...]) -> int:
-    return sum(1 for name in experts if (kind, name) in EXPERTS and EXPERTS[(kind, name)].uses_model)
+def model_calls(kind: KindSpec, experts: tuple[str, ...]) -> int:
+    return sum(1 for name in experts if _uses_model(kind, name))
+
+
+def on_tier(kind: KindSpec, experts: tuple[str, ...], tier: Tier) -> tuple[str, ...]:
+    """The experts that run on `tier` (an expert may be limited to some tiers)."""
+    return tuple(name for name in experts if (e := kind.expert(name)) is None or e.on_tier(tier))
+
+
+def over_budget(kind: KindSpec, cost: float | None) -> str | None:
+    """Why the kind's budget review rule holds an attempt of this estimated cost, or None."""
+    for rule in kind.review:
+        if rule.type == "budget" and rule.max_usd is not None and cost is not None and cost > rule.max_usd:
+            return f"estimated ${cost:.6f} is over the kind's review budget of ${rule.max_usd:.6f}"
+    return None
 
 
 def _decide(
-    kind: JobKind,
+    kind: KindSpec,
     analysis: Analysis,
     policy: Policy,
     ctx: DecisionContext,
@@ -151,11 +174,11 @@ def _decide(
     strategy, experts = _strategy(kind, analysis, policy)
     if strategy is Strategy.REVIEW:
         return review(f"risk {analysis.risk:.2f} >= {policy.review_risk:.2f}: straight to a person")
-    cap = policy.cap(kind)
+    cap = policy.cap(kind.name, kind.routing.max_tier)
     if policy.ladder.index(tier) > policy.ladder.index(cap):
         if floor is not None:
-            return review(f"{kind.value} jobs may not go above {cap.value}")
-        reasons.append(f"capped at {cap.value} for {kind.value} jobs")
+            return review(f"{kind.name} jobs may not go above {cap.value}")
+        reasons.append(f"capped at {cap.value} for {kind.name} jobs")
         tier = cap
     calls = model_calls(kind, experts)
     chosen = _first_fit(kind, tier, cap, policy, ctx, calls, floor is None, reasons)
@@ -169,15 +192,40 @@ def _decide(
     candidate, models = chosen
     if candidate is not tier:
         reasons.append(f"routed to {candidate.value} instead")
-    cost = attempt_cost(models[0], calls, policy, ctx)
+    running = on_tier(kind, experts, candidate)
+    if experts and not running:
+        reasons.append(f"no expert of {kind.name} jobs runs on {candidate.value}")
     kept = propensity if candidate is chosen_first else None
+    none_runs = bool(experts) and not running
+    return _attempt(kind, strategy, running, none_runs, chosen, policy, ctx, arm, reasons, kept)
+
+
+def _attempt(
+    kind: KindSpec,
+    strategy: Strategy,
+    experts: tuple[str, ...],
+    none_runs: bool,
+    chosen: tuple[Tier, tuple[str, ...]],
+    policy: Policy,
+    ctx: DecisionContext,
+    arm: str | None,
+    reasons: list[str],
+    propensity: float | None,
+) -> Decision:
+    """The decision for the chosen tier and models; review when none of the kind's experts runs
+    there or the estimated cost is over the kind's review budget."""
+    tier, models = chosen
+    cost = attempt_cost(models[0], model_calls(kind, experts), policy, ctx)
+    held = "held for a person" if none_runs else over_budget(kind, cost)
+    if held is not None:
+        return Decision(tier, Strategy.REVIEW, (), (), policy.version, arm, (*reasons, held))
     return Decision(
-        candidate, strategy, experts, models, policy.version, arm, tuple(reasons), cost, None, kept
+        tier, strategy, experts, models, policy.version, arm, tuple(reasons), cost, None, propensity
     )
 
 
 def _first_tier(
-    kind: JobKind, analysis: Analysis, policy: Policy, ctx: DecisionContext, tier: Tier, reasons: list[str]
+    kind: KindSpec, analysis: Analysis, policy: Policy, ctx: DecisionContext, tier: Tier, reasons: list[str]
 ) -> tuple[Tier, list[str]]:
     """A first attempt's tier before the caps and constraints, and why: the learned scorers'
     pick over the rules' `tier`, then exploration or (when the analysis failed) one tier up."""
@@ -199,10 +247,10 @@ def _first_tier(
     return tier, reasons
 
 
-def learned_first_tier(kind: JobKind, policy: Policy, ctx: DecisionContext) -> tuple[Tier, str] | None:
+def learned_first_tier(kind: KindSpec, policy: Policy, ctx: DecisionContext) -> tuple[Tier, str] | None:
     """The first tier the policy's learned scorers pick for a first attempt, and why; None when
     they cannot score the job."""
-    learned = policy.learned.get(kind)
+    learned = policy.learned.get(kind.name)
     features = ctx.prompt_features
     if learned is None or features is None or features.shape != (learned.width,):
         return None
@@ -211,7 +259,7 @@ def learned_first_tier(kind: JobKind, policy: Policy, ctx: DecisionContext) -> t
 
 
 def first_tier_choices(
-    kind: JobKind, analysis: Analysis, policy: Policy, ctx: DecisionContext
+    kind: KindSpec, analysis: Analysis, policy: Policy, ctx: DecisionContext
 ) -> dict[Tier, float]:
     """The policy's probability of each first tier (before caps and constraints) over the
     exploration draw, which hashes the job id: a share of ids explores, the rest do not."""
@@ -229,7 +277,7 @@ def first_tier_choices(
 
 
 def exploration(
-    kind: JobKind, policy: Policy, job_id: str, tier: Tier, scored_by_learning: bool, drawn: bool = False
+    kind: KindSpec, policy: Policy, job_id: str, tier: Tier, scored_by_learning: bool, drawn: bool = False
 ) -> tuple[Tier, str] | None:
     """Where a first attempt the policy starts on `tier` starts instead so that an outcome the
     learner lacks is observed, and why; None when it does not explore.
@@ -251,12 +299,12 @@ def exploration(
     share = policy.learning.explore_share
     if share <= 0 or not (drawn or explores(job_id, share)):
         return None
-    learned = policy.learned.get(kind)
+    learned = policy.learned.get(kind.name)
     scored = [t for t in policy.ladder if learned is not None and t in learned.tiers]
-    top, rank = policy.cap(kind), policy.ladder.index
+    top, rank = policy.cap(kind.name, kind.routing.max_tier), policy.ladder.index
     if top not in scored:
         target = top if rank(top) > rank(tier) else None
-        why = f"{top.value}, which has too few judged outcomes of {kind.value} jobs to learn from"
+        why = f"{top.value}, which has too few judged outcomes of {kind.name} jobs to learn from"
     else:
         target = scored[0] if scored_by_learning and rank(scored[0]) < rank(tier) else None
         why = f"{scored[0].value} instead of {tier.value} so its outcome is observed"
@@ -271,7 +319,7 @@ def explores(job_id: str, share: float) -> bool:
 
 
 def _first_fit(
-    kind: JobKind,
+    kind: KindSpec,
     tier: Tier,
     cap: Tier,
     policy: Policy,
@@ -282,7 +330,7 @@ def _first_fit(
 ) -> tuple[Tier, tuple[str, ...]] | None:
     """The first candidate tier with usable models that fits the constraints; why others did not."""
     for candidate in _candidates(tier, cap, policy.ladder, downward):
-        models, notes = usable_models(candidate, kind, policy, ctx)
+        models, notes = usable_models(candidate, kind.name, policy, ctx, kind.routing.capabilities)
         reasons.extend(notes)
         why = (
             misfit(candidate, models, calls, policy, ctx)

@@ -5,10 +5,12 @@ service dependencies. Errors carry fields, not formatted strings.
 
     TierflowError
     ├── InputError            a submitted line or file is wrong (source, line, field, reason)
+    │   └── KindsRejected     a kinds file or plug-in is wrong: every problem, each an InputError
     ├── ConfigError           settings or a config file are wrong (field, reason)
     ├── ServiceUnavailable    the broker or the database cannot be reached (service, url)
     ├── RoutingError          a routing decision cannot be made
-    │   └── InvalidTransition a job state change that the state machine forbids
+    │   ├── InvalidTransition a job state change that the state machine forbids
+    │   └── UnknownKind       a job of a kind that is not declared (kind)
     ├── StoreError            the store refused a write or a read
     └── ProviderError         a model call failed (provider, model, retry_after)
         ├── ProviderTimeout
@@ -62,6 +64,18 @@ class InputError(TierflowError):
         self._keep(source=source, line=line, field=field, reason=reason)
 
 
+class KindsRejected(InputError):
+    """Kinds files or plug-ins that cannot be loaded; `problems` lists each (source, line, key, reason)."""
+
+    problems: tuple[InputError, ...]
+
+    def __init__(self, problems: tuple[InputError, ...]) -> None:
+        first = problems[0]
+        TierflowError.__init__(self, "\n".join(str(problem) for problem in problems))
+        self._keep(problems=problems)
+        self.source, self.line, self.field, self.reason = first.source, first.line, first.field, first.reason
+
+
 class ConfigError(TierflowError):
     """A setting is invalid."""
 
@@ -99,6 +113,16 @@ class InvalidTransition(RoutingError):
     def __init__(self, current: str, target: str) -> None:
         super().__init__(f"job cannot move from {current} to {target}")
         self._keep(current=current, target=target)
+
+
+class UnknownKind(RoutingError):
+    """A job names a kind the registry in force does not declare."""
+
+    kind: str
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"kind {kind!r} is not declared (no kinds file or plug-in in force names it)")
+        self._keep(kind=kind)
 
 
 class StoreError(TierflowError):

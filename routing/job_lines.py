@@ -13,6 +13,7 @@ from typing import IO
 from tierflow.routing.errors import InputError
 from tierflow.routing.jobs import DEFAULT_MAX_PAYLOAD_BYTES, LineIssue, ParsedJob, parse_value
 from tierflow.routing.jsonl import read_records
+from tierflow.routing.kinds.registry import KindRegistry
 
 # A payload's limit is on its JSON re-encoded without escapes; a line may escape every
 # character (six bytes for one) and carries the kind and the metadata besides.
@@ -26,12 +27,15 @@ def line_limit(max_payload_bytes: int) -> int:
 
 
 def read_jobs(
-    stream: IO[bytes], source: str, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    stream: IO[bytes],
+    source: str,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    kinds: KindRegistry | None = None,
 ) -> Iterator[ParsedJob | LineIssue]:
-    """Every non-blank line of a binary stream, validated, in file order."""
+    """Every non-blank line of a binary stream, validated against the kinds in force, in order."""
     for item in read_records(stream, source, line_limit(max_payload_bytes)):
         if isinstance(item, InputError):
             yield LineIssue(item.line, item.field, item.reason)
             continue
-        result = parse_value(item.value, item.line, max_payload_bytes, item.size)
+        result = parse_value(item.value, item.line, max_payload_bytes, item.size, kinds)
         yield result if isinstance(result, LineIssue) else ParsedJob(item.line, result)

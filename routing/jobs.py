@@ -1,7 +1,8 @@
-"""What a user submits: JobSpec, its payloads per kind, and the JSONL reader.
+"""What a user submits: JobSpec and the JSONL reader.
 
 Pure: pydantic only. A bad line becomes a LineIssue naming line and field; the
-caller decides whether one bad line refuses the whole batch.
+caller decides whether one bad line refuses the whole batch. A payload is checked
+against its kind's schema in the registry in force (routing/kinds/).
 """
 
 from __future__ import annotations
@@ -11,49 +12,22 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from tierflow.routing.jsonl import JsonValueError, field_name, loads
+from tierflow.routing.kinds.registry import KindRegistry, builtin_registry
 
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 
 JobId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-
-
-class JobKind(str, Enum):
-    SUPPORT = "support"
-    DOCUMENT = "document"
-    PROMPT = "prompt"
+# A kind's name: what the store keeps and the registry looks up.
+KindName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SupportPayload(_Strict):
-    text: Text
-    subject: str | None = None
-    customer: str | None = None
-
-
-class DocumentPayload(_Strict):
-    text: Text
-    doc_type: str | None = None
-
-
-class PromptPayload(_Strict):
-    prompt: Text
-
-
-PAYLOAD_MODELS: dict[JobKind, type[_Strict]] = {
-    JobKind.SUPPORT: SupportPayload,
-    JobKind.DOCUMENT: DocumentPayload,
-    JobKind.PROMPT: PromptPayload,
-}
 
 
 class JobMetadata(_Strict):
@@ -65,17 +39,14 @@ class JobMetadata(_Strict):
 
 class JobSpec(_Strict):
     id: JobId | None = None
-    kind: JobKind
+    kind: KindName
     payload: dict[str, Any]
     metadata: JobMetadata = JobMetadata()
-
-    def typed_payload(self) -> _Strict:
-        return PAYLOAD_MODELS[self.kind].model_validate(self.payload)
 
     def content_hash(self) -> str:
         """A stable hash of what the job asks, independent of key order."""
         body = {
-            "kind": self.kind.value,
+            "kind": self.kind,
             "payload": self.payload,
             "metadata": self.metadata.model_dump(mode="json", exclude_defaults=True),
         }
@@ -108,16 +79,21 @@ class ParsedBatch:
     issues: list[LineIssue]
 
 
-def parse_line(text: str, line: int, max_payload_bytes: int) -> JobSpec | LineIssue:
-    """Validate one JSONL line; return the spec or the first issue found."""
+def parse_line(
+    text: str, line: int, max_payload_bytes: int, kinds: KindRegistry | None = None
+) -> JobSpec | LineIssue:
+    """Validate one JSONL line against the kinds in force (the built-ins when none are given);
+    return the spec or the first issue found."""
     try:
         raw = loads(text)
     except JsonValueError as exc:
         return LineIssue(line, exc.field, exc.reason)
-    return parse_value(raw, line, max_payload_bytes)
+    return parse_value(raw, line, max_payload_bytes, kinds=kinds)
 
 
-def parse_value(raw: Any, line: int, max_payload_bytes: int, line_bytes: int = 0) -> JobSpec | LineIssue:
+def parse_value(
+    raw: Any, line: int, max_payload_bytes: int, line_bytes: int = 0, kinds: KindRegistry | None = None
+) -> JobSpec | LineIssue:
     """Validate one decoded line (routing.jsonl bounds it); return the spec or the first issue.
 
     `line_bytes`, the line's length if known, spares measuring a payload that cannot be too
@@ -133,21 +109,33 @@ def parse_value(raw: Any, line: int, max_payload_bytes: int, line_bytes: int = 0
             return LineIssue(line, "payload", f"{size} bytes exceeds the limit of {max_payload_bytes}")
     try:
         spec = JobSpec.model_validate(raw)
-        spec.typed_payload()
     except ValidationError as exc:
         return _first_issue(exc, line)
-    return spec
+    return _payload_issue(spec, line, kinds or builtin_registry()) or spec
+
+
+def _payload_issue(spec: JobSpec, line: int, kinds: KindRegistry) -> LineIssue | None:
+    if spec.kind not in kinds:
+        declared = ", ".join(repr(name) for name in kinds.names)
+        return LineIssue(line, "kind", f"Input should be one of the declared kinds: {declared}")
+    problems = kinds.payload_problems(spec.kind, spec.payload)
+    if problems:
+        field, reason = problems[0]
+        return LineIssue(line, f"payload.{field}" if field != "<payload>" else "payload", reason)
+    return None
 
 
 def _first_issue(exc: ValidationError, line: int) -> LineIssue:
     error = exc.errors()[0]
-    location = field_name([str(part) for part in error["loc"]])
-    if exc.title in {model.__name__ for model in PAYLOAD_MODELS.values()}:
-        location = f"payload.{location}"
+    location = field_name([str(part) for part in error["loc"]]) or "<line>"
     return LineIssue(line, location, error["msg"])
 
 
-def parse_lines(lines: Iterable[str], max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> ParsedBatch:
+def parse_lines(
+    lines: Iterable[str],
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    kinds: KindRegistry | None = None,
+) -> ParsedBatch:
     """Validate every non-blank line; duplicate job ids within the batch are issues too."""
     jobs: list[ParsedJob] = []
     issues: list[LineIssue] = []
@@ -155,7 +143,7 @@ def parse_lines(lines: Iterable[str], max_payload_bytes: int = DEFAULT_MAX_PAYLO
     for number, text in enumerate(lines, start=1):
         if not text.strip(" \t\r\n"):  # JSON's whitespace only: U+2028 alone is no blank line
             continue
-        result = parse_line(text, number, max_payload_bytes)
+        result = parse_line(text, number, max_payload_bytes, kinds)
         if isinstance(result, LineIssue):
             issues.append(result)
             continue

@@ -23,7 +23,7 @@ from tierflow.routing.analysis import Analysis
 from tierflow.routing.constraints import DecisionContext
 from tierflow.routing.decision import decide
 from tierflow.routing.experts import ExpertOutcome
-from tierflow.routing.jobs import JobKind
+from tierflow.routing.kinds.registry import recorded_prompt_kind
 from tierflow.routing.learning import LearningSettings, cascade_gain
 from tierflow.routing.policy import Policy
 from tierflow.routing.reflect import OutcomeRow, calibrate_kind, reflect
@@ -84,7 +84,7 @@ def training_rows(prompts: list[StreamedPrompt]) -> list[OutcomeRow]:
         rows.append(
             OutcomeRow(
                 job,
-                JobKind.PROMPT,
+                recorded_prompt_kind().name,
                 Tier.SMALL,
                 1,
                 prompt.small_correct,
@@ -97,7 +97,7 @@ def training_rows(prompts: list[StreamedPrompt]) -> list[OutcomeRow]:
         rows.append(
             OutcomeRow(
                 job,
-                JobKind.PROMPT,
+                recorded_prompt_kind().name,
                 Tier.LARGE,
                 2,
                 prompt.large_correct,
@@ -124,7 +124,7 @@ def retarget(fitted: Policy, train: list[StreamedPrompt], learning: LearningSett
     rows = training_rows(train)
     unbounded = learning.model_copy(update={"max_share_step": 1.0})
     learned = {
-        kind: calibrate_kind(kind, [row for row in rows if row.kind is kind], routing, unbounded, None)[0]
+        kind: calibrate_kind(kind, [row for row in rows if row.kind == kind], routing, unbounded, None)[0]
         for kind, routing in fitted.learned.items()
     }
     return fitted.model_copy(update={"learned": learned, "learning": learning})
@@ -171,20 +171,23 @@ def _route(
 ) -> tuple[list[Tier], bool]:
     """Decide, answer, judge (escalating once at most); record what was revealed. The tiers called."""
     ctx = DecisionContext(job_id=job, prompt_features=prompt.features)
-    tier = decide(JobKind.PROMPT, NEUTRAL, policy, ctx).tier
+    kind = recorded_prompt_kind()
+    tier = decide(kind, NEUTRAL, policy, ctx).tier
     called, attempt = [tier], 1
     while True:
         good = prompt.small_correct if tier is Tier.SMALL else prompt.large_correct
         gain = None
-        learned = policy.learned.get(JobKind.PROMPT)
+        learned = policy.learned.get(kind.name)
         if tier is Tier.SMALL and learned is not None and prompt.answer is not None:
             gain = cascade_gain(learned, prompt.features, prompt.answer, Tier.LARGE)
-        answer = ExpertOutcome("answerer", True, {"answer": "recorded"}, None)
-        verdict = judge(JobKind.PROMPT, [answer], tier, policy, gain)
+        answer = ExpertOutcome(
+            kind.default_experts()[0], True, {kind.answer_field or "answer": "recorded"}, None
+        )
+        verdict = judge(kind, [answer], tier, policy, gain)
         rows.append(
             OutcomeRow(
                 job,
-                JobKind.PROMPT,
+                kind.name,
                 tier,
                 attempt,
                 good,

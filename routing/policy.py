@@ -10,16 +10,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tierflow.routing.experiments import Experiment
-from tierflow.routing.jobs import JobKind
 from tierflow.routing.learning import LearnedRouting, LearningSettings
 from tierflow.routing.rules import RoutingRule
 from tierflow.routing.states import TIER_LADDER, Tier
-
-DEFAULT_EXPERTS: dict[JobKind, tuple[str, ...]] = {
-    JobKind.SUPPORT: ("drafter", "policy_check", "retriever"),
-    JobKind.DOCUMENT: ("extractor", "rule_extractor"),
-    JobKind.PROMPT: ("answerer",),
-}
 
 DEFAULT_TIER_LATENCY_S: dict[Tier, float] = {Tier.SMALL: 2.0, Tier.MEDIUM: 5.0, Tier.LARGE: 12.0}
 
@@ -45,9 +38,11 @@ class Policy(BaseModel):
     refund_limit_usd: float = Field(default=200.0, ge=0)
     ladder: tuple[Tier, ...] = TIER_LADDER
     tier_models: dict[Tier, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_TIER_MODELS))
-    experts: dict[JobKind, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_EXPERTS))
+    # The experts a job of each kind fans out to; a kind not named here takes the ones it declares.
+    experts: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     # The highest tier a job of each kind may reach, escalations included; above it: review.
-    max_tier: dict[JobKind, Tier] = Field(default_factory=dict)
+    # A kind not named here takes its declared max_tier, else the ladder's top.
+    max_tier: dict[str, Tier] = Field(default_factory=dict)
     # Straight to a person, without any model call, when the risk reaches review_risk.
     review_high_risk: bool = False
     # Prompts at or above this difficulty get a verifier beside the answerer (above 1: never).
@@ -58,7 +53,7 @@ class Policy(BaseModel):
     context_windows: dict[str, int] = Field(default_factory=dict)
     # Capabilities per model, and what each job kind requires; a model not listed has all.
     model_capabilities: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-    kind_capabilities: dict[JobKind, tuple[str, ...]] = Field(default_factory=dict)
+    kind_capabilities: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     # Output tokens assumed per model call when estimating an attempt's cost.
     expected_output_tokens: int = Field(default=300, gt=0)
     experiments: tuple[Experiment, ...] = ()
@@ -71,13 +66,18 @@ class Policy(BaseModel):
     intents: tuple[str, ...] = ()  # intents an analysis may name; empty: the built-in ones
     # How `reflect` learns from feedback, and what it learned per job class (routing/learning.py).
     learning: LearningSettings = Field(default_factory=LearningSettings)
-    learned: dict[JobKind, LearnedRouting] = Field(default_factory=dict)
+    learned: dict[str, LearnedRouting] = Field(default_factory=dict)
 
     def threshold(self, tier: Tier) -> float:
         return self.accept_quality_by_tier.get(tier, self.accept_quality)
 
-    def cap(self, kind: JobKind) -> Tier:
-        return self.max_tier.get(kind, self.ladder[-1])
+    def cap(self, kind: str, declared: Tier | None = None) -> Tier:
+        """The highest tier for the kind: the policy's, else the kind's declared one on this ladder."""
+        if kind in self.max_tier:
+            return self.max_tier[kind]
+        if declared is not None and declared in self.ladder:
+            return declared
+        return self.ladder[-1]
 
     def with_overrides(self, overrides: dict[str, object]) -> Policy:
         """This policy with some fields replaced, validated; experiments are not inherited."""

@@ -29,7 +29,8 @@ import numpy as np
 from tierflow.routing.analysis import Analysis
 from tierflow.routing.constraints import DecisionContext
 from tierflow.routing.decision import first_tier_choices
-from tierflow.routing.jobs import JobKind
+from tierflow.routing.kinds.registry import KindRegistry, builtin_registry
+from tierflow.routing.kinds.spec import KindSpec
 from tierflow.routing.learning import tier_probabilities
 from tierflow.routing.ope import (
     Estimate,
@@ -54,7 +55,7 @@ MAX_UNSUPPORTED_SHARE = 0.1
 @dataclass(frozen=True)
 class LoggedJob:
     job_id: str
-    kind: JobKind
+    kind: KindSpec
     analysis: Analysis
     features: Vector | None
     tier: Tier  # the first attempt's
@@ -72,9 +73,12 @@ class FirstDecision:
     analysis: dict[str, Any] | None
 
 
-def logged_jobs(rows: list[OutcomeRow], firsts: dict[str, FirstDecision]) -> tuple[list[LoggedJob], int]:
+def logged_jobs(
+    rows: list[OutcomeRow], firsts: dict[str, FirstDecision], kinds: KindRegistry | None = None
+) -> tuple[list[LoggedJob], int]:
     """One `LoggedJob` per job whose first attempt is among `rows`, and how many were left out
-    for want of a propensity or an analysis."""
+    for want of a propensity, an analysis or a kind still declared."""
+    kinds = kinds or builtin_registry()
     by_job: dict[str, list[OutcomeRow]] = defaultdict(list)
     for row in rows:
         by_job[row.job_id].append(row)
@@ -84,13 +88,19 @@ def logged_jobs(rows: list[OutcomeRow], firsts: dict[str, FirstDecision]) -> tup
         first, first_decision = attempts[0], firsts.get(job_id)
         if first.attempt != 1:
             continue  # its first attempt fell out of the window
-        if first_decision is None or first_decision.propensity is None or first_decision.analysis is None:
+        unknown = first.kind not in kinds
+        if (
+            unknown
+            or first_decision is None
+            or first_decision.propensity is None
+            or not first_decision.analysis
+        ):
             missing += 1
             continue
         jobs.append(
             LoggedJob(
                 job_id=job_id,
-                kind=first.kind,
+                kind=kinds.get(first.kind),
                 analysis=Analysis.from_dict(first_decision.analysis),
                 features=first.features,
                 tier=first.tier,
@@ -146,7 +156,7 @@ def _tier_means(jobs: list[LoggedJob], value: str) -> dict[Tier, float]:
 
 
 def _predicted_success(candidate: Policy, job: LoggedJob, means: dict[Tier, float]) -> list[float]:
-    learned = candidate.learned.get(job.kind)
+    learned = candidate.learned.get(job.kind.name)
     scored: dict[Tier, float] = {}
     if learned is not None and job.features is not None and job.features.shape == (learned.width,):
         scored = tier_probabilities(learned, job.features, candidate.ladder)

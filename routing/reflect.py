@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from tierflow.routing.jobs import JobKind
 from tierflow.routing.learning import LearnedRouting, LearningSettings, calibrate, cascade_features
 from tierflow.routing.policy import Policy
 from tierflow.routing.scorers import L2_GRID, LogisticScorer, Vector, constant_scorer, fit_scorer
@@ -37,7 +37,7 @@ class OutcomeRow:
     """One judged attempt, as the learner sees it."""
 
     job_id: str
-    kind: JobKind
+    kind: str  # the kind's name
     tier: Tier
     attempt: int
     good: bool
@@ -61,14 +61,14 @@ class Reflection:
 
 def tier_statistics(rows: list[OutcomeRow]) -> dict[str, dict[str, dict[str, float | int | None]]]:
     """Per job class and tier: rows, success, cost per success, escalation, review, latency p50."""
-    groups: dict[tuple[JobKind, Tier], list[OutcomeRow]] = defaultdict(list)
+    groups: dict[tuple[str, Tier], list[OutcomeRow]] = defaultdict(list)
     for row in rows:
         groups[(row.kind, row.tier)].append(row)
     stats: dict[str, dict[str, dict[str, float | int | None]]] = {}
-    for (kind, tier), group in sorted(groups.items(), key=lambda item: (item[0][0].value, item[0][1].value)):
+    for (kind, tier), group in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1].value)):
         good = sum(row.good for row in group)
         latencies = [row.latency_s for row in group if row.latency_s is not None]
-        stats.setdefault(kind.value, {})[tier.value] = {
+        stats.setdefault(kind, {})[tier.value] = {
             "rows": len(group),
             "success_rate": round(good / len(group), 4),
             "cost_per_success_usd": round(sum(r.cost_usd for r in group) / good, 8) if good else None,
@@ -124,9 +124,9 @@ def _rate_variance(good: int, jobs: int) -> float:
     return rate * (1 - rate) / jobs
 
 
-def _class_counts(rows: list[OutcomeRow], version: int) -> dict[JobKind, tuple[int, int]]:
+def _class_counts(rows: list[OutcomeRow], version: int) -> dict[str, tuple[int, int]]:
     """Per job class: how many of the version's jobs ended good, of how many."""
-    counts: dict[JobKind, tuple[int, int]] = {}
+    counts: dict[str, tuple[int, int]] = {}
     for row in _last_answers(rows, version).values():
         good, jobs = counts.get(row.kind, (0, 0))
         counts[row.kind] = (good + row.good, jobs + 1)
@@ -147,11 +147,19 @@ def compare_versions(rows: list[OutcomeRow], version: int, parent: int) -> Versi
     return VersionComparison(jobs, sum(theirs[kind][1] for kind in shared), drop, math.sqrt(variance))
 
 
-def reflect(policy: Policy, parent: int | None, rows: list[OutcomeRow], encoder: str | None) -> Reflection:
+def reflect(
+    policy: Policy,
+    parent: int | None,
+    rows: list[OutcomeRow],
+    encoder: str | None,
+    kinds: Sequence[str] | None = None,
+) -> Reflection:
     """The next step for the active `policy` (whose parent version is `parent`) given judged `rows`.
 
     Args:
         encoder: the embedding the rows' prompt features include (None: cheap features only).
+        kinds: the kinds in force, in the registry's order; each is learned on its own rows alone,
+            so a kind added or removed changes no other kind's scorers. None: the kinds of `rows`.
     """
     settings = policy.learning
     stats: dict[str, Any] = {"tiers": tier_statistics(rows)}
@@ -180,8 +188,8 @@ def reflect(policy: Policy, parent: int | None, rows: list[OutcomeRow], encoder:
             text = f"Version {policy.version} has judged {jobs} jobs; it needs {needs} before a change."
             return Reflection(None, None, stats, text)
     learned, notes = dict(policy.learned), []
-    for kind in JobKind:
-        mine = [row for row in rows if row.kind is kind]
+    for kind in kinds if kinds is not None else sorted({row.kind for row in rows}):
+        mine = [row for row in rows if row.kind == kind]
         change, note = learn_kind(kind, mine, policy, encoder)
         notes.append(note)
         if change is not None:
@@ -192,21 +200,21 @@ def reflect(policy: Policy, parent: int | None, rows: list[OutcomeRow], encoder:
 
 
 def learn_kind(
-    kind: JobKind, rows: list[OutcomeRow], policy: Policy, encoder: str | None
+    kind: str, rows: list[OutcomeRow], policy: Policy, encoder: str | None
 ) -> tuple[LearnedRouting | None, str]:
     """One job class's learned routing from its rows, or None and why not."""
     settings = policy.learning
     if len(rows) < settings.min_samples:
         return (
             None,
-            f"{kind.value}: {len(rows)} judged attempts, fewer than {settings.min_samples}; unchanged.",
+            f"{kind}: {len(rows)} judged attempts, fewer than {settings.min_samples}; unchanged.",
         )
     current = policy.learned.get(kind)
     scorers = tier_scorers(rows, policy.ladder, settings, current)
     if len(scorers) < 2:
         return (
             None,
-            f"{kind.value}: fewer than two tiers with {settings.min_samples} outcomes; unchanged.",
+            f"{kind}: fewer than two tiers with {settings.min_samples} outcomes; unchanged.",
         )
     cascade = cascade_scorer(rows, list(scorers)[-1], settings, current)
     fitted = LearnedRouting(
@@ -216,7 +224,7 @@ def learn_kind(
 
 
 def calibrate_kind(
-    kind: JobKind,
+    kind: str,
     rows: list[OutcomeRow],
     fitted: LearnedRouting,
     settings: LearningSettings,
@@ -238,7 +246,7 @@ def calibrate_kind(
         escalate_gain, cascade_note = _calibrate_cascade(rows, fitted, tiers[-1], settings, current)
     rates = ", ".join(f"{t.value} {np.mean([r.good for r in rows if r.tier is t]):.0%}" for t in tiers)
     note = (
-        f"{kind.value}: {len(rows)} judged attempts (success {rates}); to {settings.target.describe()} "
+        f"{kind}: {len(rows)} judged attempts (success {rates}); to {settings.target.describe()} "
         f"the first tier is above {tiers[0].value} for {share:.0%} of jobs (was {was:.0%}, "
         f"step at most {settings.max_share_step:.0%}).{cascade_note}"
     )

@@ -13,15 +13,13 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tierflow.routing.jobs import JobKind
-
 
 class RoutingRule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1)
     # when it matches: every condition given must hold
-    kinds: tuple[JobKind, ...] = ()
+    kinds: tuple[str, ...] = ()  # kind names
     pattern: str | None = None  # a regular expression searched in the job's text, case-insensitive
     keywords: tuple[str, ...] = ()  # any of these whole words
     min_tokens: int | None = Field(default=None, ge=0)
@@ -59,7 +57,7 @@ def _keyword_hit(rule: RoutingRule, text: str) -> bool:
     )
 
 
-def matches(rule: RoutingRule, kind: JobKind, text: str, tokens: int, metadata: Mapping[str, object]) -> bool:
+def matches(rule: RoutingRule, kind: str, text: str, tokens: int, metadata: Mapping[str, object]) -> bool:
     """True when every condition the rule gives holds for the job."""
     if rule.kinds and kind not in rule.kinds:
         return False
@@ -75,7 +73,7 @@ def matches(rule: RoutingRule, kind: JobKind, text: str, tokens: int, metadata: 
 
 
 def first_match(
-    rules: Sequence[RoutingRule], kind: JobKind, text: str, tokens: int, metadata: Mapping[str, object]
+    rules: Sequence[RoutingRule], kind: str, text: str, tokens: int, metadata: Mapping[str, object]
 ) -> RoutingRule | None:
     return next((rule for rule in rules if matches(rule, kind, text, tokens, metadata)), None)
 

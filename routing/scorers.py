@@ -1,7 +1,7 @@
 """Learned scorers: a job's features in, the probability that a tier's answer is good out.
 
-Owns the feature vector of a prompt (cheap text features, the job's class, and
-optionally its sentence embedding), `LogisticScorer` (an L2-regularised logistic
+Owns the feature vector of a prompt (cheap text features and optionally its
+sentence embedding), `LogisticScorer` (an L2-regularised logistic
 regression with its column standardisation, small enough to live in a policy
 version as JSON), and `fit_scorer`, which trains one by Newton's method and picks
 its regularisation on a held-out slice of the training rows. Scoring one job is a
@@ -19,8 +19,6 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
-
-from tierflow.routing.jobs import JobKind
 
 Vector = NDArray[np.float64]
 Matrix = NDArray[np.float64]
@@ -41,13 +39,16 @@ CHEAP_FEATURES: tuple[str, ...] = (
     "math_operators",
     "code",
     "upper_share",
-    *(f"kind_{kind.value}" for kind in JobKind),
 )
+# A job's kind is not a feature: the policy keeps one learned routing per kind, keyed by the kind's
+# name, so a scorer's width is the same whichever kinds are declared, and declaring or removing a
+# kind changes no other kind's scorer. (The one-hot kind columns this replaced were constant within
+# each kind's scorer, so they carried no weight: dropping them leaves every fit the same.)
 SMALL_DATA = 2_000  # rows below which the penalty is chosen by 5-fold cross-validation
 L2_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # per-row penalty on standardised weights
 
 
-def cheap_features(text: str, kind: JobKind) -> Vector:
+def cheap_features(text: str) -> Vector:
     """What a prompt's surface says about its difficulty, in CHEAP_FEATURES order."""
     chars = max(len(text), 1)
     words = len(text.split())
@@ -63,12 +64,12 @@ def cheap_features(text: str, kind: JobKind) -> Vector:
         math.log1p(len(CODE_MARKER.findall(text))),
         sum(c.isupper() for c in text) / chars,
     ]
-    return np.array([*surface, *(float(kind is k) for k in JobKind)], dtype=np.float64)
+    return np.array(surface, dtype=np.float64)
 
 
-def prompt_features(texts: Sequence[str], kinds: Sequence[JobKind], embeddings: Matrix | None) -> Matrix:
-    """One row per prompt: its cheap features, then its embedding when one is given."""
-    cheap = np.array([cheap_features(t, k) for t, k in zip(texts, kinds, strict=True)], dtype=np.float64)
+def prompt_features(texts: Sequence[str], embeddings: Matrix | None) -> Matrix:
+    """One row per prompt (of one kind): its cheap features, then its embedding when one is given."""
+    cheap = np.array([cheap_features(t) for t in texts], dtype=np.float64)
     cheap = cheap.reshape(len(texts), len(CHEAP_FEATURES))
     if embeddings is None:
         return cheap

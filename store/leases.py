@@ -109,3 +109,10 @@ def _aware(value: datetime) -> datetime:
 
 def mark_sent(session: Session, job_id: str, **fields: Any) -> None:
     session.execute(update(Job).where(Job.id == job_id).values(sent_at=utcnow(), **fields))
+
+
+def mark_published(session: Session, job_ids: list[str]) -> None:
+    """Queued jobs whose classify message has just been published wait on it from now."""
+    session.execute(
+        update(Job).where(Job.id.in_(job_ids), Job.state == JobState.QUEUED.value).values(sent_at=utcnow())
+    )

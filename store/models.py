@@ -50,7 +50,7 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(64))  # a declared kind's name (routing/kinds/)
     payload: Mapped[dict[str, Any]]
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
     content_hash: Mapped[str] = mapped_column(String(64), index=True)

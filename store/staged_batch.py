@@ -55,7 +55,7 @@ _STAGING = Table(
     MetaData(),
     Column("line", Integer, nullable=False),
     Column("id", String(128), nullable=False),
-    Column("kind", String(16), nullable=False),
+    Column("kind", String(64), nullable=False),
     Column("payload", Text, nullable=False),
     Column("metadata", Text, nullable=False),
     Column("content_hash", String(64), nullable=False),
@@ -171,7 +171,7 @@ def _row(job: ParsedJob) -> tuple[Any, ...]:
     return (
         job.line,
         spec.job_id(),
-        spec.kind.value,
+        spec.kind,
         json.dumps(spec.payload),  # what SQLAlchemy's JSON type would write
         spec.metadata.model_dump_json(),  # the values of model_dump(mode="json"), which store_batch writes
         spec.content_hash(),

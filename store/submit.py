@@ -85,7 +85,7 @@ def _job_row(batch_id: str, job: ParsedJob, stale_after: datetime) -> dict[str, 
     return {
         "id": spec.job_id(),
         "batch_id": batch_id,
-        "kind": spec.kind.value,
+        "kind": spec.kind,
         "payload": spec.payload,
         "metadata": spec.metadata.model_dump(mode="json"),
         "content_hash": spec.content_hash(),

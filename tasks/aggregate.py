@@ -13,10 +13,11 @@ from typing import Any
 
 from celery import current_app, shared_task
 
-from tierflow.routing.analysis import Analysis, analyze_rules
+from tierflow.routing.analysis import Analysis, analyze_rules, job_text
 from tierflow.routing.decision import Strategy, decide
-from tierflow.routing.experts import EXPERTS, ExpertOutcome
-from tierflow.routing.jobs import JobKind
+from tierflow.routing.errors import UnknownKind
+from tierflow.routing.experts import ExpertOutcome
+from tierflow.routing.kinds.spec import KindSpec
 from tierflow.routing.policy import Policy
 from tierflow.routing.states import JobState, Tier
 from tierflow.routing.verdict import Verdict, VerdictAction, judge
@@ -70,14 +71,20 @@ def finish_attempt(app: Any, job_id: str, attempt: int, failure: str | None) -> 
         current = load_attempt(session, job_id, attempt)
         if job is None or current is None or not claim_attempt(session, job_id, attempt):
             return None
-        kind, tier = JobKind(job.kind), Tier(current.tier)
+        tier = Tier(current.tier)
+        if job.kind not in runtime.kinds:
+            verdict = undeclared(job.kind)
+            record_verdict(session, job_id, attempt, verdict.action.value, 0.0, list(verdict.reasons))
+            _conclude(session, job_id, attempt, tier, verdict)
+            return verdict.action.value
+        kind = runtime.kinds.get(job.kind)
         outcomes = _outcomes(session, kind, job_id, attempt, current.decision["experts"], failure)
         gain = (
             attempt_cascade_gain(runtime, policy, kind, job.payload, outcomes)
             if tier is not policy.ladder[-1]
             else None
         )
-        verdict = judge(kind, outcomes, tier, policy, gain)
+        verdict = judge(kind, outcomes, tier, policy, gain, job_text(kind, job.payload))
         if verdict.action is VerdictAction.ESCALATE and verdict.next_tier is not None:
             verdict, escalated_to = _escalate(session, runtime, policy, job, attempt, verdict)
         record_verdict(session, job_id, attempt, verdict.action.value, verdict.quality, list(verdict.reasons))
@@ -90,13 +97,13 @@ def finish_attempt(app: Any, job_id: str, attempt: int, failure: str | None) -> 
 
 
 def _outcomes(
-    session: Any, kind: JobKind, job_id: str, attempt: int, names: list[str], failure: str | None
+    session: Any, kind: KindSpec, job_id: str, attempt: int, names: list[str], failure: str | None
 ) -> list[ExpertOutcome]:
     rows = {row.expert: row for row in expert_results(session, job_id, attempt)}
     outcomes = []
     for name in names:
         row = rows.get(name)
-        known = EXPERTS.get((kind, name))
+        known = kind.expert(name)
         uses_model = known.uses_model if known else True
         if row is None:
             outcomes.append(ExpertOutcome(name, uses_model, None, None, failure or "no result recorded"))
@@ -110,7 +117,7 @@ def _escalate(
 ) -> tuple[Verdict, Tier | None]:
     """Create the next attempt where the policy and the constraints allow one; else hold for review."""
     assert verdict.next_tier is not None
-    kind = JobKind(job.kind)
+    kind = runtime.kinds.get(job.kind)
     analysis = Analysis.from_dict(job.analysis) if job.analysis else analyze_rules(kind, job.payload)
     ctx = decision_context(session, runtime, policy, job)
     decision = decide(kind, analysis, policy, ctx, floor=verdict.next_tier)
@@ -129,9 +136,19 @@ def _escalate(
     return verdict, decision.tier
 
 
+def undeclared(kind: str) -> Verdict:
+    """The verdict on a job whose kind is no longer declared: it fails, saying so."""
+    return Verdict(VerdictAction.FAIL, 0.0, None, (str(UnknownKind(kind)),))
+
+
 def hold_for_review(session: Any, job_id: str, attempt: int, tier: Tier, reasons: tuple[str, ...]) -> None:
     """A decision that sends the job to a person without any model call ends the attempt here."""
-    verdict = Verdict(VerdictAction.NEEDS_REVIEW, 0.0, None, reasons)
+    end_attempt(session, job_id, attempt, tier, Verdict(VerdictAction.NEEDS_REVIEW, 0.0, None, reasons))
+
+
+def end_attempt(session: Any, job_id: str, attempt: int, tier: Tier, verdict: Verdict) -> None:
+    """An attempt ended without a chord (held for a person, or of an undeclared kind)."""
+    reasons = verdict.reasons
     claim_attempt(session, job_id, attempt)
     record_verdict(session, job_id, attempt, verdict.action.value, 0.0, list(reasons))
     _feedback(session, job_id, attempt, tier, verdict)

@@ -17,7 +17,6 @@ from tierflow.providers.tokens import count_tokens
 from tierflow.routing.analysis import Analysis, job_text
 from tierflow.routing.decision import Strategy, decide
 from tierflow.routing.experts import Prompt
-from tierflow.routing.jobs import JobKind
 from tierflow.routing.stages import LLMStage, analyze
 from tierflow.routing.states import JobState
 from tierflow.store.db import transaction
@@ -30,7 +29,7 @@ from tierflow.store.lifecycle import (
     move_job,
     upsert_expert_result,
 )
-from tierflow.tasks.aggregate import hold_for_review
+from tierflow.tasks.aggregate import end_attempt, hold_for_review, undeclared
 from tierflow.tasks.context import decision_context
 from tierflow.tasks.dispatch import send_attempt
 from tierflow.tasks.experts import call_tier, request_for, spend
@@ -49,9 +48,12 @@ def classify(self: Any, job_id: str) -> None:
             log.warning("classify: no job %s", job_id)
             return
         cached = cached_analysis(session, job.id) if job.state is JobState.QUEUED else None
+    if job.state is JobState.QUEUED and job.kind not in runtime.kinds:
+        _fail_undeclared(runtime, job)
+        return
     if job.state is JobState.QUEUED:
         calls: list[dict[str, Any]] = []
-        kind = JobKind(job.kind)
+        kind = runtime.kinds.get(job.kind)
         analysis = cached or analyze(
             kind,
             job.payload,
@@ -78,7 +80,7 @@ def _classified(
 ) -> bool:
     """Store the analysis and the first decision; False when another delivery got there first."""
     policy = runtime.policy()
-    kind = JobKind(job.kind)
+    kind = runtime.kinds.get(job.kind)
     features = job_features(runtime, policy, kind, job.payload)  # may embed: outside the transaction
     with transaction(runtime.sessions) as session:
         ctx = replace(decision_context(session, runtime, policy, job), prompt_features=features)
@@ -112,6 +114,27 @@ def _classified(
         if decision.strategy is Strategy.REVIEW:
             hold_for_review(session, job.id, 1, decision.tier, decision.reasons)
     return True
+
+
+def _fail_undeclared(runtime: Runtime, job: JobView) -> None:
+    """A queued job of a kind no longer declared: one attempt that fails, its result saying why."""
+    tier = runtime.policy().ladder[0]
+    verdict = undeclared(job.kind)
+    with transaction(runtime.sessions) as session:
+        moved = move_job(
+            session, job.id, JobState.CLASSIFIED, runtime.stage_timeout, tier=tier.value, attempt=1
+        )
+        if not moved:
+            return
+        decision: dict[str, object] = {
+            "tier": tier.value,
+            "strategy": "review",
+            "experts": [],
+            "models": [],
+            "reasons": [],
+        }
+        create_attempt(session, job.id, 1, tier.value, decision | {"reasons": list(verdict.reasons)})
+        end_attempt(session, job.id, 1, tier, verdict)
 
 
 def _llm(runtime: Runtime, calls: list[dict[str, Any]]) -> LLMStage:

@@ -18,7 +18,7 @@ from tierflow.routing.analysis import job_text
 from tierflow.routing.coach import CoachProposal, Failure, coach_prompt, coached, review_proposal
 from tierflow.routing.errors import ProviderError
 from tierflow.routing.experts import parse_answer
-from tierflow.routing.jobs import JobKind
+from tierflow.routing.kinds.registry import KindRegistry
 from tierflow.routing.policy import Policy
 from tierflow.routing.reflect import Reflection
 from tierflow.store.outcomes import JudgedAttempt
@@ -28,12 +28,12 @@ from tierflow.tasks.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-def recent_failures(records: list[JudgedAttempt]) -> list[Failure]:
-    """The latest attempts that were not good, newest last."""
+def recent_failures(records: list[JudgedAttempt], kinds: KindRegistry) -> list[Failure]:
+    """The latest attempts of the kinds in force that were not good, newest last."""
     failures = []
     for record in records:
-        if not record.good and record.kind in JobKind._value2member_map_:
-            text = job_text(JobKind(record.kind), record.payload)
+        if not record.good and record.kind in kinds:
+            text = job_text(kinds.get(record.kind), record.payload)
             failures.append(Failure(record.kind, record.tier, record.verdict, text))
     return failures
 
@@ -44,7 +44,7 @@ def coach_reflection(
     """`reflection` with the coach's reviewed changes applied on top, and its record in the statistics."""
     model = policy.learning.coach_model
     jobs = int(reflection.statistics.get("version", {}).get("jobs", 0))
-    failures = recent_failures(records)
+    failures = recent_failures(records, runtime.kinds)
     if model is None or reflection.rollback_to is not None or not failures:
         return reflection
     if jobs < policy.learning.min_version_samples:

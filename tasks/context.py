@@ -12,7 +12,6 @@ from tierflow.providers.pricing import price_table
 from tierflow.providers.tokens import count_tokens
 from tierflow.routing.analysis import job_text
 from tierflow.routing.constraints import DecisionContext
-from tierflow.routing.jobs import JobKind
 from tierflow.routing.policy import Policy
 from tierflow.store.lifecycle import JobView
 from tierflow.store.models import ExpertResult, utcnow
@@ -45,7 +44,7 @@ def decision_context(session: Session, runtime: Runtime, policy: Policy, job: Jo
     prices = price_table(runtime.settings.prices)
     return DecisionContext(
         job_id=job.id,
-        job_tokens=count_tokens(job_text(JobKind(job.kind), job.payload)),
+        job_tokens=count_tokens(job_text(runtime.kinds.get(job.kind), job.payload)),
         budget_left_usd=None if budget is None else float(budget) - spent_usd(session, job.id),
         seconds_left=seconds_left,
         unavailable=unavailable_models(runtime, policy),

@@ -18,8 +18,9 @@ from tierflow.providers.base import Completion, CompletionRequest
 from tierflow.providers.structured import complete_structured
 from tierflow.routing.analysis import job_text
 from tierflow.routing.errors import ProviderError, ProviderRateLimited
-from tierflow.routing.experts import Expert, ExpertOutput, Prompt, expert_for, parse_answer
-from tierflow.routing.jobs import JobKind
+from tierflow.routing.experts import ExpertOutput, Prompt
+from tierflow.routing.kinds.prompts import expert_prompt
+from tierflow.routing.kinds.spec import ExpertSpec, ExpertType, KindSpec
 from tierflow.store.db import transaction
 from tierflow.store.lifecycle import JobView, has_expert_result, load_attempt, load_job, upsert_expert_result
 from tierflow.tasks.runtime import Runtime, runtime_for
@@ -53,47 +54,58 @@ def expert(self: Any, job_id: str, attempt: int, name: str) -> dict[str, Any]:
     return {"expert": name, "ok": row["error"] is None, "reused": False}
 
 
+def _local(output: dict[str, Any], confidence: float, started: float) -> dict[str, Any]:
+    return {
+        "output": output,
+        "confidence": confidence,
+        "error": None,
+        "latency_s": time.perf_counter() - started,
+        "calls": [],
+    }
+
+
 def run_expert(runtime: Runtime, job: JobView, name: str, models: list[str]) -> dict[str, Any]:
-    """Run a rule expert, or ask the tier's models with structured output."""
-    definition = expert_for(JobKind(job.kind), name)
-    text = job_text(JobKind(job.kind), job.payload)
-    if definition.retrieves:
-        started = time.perf_counter()
-        hits = [hit.as_dict() for hit in runtime.knowledge(text, 3)]
+    """Run an expert by its type: search the knowledge base, run a rule, or ask the tier's models
+    with structured output. A job of a kind (or an expert) no longer declared fails the expert."""
+    kind = runtime.kinds.get(job.kind) if job.kind in runtime.kinds else None
+    definition = kind.expert(name) if kind is not None else None
+    if kind is None or definition is None:
+        what = f"kind {job.kind!r}" if kind is None else f"expert {name!r} of kind {job.kind!r}"
+        error = f"{what} is not declared"
         return {
-            "output": {"articles": hits},
-            "confidence": 1.0,
-            "error": None,
-            "latency_s": time.perf_counter() - started,
-            "calls": [],
+            "provider": None,
+            "model": None,
+            "output": None,
+            "confidence": None,
+            "error": error,
+            **spend([]),
         }
-    if definition.rule is not None:
-        started = time.perf_counter()
-        result = definition.rule(job.payload, runtime.policy())
-        return {
-            "output": result.output,
-            "confidence": result.confidence,
-            "error": None,
-            "latency_s": time.perf_counter() - started,
-            "calls": [],
-        }
-    return _ask_models(runtime, job, definition, models)
+    text = job_text(kind, job.payload)
+    started = time.perf_counter()
+    if definition.type is ExpertType.RETRIEVER:
+        return _local({"articles": [hit.as_dict() for hit in runtime.knowledge(text, 3)]}, 1.0, started)
+    if definition.type is ExpertType.RULE:
+        assert definition.run is not None, "the registry resolves every rule expert's rule"
+        result = definition.run(job.payload, text, runtime.policy(), definition.options)
+        return _local(result.output, result.confidence, started)
+    return _ask_models(runtime, job, kind, definition, models)
 
 
-def _ask_models(runtime: Runtime, job: JobView, definition: Expert, models: list[str]) -> dict[str, Any]:
-    assert definition.prompt is not None
+def _ask_models(
+    runtime: Runtime, job: JobView, kind: KindSpec, definition: ExpertSpec, models: list[str]
+) -> dict[str, Any]:
     context: dict[str, Any] = {}
     if definition.grounded:
-        hits = runtime.knowledge(job_text(JobKind(job.kind), job.payload), 2)
+        hits = runtime.knowledge(job_text(kind, job.payload), 2)
         context["articles"] = [hit.as_dict() for hit in hits]
-    prompt = definition.prompt(job.payload, context)
+    prompt = expert_prompt(kind, definition, job.payload, context)
     request = request_for(prompt, runtime)
     calls: list[dict[str, Any]] = []
     try:
         completion, answer = complete_structured(
             lambda req: call_tier(runtime, models, req, calls),
             request,
-            lambda text: parse_answer(prompt.schema, text),
+            prompt.parse,
         )
     except ProviderRateLimited as exc:
         if exc.provider == "tier":
@@ -111,7 +123,7 @@ def request_for(prompt: Prompt, runtime: Runtime) -> CompletionRequest:
         user=prompt.user,
         max_tokens=prompt.max_tokens,
         timeout_s=runtime.settings.call_timeout_s,
-        json_schema=prompt.schema.model_json_schema(),
+        json_schema=prompt.json_schema(),
     )
 
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from tierflow.routing.analysis import job_text
 from tierflow.routing.answer_features import answer_features
-from tierflow.routing.experts import EXPERTS, ExpertOutcome
-from tierflow.routing.jobs import JobKind
+from tierflow.routing.experts import ExpertOutcome
+from tierflow.routing.kinds.spec import KindSpec
 from tierflow.routing.learning import LearnedRouting, cascade_gain
 from tierflow.routing.policy import Policy
 from tierflow.routing.reflect import OutcomeRow
@@ -31,24 +31,24 @@ from tierflow.tasks.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-def prompt_matrix(runtime: Runtime, encoder: str | None, kinds: list[JobKind], texts: list[str]) -> Matrix:
+def prompt_matrix(runtime: Runtime, encoder: str | None, texts: list[str]) -> Matrix:
     """One row of prompt features per text."""
     embeddings = None
     if encoder is not None and texts:
         embeddings = np.asarray(runtime.text_encoder(encoder).encode(texts), dtype=np.float64)
-    return prompt_features(texts, kinds, embeddings)
+    return prompt_features(texts, embeddings)
 
 
 def job_features(
-    runtime: Runtime, policy: Policy, kind: JobKind, payload: dict[str, object]
+    runtime: Runtime, policy: Policy, kind: KindSpec, payload: dict[str, object]
 ) -> Vector | None:
     """The job's prompt features for the policy's learned routing of its class; None when it has
     none, or when its encoder fails: a job never stops because learning is unavailable."""
-    learned = policy.learned.get(kind)
+    learned = policy.learned.get(kind.name)
     if learned is None:
         return None
     try:
-        row: Vector = prompt_matrix(runtime, learned.encoder, [kind], [job_text(kind, payload)])[0]
+        row: Vector = prompt_matrix(runtime, learned.encoder, [job_text(kind, payload)])[0]
     except Exception as exc:  # an encoder that cannot load or answer: the rules route instead
         log.warning("learned scorers skipped: encoder %s failed: %s", learned.encoder, exc)
         return None
@@ -58,13 +58,13 @@ def job_features(
 def attempt_cascade_gain(
     runtime: Runtime,
     policy: Policy,
-    kind: JobKind,
+    kind: KindSpec,
     payload: dict[str, object],
     outcomes: list[ExpertOutcome],
 ) -> float | None:
     """The learned cascade's gain for this attempt's answer; None without a cascade, an answer or
     the prompt's features."""
-    learned: LearnedRouting | None = policy.learned.get(kind)
+    learned: LearnedRouting | None = policy.learned.get(kind.name)
     answer = answer_text(kind, outcomes)
     if learned is None or learned.cascade is None or answer is None:
         return None
@@ -75,20 +75,19 @@ def attempt_cascade_gain(
 
 
 def outcome_rows(runtime: Runtime, encoder: str | None, records: list[JudgedAttempt]) -> list[OutcomeRow]:
-    """The learner's rows for judged attempts: prompt features for all of them in one encoder pass."""
-    usable = [
-        r for r in records if r.kind in JobKind._value2member_map_ and r.tier in Tier._value2member_map_
-    ]
-    kinds = [JobKind(r.kind) for r in usable]
+    """The learner's rows for judged attempts of the kinds in force: prompt features for all of them
+    in one encoder pass."""
+    usable = [r for r in records if r.kind in runtime.kinds and r.tier in Tier._value2member_map_]
+    kinds = [runtime.kinds.get(r.kind) for r in usable]
     texts = [job_text(kind, r.payload) for kind, r in zip(kinds, usable, strict=True)]
-    features = prompt_matrix(runtime, encoder, kinds, texts)
+    features = prompt_matrix(runtime, encoder, texts)
     rows = []
     for index, (record, kind, text) in enumerate(zip(usable, kinds, texts, strict=True)):
         answer = answer_text(kind, _outcomes(kind, record))
         rows.append(
             OutcomeRow(
                 job_id=record.job_id,
-                kind=kind,
+                kind=kind.name,
                 tier=Tier(record.tier),
                 attempt=record.attempt,
                 good=record.good,
@@ -103,9 +102,9 @@ def outcome_rows(runtime: Runtime, encoder: str | None, records: list[JudgedAtte
     return rows
 
 
-def _outcomes(kind: JobKind, record: JudgedAttempt) -> list[ExpertOutcome]:
+def _outcomes(kind: KindSpec, record: JudgedAttempt) -> list[ExpertOutcome]:
     outcomes = []
     for name, (output, confidence, error) in record.outputs.items():
-        known = EXPERTS.get((kind, name))
+        known = kind.expert(name)
         outcomes.append(ExpertOutcome(name, known.uses_model if known else True, output, confidence, error))
     return outcomes

@@ -30,7 +30,7 @@ def logged_from_rows(
     """The logged jobs behind `rows` (created since `since`), and how many lack a propensity."""
     with transaction(runtime.sessions) as session:
         firsts = first_decisions(session, sorted({row.job_id for row in rows}), since)
-    return logged_jobs([row for row in rows if row.job_id in firsts], firsts)
+    return logged_jobs([row for row in rows if row.job_id in firsts], firsts, runtime.kinds)
 
 
 def off_policy_gate(

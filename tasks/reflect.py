@@ -72,7 +72,7 @@ def run_reflect(runtime: Runtime) -> ReflectRun:
         records = judged_attempts(session, runtime.settings.reflect_window)
     encoder = policy.learning.encoder
     rows = outcome_rows(runtime, encoder, records)
-    reflection = reflect(policy, parent, rows, encoder)
+    reflection = reflect(policy, parent, rows, encoder, runtime.kinds.names)
     reflection = coach_reflection(runtime, policy, reflection, records)
     reflection = off_policy_gate(runtime, policy, reflection, rows)
     published = _publish(runtime, policy.version, reflection)

@@ -23,6 +23,7 @@ from tierflow.providers.resilience.local import LocalBreakers, LocalRateLimits
 from tierflow.providers.resilience.tier import TierCaller
 from tierflow.providers.retry import RetryPolicy
 from tierflow.routing.errors import ConfigError
+from tierflow.routing.kinds.registry import KindRegistry, builtin_registry
 from tierflow.routing.policy import Policy
 from tierflow.routing.retrieval import Hit, KnowledgeBase
 from tierflow.routing.stages import SemanticGuess, SemanticStage
@@ -30,6 +31,7 @@ from tierflow.routing.states import Tier
 from tierflow.store.db import make_engine, make_sessions, redact, transaction
 from tierflow.store.knowledge import read_articles, search_postgres, stored_articles
 from tierflow.store.policies import active_policy, seed_policy
+from tierflow.worker.kinds import build_registry
 from tierflow.worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ class Runtime:
     providers: dict[str, Provider]
     tier_caller: TierCaller
     breakers: BreakerHealth | None
+    kinds: KindRegistry = field(default_factory=builtin_registry)  # the kinds in force
     _policy: Policy | None = None
     _knowledge: KnowledgeBase | str | None = None
     _semantic: SemanticStage | None = None
@@ -213,7 +216,8 @@ def build_runtime(settings: Settings) -> Runtime:
     engine = make_engine(settings.database_url, pool_size=pool, max_overflow=POOL_OVERFLOW)
     providers = build_providers(settings)
     caller, breakers = build_tier_caller(settings, providers)
-    return Runtime(settings, engine, make_sessions(engine), providers, caller, breakers)
+    kinds = build_registry(settings)
+    return Runtime(settings, engine, make_sessions(engine), providers, caller, breakers, kinds)
 
 
 _runtimes: dict[tuple[int, int], Runtime] = {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from itertools import chain
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,7 +21,8 @@ from kombu.exceptions import OperationalError as BrokerError
 from tierflow.routing.errors import InputError, ServiceUnavailable
 from tierflow.routing.job_lines import read_jobs
 from tierflow.routing.jobs import LineIssue, ParsedJob
-from tierflow.store.db import redact
+from tierflow.store.db import redact, transaction
+from tierflow.store.leases import mark_published
 from tierflow.store.models import utcnow
 from tierflow.store.staged_batch import batch_job_ids, store_stream
 from tierflow.tasks.dispatch import send_classify_many
@@ -87,7 +87,7 @@ def check_broker(app: Any) -> None:
 def submit_file(app: Any, runtime: Runtime, path: Path, skip_invalid: bool = False) -> SubmitReport:
     """Validate, store and enqueue a batch. With any bad line and no skip_invalid, store nothing."""
     with open_batch(path) as stream:
-        items = read_jobs(stream, str(path), runtime.settings.max_payload_bytes)
+        items = read_jobs(stream, str(path), runtime.settings.max_payload_bytes, runtime.kinds)
         return submit_stream(app, runtime, str(path), items, skip_invalid)
 
 
@@ -121,8 +121,15 @@ def publish_batch(app: Any, runtime: Runtime, batch_id: str, stored: int) -> int
     """Send classify for the batch's queued jobs, after their commit; returns how many were sent."""
     with app.connection_for_write() as connection:  # no I/O: the transport's error types
         errors = (KombuError, OSError, *connection.connection_errors, *connection.channel_errors)
+    sent = 0
     try:
-        return send_classify_many(app, chain.from_iterable(batch_job_ids(runtime.sessions, batch_id)))
+        for ids in batch_job_ids(runtime.sessions, batch_id):
+            sent += send_classify_many(app, ids)
+            # The jobs wait on their message from its publish, not from the batch's commit: a large
+            # batch takes seconds to publish, and reconcile must not take the wait for a loss.
+            with transaction(runtime.sessions) as session:
+                mark_published(session, ids)
+        return sent
     except errors as exc:
         reason = f"{exc}; the {stored} stored jobs are sent again by the reconciler"
         raise ServiceUnavailable("broker", redact(app.conf.broker_url), reason) from None

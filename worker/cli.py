@@ -33,6 +33,7 @@ from tierflow.worker import (
     cli_explain,
     cli_feedback,
     cli_flower,
+    cli_kinds,
     cli_report,
     render,
 )
@@ -57,6 +58,7 @@ cli_eval_policy.register(cli_eval.eval_app)
 cli_report.register(cli)
 cli_flower.register(cli)
 cli_feedback.register(cli)
+cli_kinds.register(cli)
 # soft_wrap: a FILE:LINE: field: reason line must stay one line, whatever the terminal width.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -185,11 +187,15 @@ def demo(
     database: Annotated[Path, typer.Option(help="SQLite file for the demo; replaced each run")] = Path(
         ".tierflow/demo.db"
     ),
+    kinds: Annotated[
+        list[Path] | None,
+        typer.Option(help="A kinds file to declare (repeatable); its .jsonl beside it is the batch"),
+    ] = None,
 ) -> None:
     """Run the example batches through the whole pipeline in embedded mode and summarise."""
     from tierflow.worker.demo import run_demo
 
-    report, summary, elapsed, reflected = run_demo(database, files)
+    report, summary, elapsed, reflected = run_demo(database, files, kinds=kinds)
     _print_submit(report, as_json=False)
     if report.batch_id is None:
         raise typer.Exit(2)

@@ -34,7 +34,6 @@ from tierflow.providers.server.wire import WireError
 from tierflow.providers.tokens import count_tokens
 from tierflow.routing.answer_features import ANSWER_FEATURES, answer_feature_matrix
 from tierflow.routing.errors import ConfigError, InputError
-from tierflow.routing.jobs import JobKind
 from tierflow.routing.knn import fit_knn
 from tierflow.routing.metrics import PromptOutcomes, RoutingQuality, curve_quality, sweep_curve
 from tierflow.routing.offline_routers import (
@@ -133,7 +132,7 @@ def routing_rows(
         reason = f"--router {router.value} learns from correct / incorrect outcomes; this file is graded"
         raise InputError(str(labelled.path), 0, "outcomes", reason)
     prompts = [record.text for record in records]
-    cheap = prompt_features(prompts, [JobKind.PROMPT] * len(prompts), None)
+    cheap = prompt_features(prompts, None)
     embedding = _embed(encoder, prompts)
     answer = None
     if router.needs_answers:

@@ -16,6 +16,7 @@ from tierflow.routing.states import Tier
 from tierflow.store import schema
 from tierflow.store.db import check_database, make_engine, redact
 from tierflow.worker.app import ALL_QUEUES, CLASSIFY_QUEUE, create_app
+from tierflow.worker.kinds import build_registry
 from tierflow.worker.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ def register(cli: typer.Typer) -> None:
                 "TIERFLOW_BROKER_URL", "a separate worker needs a broker server (redis:// or amqp://)"
             )
         settings.require_resilience_store()
+        build_registry(settings)  # a bad kinds file or plug-in stops the worker here, with every problem
         argv = worker_argv(worker_queues(queues, tier), pool, concurrency, autoscale, loglevel, hostname)
         if settings.resilience_local:
             log.warning(

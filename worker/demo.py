@@ -45,11 +45,19 @@ def prepare(database: Path, files: list[Path] | None) -> Path:
     return merged
 
 
+def kinds_batch(kinds_file: Path) -> Path:
+    """The example batch beside a kinds file: the same name with .jsonl."""
+    return kinds_file.with_suffix(".jsonl")
+
+
 def run_demo(
-    database: Path, files: list[Path] | None, timeout_s: float = 600.0
+    database: Path, files: list[Path] | None, timeout_s: float = 600.0, kinds: list[Path] | None = None
 ) -> tuple[SubmitReport, dict[str, Any], float, ReflectRun | None]:
     """Run the batch end to end, then reflect on its outcomes once; return the submission report,
-    the summary, the seconds the batch took and what reflect did."""
+    the summary, the seconds the batch took and what reflect did. With `kinds` (kinds files), those
+    kinds are declared and, unless `files` are given, their example batches are the batch."""
+    if kinds and not files:
+        files = [kinds_batch(path) for path in kinds]
     from tierflow.tasks.reflect import run_reflect
     from tierflow.tasks.runtime import runtime_for
     from tierflow.worker.cli import wait_for_batch
@@ -65,6 +73,7 @@ def run_demo(
             openai_base_url=server.openai_base_url,
             anthropic_base_url=server.anthropic_base_url,
             learning=DEMO_LEARNING,
+            kinds=[str(path) for path in kinds or []],
         )
         app = create_app(settings)
         runtime = runtime_for(app)

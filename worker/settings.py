@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -79,6 +80,10 @@ class Settings(BaseSettings):
 
     # Input
     max_payload_bytes: int = Field(default=64 * 1024, gt=0)
+    # Kinds files (TOML) declaring job kinds beside the built-in ones; in the environment, paths
+    # separated by commas (TIERFLOW_KINDS=a.toml,b.toml), in a config file a list. A relative path
+    # in a config file is read from the config file's folder.
+    kinds: Annotated[tuple[Path, ...], NoDecode] = ()
 
     # Models
     tiers: dict[str, list[str]] = Field(default_factory=_default_tiers)
@@ -109,6 +114,15 @@ class Settings(BaseSettings):
     # Flower (`tierflow flower`): basic auth, required unless --insecure
     flower_user: str | None = None
     flower_password: SecretStr | None = None
+
+    @field_validator("kinds", mode="before")
+    @classmethod
+    def _kinds_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(Path(part.strip()) for part in value.split(",") if part.strip())
+        if isinstance(value, list | tuple):
+            return tuple(_config_relative(Path(str(part))) for part in value)
+        return value
 
     @field_validator("tiers")
     @classmethod
@@ -189,6 +203,13 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+
+def _config_relative(path: Path) -> Path:
+    config_file = os.environ.get("TIERFLOW_CONFIG")
+    if path.is_absolute() or not config_file:
+        return path
+    return Path(config_file).parent / path
 
 
 def load_settings(**overrides: Any) -> Settings:

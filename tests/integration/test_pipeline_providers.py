@@ -138,7 +138,8 @@ def test_output_that_does_not_validate_is_retried_once_with_the_error(make_app, 
 
 def test_output_invalid_twice_is_rejected_and_the_job_escalates(make_app, tmp_path):
     from tierflow.providers.structured import retry_prompt
-    from tierflow.routing.experts import Answer, UnparseableOutput, parse_answer
+    from tierflow.routing.experts import UnparseableOutput, parse_answer
+    from tierflow.routing.kinds.builtin import Answer
 
     with pytest.raises(UnparseableOutput) as problem:
         parse_answer(Answer, NOT_JSON)

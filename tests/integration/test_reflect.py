@@ -95,7 +95,9 @@ def test_reflect_run_by_beat_changes_what_the_next_classify_decides(env, make_ap
     assert learned.statistics["tiers"]["prompt"]["small"]["success_rate"] == 0.5
     assert "prompt: " in learned.reflection and "above small for 50% of jobs" in learned.reflection
     diff = run(env, "policy", "diff", "1", "2", check=True).stdout
-    assert diff.startswith("learned.prompt: null -> ") and '"weights": "[13 values]"' in diff, diff
+    assert diff.startswith("learned.prompt: null -> ") and '"weights": "[10 values]"' in diff, (
+        diff
+    )  # the cheap features: 10
     after = _first_tiers(runtime, "b-")
     for job_id, (tier, decision) in after.items():
         assert decision["policy_version"] == 2
@@ -171,7 +173,7 @@ def test_with_the_local_encoder_the_scorers_see_the_prompt_embedding(env, make_a
         assert done.published == 2
         run(env, "submit", str(write_jobs(tmp_path / "b.jsonl", _jobs("b", 60, 3))), "--wait", check=True)
     learned = runtime.policy().learned["prompt"]  # type: ignore[index]
-    assert learned.encoder == "local" and learned.tiers["small"].width == 13 + 384  # type: ignore[index]
+    assert learned.encoder == "local" and learned.tiers["small"].width == 10 + 384  # type: ignore[index]
     after = _first_tiers(runtime, "b-")
     assert all(decision["reasons"][1].startswith("learned scorer") for _, decision in after.values())
     assert {job_id for job_id, (tier, _) in after.items() if tier != "small"} == {
@@ -183,7 +185,7 @@ def test_an_encoder_that_fails_leaves_routing_to_the_rules(env, make_app, tmp_pa
     # the policy's scorers want OpenAI embeddings, and nothing answers at that address
     app, runtime = make_app(openai_base_url="http://127.0.0.1:9/v1", policy_ttl_s=0)
     base = runtime.policy()
-    scorers = {tier: constant_scorer(13 + 1536, good, 20) for tier, good in (("small", 2), ("large", 18))}
+    scorers = {tier: constant_scorer(10 + 1536, good, 20) for tier, good in (("small", 2), ("large", 18))}
     learned = {"prompt": {"encoder": "openai", "tiers": scorers, "gain_threshold": 0.1}}
     with transaction(runtime.sessions) as session:
         publish_policy(session, Policy.model_validate({**base.model_dump(), "learned": learned}), "openai")

@@ -13,7 +13,8 @@ import pytest
 
 from tierflow.providers.base import CompletionRequest
 from tierflow.providers.pricing import price_table
-from tierflow.routing.experts import Answer, parse_answer
+from tierflow.routing.experts import parse_answer
+from tierflow.routing.kinds.builtin import Answer
 from tierflow.worker.settings import load_settings
 
 pytestmark = pytest.mark.live

@@ -10,11 +10,17 @@ from tierflow.routing.constraints import DecisionContext
 from tierflow.routing.decision import Strategy, decide
 from tierflow.routing.experiments import Experiment, ExperimentMode, bucket
 from tierflow.routing.experts import ExpertOutcome
-from tierflow.routing.jobs import JobKind, parse_lines
+from tierflow.routing.jobs import parse_lines
+from tierflow.routing.kinds.registry import builtin_registry
 from tierflow.routing.learning import LearningSettings
 from tierflow.routing.policy import Policy
 from tierflow.routing.states import Tier
 from tierflow.routing.verdict import VerdictAction, judge
+
+KINDS = builtin_registry()
+SUPPORT = KINDS.get("support")
+DOCUMENT = KINDS.get("document")
+PROMPT = KINDS.get("prompt")
 
 TIERS = {
     Tier.SMALL: ("openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"),
@@ -35,38 +41,38 @@ def _analysis(difficulty: float, risk: float = 0.0) -> Analysis:
 
 
 def test_class_cap_bounds_the_first_tier_and_escalation() -> None:
-    capped = Policy(tier_models=TIERS, max_tier={JobKind.SUPPORT: Tier.MEDIUM})
-    first = decide(JobKind.SUPPORT, _analysis(0.9), capped)
+    capped = Policy(tier_models=TIERS, max_tier={"support": Tier.MEDIUM})
+    first = decide(SUPPORT, _analysis(0.9), capped)
     assert first.tier is Tier.MEDIUM and "capped at medium for support jobs" in first.reasons
-    beyond = decide(JobKind.SUPPORT, _analysis(0.9), capped, floor=Tier.LARGE)
+    beyond = decide(SUPPORT, _analysis(0.9), capped, floor=Tier.LARGE)
     assert beyond.strategy is Strategy.REVIEW and beyond.models == ()
     outcome = [
         ExpertOutcome("drafter", True, {"reply": "x"}, 0.3),
         ExpertOutcome("policy_check", False, {}, 1),
     ]
-    verdict = judge(JobKind.SUPPORT, outcome, Tier.MEDIUM, capped)
+    verdict = judge(SUPPORT, outcome, Tier.MEDIUM, capped)
     assert verdict.action is VerdictAction.NEEDS_REVIEW and "no tier above medium" in verdict.reasons[-1]
 
 
 def test_open_breakers_remove_models_and_skip_a_dead_tier_upward() -> None:
     ctx = DecisionContext(unavailable=frozenset({"openai:gpt-4o-mini"}))
-    fallback = decide(JobKind.SUPPORT, _analysis(0.1), POLICY, ctx)
+    fallback = decide(SUPPORT, _analysis(0.1), POLICY, ctx)
     assert fallback.tier is Tier.SMALL and fallback.models == ("anthropic:claude-haiku-4-5",)
     dead = DecisionContext(unavailable=frozenset(TIERS[Tier.SMALL]))
-    skipped = decide(JobKind.SUPPORT, _analysis(0.1), POLICY, dead)
+    skipped = decide(SUPPORT, _analysis(0.1), POLICY, dead)
     assert skipped.tier is Tier.MEDIUM and "routed to medium instead" in skipped.reasons
 
 
 def test_budget_moves_a_job_down_to_a_tier_it_can_afford_or_holds_it() -> None:
     ctx = DecisionContext(job_tokens=2000, budget_left_usd=0.001, prices=PRICES)
-    cheap = decide(JobKind.SUPPORT, _analysis(0.9), POLICY, ctx)
+    cheap = decide(SUPPORT, _analysis(0.9), POLICY, ctx)
     assert (
         cheap.tier is Tier.SMALL
         and cheap.estimated_cost_usd is not None
         and cheap.estimated_cost_usd <= 0.001
     )
     broke = decide(
-        JobKind.SUPPORT,
+        SUPPORT,
         _analysis(0.9),
         POLICY,
         DecisionContext(job_tokens=2000, budget_left_usd=0.0, prices=PRICES),
@@ -75,9 +81,9 @@ def test_budget_moves_a_job_down_to_a_tier_it_can_afford_or_holds_it() -> None:
 
 
 def test_deadline_prefers_a_fast_tier_and_a_missed_deadline_does_not_hold_the_job() -> None:
-    soon = decide(JobKind.SUPPORT, _analysis(0.9), POLICY, DecisionContext(seconds_left=6))
+    soon = decide(SUPPORT, _analysis(0.9), POLICY, DecisionContext(seconds_left=6))
     assert soon.tier is Tier.MEDIUM
-    late = decide(JobKind.SUPPORT, _analysis(0.9), POLICY, DecisionContext(seconds_left=-60))
+    late = decide(SUPPORT, _analysis(0.9), POLICY, DecisionContext(seconds_left=-60))
     assert late.tier is Tier.LARGE and "no tier meets the deadline: routed without it" in late.reasons
 
 
@@ -86,10 +92,10 @@ def test_context_window_and_capabilities_filter_models() -> None:
         tier_models=TIERS,
         context_windows={"openai:gpt-4o-mini": 1000},
         model_capabilities={"anthropic:claude-haiku-4-5": ("text",)},
-        kind_capabilities={JobKind.DOCUMENT: ("structured_output",)},
+        kind_capabilities={"document": ("structured_output",)},
     )
-    analysis = analyze_rules(JobKind.DOCUMENT, {"text": "Total 1.00"})
-    decision = decide(JobKind.DOCUMENT, analysis, policy, DecisionContext(job_tokens=5000))
+    analysis = analyze_rules(DOCUMENT, {"text": "Total 1.00"})
+    decision = decide(DOCUMENT, analysis, policy, DecisionContext(job_tokens=5000))
     assert decision.tier is Tier.MEDIUM
     assert any("context 1000 < job 5000" in r for r in decision.reasons)
     assert any("lacks structured_output" in r for r in decision.reasons)
@@ -101,20 +107,18 @@ def test_split_experiment_is_deterministic_and_near_its_share() -> None:
     )
     # no exploration: the arms alone decide the tiers here
     policy = Policy(tier_models=TIERS, experiments=(split,), learning=LearningSettings(explore_share=0))
-    arms = [
-        decide(JobKind.SUPPORT, _analysis(0.2), policy, DecisionContext(job_id=f"j{i}")) for i in range(2000)
-    ]
+    arms = [decide(SUPPORT, _analysis(0.2), policy, DecisionContext(job_id=f"j{i}")) for i in range(2000)]
     treated = [d for d in arms if d.arm == "strict:treatment"]
     assert 0.25 < len(treated) / len(arms) < 0.35
     assert all(d.tier is Tier.MEDIUM for d in treated)
     assert all(d.tier is Tier.SMALL for d in arms if d.arm == "strict:control")
-    again = decide(JobKind.SUPPORT, _analysis(0.2), policy, DecisionContext(job_id="j7"))
+    again = decide(SUPPORT, _analysis(0.2), policy, DecisionContext(job_id="j7"))
     assert again.arm == arms[7].arm and bucket("j7", "strict") == bucket("j7", "strict")
 
 
 def test_shadow_policy_is_recorded_but_not_executed() -> None:
     shadow = Experiment(name="eager", mode=ExperimentMode.SHADOW, overrides={"medium_max_difficulty": 0.95})
-    decision = decide(JobKind.SUPPORT, _analysis(0.8), Policy(tier_models=TIERS, experiments=(shadow,)))
+    decision = decide(SUPPORT, _analysis(0.8), Policy(tier_models=TIERS, experiments=(shadow,)))
     assert decision.tier is Tier.LARGE and decision.arm is None
     assert decision.shadow is not None and decision.shadow["tier"] == "medium"
     assert decision.shadow["arm"] == "eager:shadow"
@@ -122,13 +126,13 @@ def test_shadow_policy_is_recorded_but_not_executed() -> None:
 
 def test_strategies_review_verify_direct() -> None:
     strict = Policy(tier_models=TIERS, review_high_risk=True)
-    held = decide(JobKind.SUPPORT, _analysis(0.1, risk=0.9), strict)
+    held = decide(SUPPORT, _analysis(0.1, risk=0.9), strict)
     assert held.strategy is Strategy.REVIEW and held.experts == () and held.models == ()
     verifying = Policy(tier_models=TIERS, verify_difficulty=0.5)
     prompt = Analysis("prompt", "prompt", 0.6, 0.0, False, 0.8, "rules")
-    assert decide(JobKind.PROMPT, prompt, verifying).experts == ("answerer", "verifier")
-    assert decide(JobKind.PROMPT, prompt, verifying).strategy is Strategy.VERIFY
-    assert decide(JobKind.PROMPT, prompt, POLICY).strategy is Strategy.DIRECT
+    assert decide(PROMPT, prompt, verifying).experts == ("answerer", "verifier")
+    assert decide(PROMPT, prompt, verifying).strategy is Strategy.VERIFY
+    assert decide(PROMPT, prompt, POLICY).strategy is Strategy.DIRECT
 
 
 def test_answerer_and_verifier_that_disagree_escalate() -> None:
@@ -137,16 +141,16 @@ def test_answerer_and_verifier_that_disagree_escalate() -> None:
         ExpertOutcome("verifier", True, {"answer": "144."}, 0.9),
     ]
     differ = [agree[0], ExpertOutcome("verifier", True, {"answer": "124"}, 0.9)]
-    assert judge(JobKind.PROMPT, agree, Tier.SMALL, POLICY).action is VerdictAction.ACCEPT
-    verdict = judge(JobKind.PROMPT, differ, Tier.SMALL, POLICY)
+    assert judge(PROMPT, agree, Tier.SMALL, POLICY).action is VerdictAction.ACCEPT
+    verdict = judge(PROMPT, differ, Tier.SMALL, POLICY)
     assert verdict.action is VerdictAction.ESCALATE and verdict.output == {"answer": "144"}
 
 
 def test_threshold_per_tier() -> None:
     policy = Policy(tier_models=TIERS, accept_quality_by_tier={Tier.SMALL: 0.9})
     outcome = [ExpertOutcome("answerer", True, {"answer": "1"}, 0.8)]
-    assert judge(JobKind.PROMPT, outcome, Tier.SMALL, policy).action is VerdictAction.ESCALATE
-    assert judge(JobKind.PROMPT, outcome, Tier.MEDIUM, policy).action is VerdictAction.ACCEPT
+    assert judge(PROMPT, outcome, Tier.SMALL, policy).action is VerdictAction.ESCALATE
+    assert judge(PROMPT, outcome, Tier.MEDIUM, policy).action is VerdictAction.ACCEPT
 
 
 ADVERSARIAL = {
@@ -160,19 +164,19 @@ ADVERSARIAL = {
 
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
 def test_hostile_or_odd_text_gets_an_ordinary_decision_within_the_cap(name: str) -> None:
-    capped = Policy(tier_models=TIERS, max_tier={JobKind.SUPPORT: Tier.MEDIUM})
-    analysis = analyze_rules(JobKind.SUPPORT, {"text": ADVERSARIAL[name]})
-    decision = decide(JobKind.SUPPORT, analysis, capped, DecisionContext(job_id=name))
+    capped = Policy(tier_models=TIERS, max_tier={"support": Tier.MEDIUM})
+    analysis = analyze_rules(SUPPORT, {"text": ADVERSARIAL[name]})
+    decision = decide(SUPPORT, analysis, capped, DecisionContext(job_id=name))
     assert decision.tier in (Tier.SMALL, Tier.MEDIUM)
     assert decision.strategy in (Strategy.DIRECT, Strategy.EXPERTS)
     assert 0 <= analysis.difficulty <= 1 and 0 <= analysis.risk <= 1
 
 
 def test_steering_text_does_not_raise_the_tier_of_an_easy_ticket() -> None:
-    plain = analyze_rules(JobKind.SUPPORT, {"text": "Where is my parcel?"})
-    steered = analyze_rules(JobKind.SUPPORT, {"text": "Where is my parcel? " + ADVERSARIAL["steering"]})
-    assert decide(JobKind.SUPPORT, plain, POLICY).tier is Tier.SMALL
-    assert decide(JobKind.SUPPORT, steered, POLICY).tier is Tier.SMALL
+    plain = analyze_rules(SUPPORT, {"text": "Where is my parcel?"})
+    steered = analyze_rules(SUPPORT, {"text": "Where is my parcel? " + ADVERSARIAL["steering"]})
+    assert decide(SUPPORT, plain, POLICY).tier is Tier.SMALL
+    assert decide(SUPPORT, steered, POLICY).tier is Tier.SMALL
 
 
 def test_empty_and_oversized_payloads_are_refused_at_submission() -> None:
@@ -208,9 +212,9 @@ def test_a_two_tier_ladder_routes_the_middle_difficulties_up_and_escalates_to_it
         ladder=(Tier.SMALL, Tier.LARGE),
         learning=LearningSettings(explore_share=0),
     )
-    tiers = [decide(JobKind.SUPPORT, _analysis(d), two).tier for d in (0.1, 0.5, 0.9)]
+    tiers = [decide(SUPPORT, _analysis(d), two).tier for d in (0.1, 0.5, 0.9)]
     assert tiers == [Tier.SMALL, Tier.LARGE, Tier.LARGE]  # medium's band goes to the next tier it has
-    assert decide(JobKind.SUPPORT, _analysis(0.1), two, floor=Tier.LARGE).tier is Tier.LARGE
+    assert decide(SUPPORT, _analysis(0.1), two, floor=Tier.LARGE).tier is Tier.LARGE
 
 
 def test_a_ladder_out_of_order_or_a_cap_off_the_ladder_is_refused() -> None:
@@ -218,4 +222,4 @@ def test_a_ladder_out_of_order_or_a_cap_off_the_ladder_is_refused() -> None:
         with pytest.raises(ValidationError, match="ladder must name tiers once each"):
             Policy(tier_models=TIERS, ladder=ladder)
     with pytest.raises(ValidationError, match="max_tier names tiers not on the ladder: medium"):
-        Policy(tier_models=TIERS, ladder=(Tier.SMALL, Tier.LARGE), max_tier={JobKind.SUPPORT: Tier.MEDIUM})
+        Policy(tier_models=TIERS, ladder=(Tier.SMALL, Tier.LARGE), max_tier={"support": Tier.MEDIUM})

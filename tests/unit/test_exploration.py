@@ -12,12 +12,16 @@ from tierflow.routing.analysis import Analysis
 from tierflow.routing.constraints import DecisionContext
 from tierflow.routing.decision import Decision, Strategy, decide
 from tierflow.routing.experiments import Experiment
-from tierflow.routing.jobs import JobKind
+from tierflow.routing.kinds.registry import builtin_registry
 from tierflow.routing.learning import LearnedRouting, LearningSettings, RoutingTarget
 from tierflow.routing.online import OnlineRun, StreamedPrompt, recorded_policy, stream_prompts
 from tierflow.routing.policy import Policy
 from tierflow.routing.scorers import constant_scorer
 from tierflow.routing.states import Tier
+
+KINDS = builtin_registry()
+DOCUMENT = KINDS.get("document")
+PROMPT = KINDS.get("prompt")
 
 EASY = Analysis("general", "general", 0.1, 0.0, False, 0.9, "rules")
 FEATURES = np.zeros(3)
@@ -32,12 +36,12 @@ def _policy(small_good: float, explore_share: float, large_good: float = 0.9, **
     }
     learned = LearnedRouting(encoder=None, tiers=tiers, gain_threshold=0.2)
     learning = fields.pop("learning", LearningSettings(explore_share=explore_share))
-    return Policy.model_validate({"learned": {JobKind.PROMPT: learned}, "learning": learning, **fields})
+    return Policy.model_validate({"learned": {"prompt": learned}, "learning": learning, **fields})
 
 
 def _decide(policy: Policy, job_id: str, analysis: Analysis = EASY, floor: Tier | None = None) -> Decision:
     ctx = DecisionContext(job_id=job_id, prompt_features=FEATURES)
-    return decide(JobKind.PROMPT, analysis, policy, ctx, floor)
+    return decide(PROMPT, analysis, policy, ctx, floor)
 
 
 def _explored(decision: Decision) -> bool:
@@ -129,7 +133,7 @@ def test_exploration_yields_to_review_a_failed_analysis_a_missing_id_and_the_con
     assert failed.tier is Tier.LARGE and not _explored(failed)
     assert not any(_explored(_decide(policy, "")) for _ in range(3))  # no id: nothing tells jobs apart
     broken = DecisionContext(job_id=job, prompt_features=FEATURES, unavailable=frozenset({"fake:fake-small"}))
-    moved = decide(JobKind.PROMPT, EASY, policy, broken)
+    moved = decide(PROMPT, EASY, policy, broken)
     assert moved.tier is Tier.MEDIUM and "small has no usable model" in moved.reasons
     assert _explored(moved)
 
@@ -216,11 +220,9 @@ def test_a_job_explores_up_the_same_every_time_and_as_it_would_explore_down() ->
 
 def _without_top(policy: Policy) -> Policy:
     """`policy` whose learned routing of prompts has lost its scorer for large."""
-    learned = policy.learned[JobKind.PROMPT]
+    learned = policy.learned["prompt"]
     tiers = {tier: scorer for tier, scorer in learned.tiers.items() if tier is not Tier.LARGE}
-    return policy.model_copy(
-        update={"learned": {JobKind.PROMPT: learned.model_copy(update={"tiers": tiers})}}
-    )
+    return policy.model_copy(update={"learned": {"prompt": learned.model_copy(update={"tiers": tiers})}})
 
 
 def test_a_zero_share_changes_no_decision() -> None:
@@ -241,7 +243,7 @@ def test_escalations_a_missing_id_answered_rules_and_a_failed_analysis_never_exp
         assert escalated.tier is Tier.MEDIUM and not _explored(escalated)
         failed = _decide(policy, job, replace(EASY, stronger=True))  # one tier up, no further
         assert failed.tier is Tier.MEDIUM and not _explored(failed)
-        for kind in (JobKind.PROMPT, JobKind.DOCUMENT):  # no model call where the rules answered
+        for kind in (PROMPT, DOCUMENT):  # no model call where the rules answered
             by_rules = decide(kind, answered, policy, DecisionContext(job_id=job))
             assert by_rules.strategy is Strategy.RULES and by_rules.tier is Tier.SMALL
             assert not _explored(by_rules)
@@ -281,10 +283,10 @@ def test_exploring_up_yields_to_review_the_cap_and_the_constraints() -> None:
     reviewing = policy.model_copy(update={"review_high_risk": True})
     assert _decide(reviewing, job, replace(EASY, risk=0.9)).strategy is Strategy.REVIEW
     # a class capped below the ladder's top explores up to its cap: the top tier it may reach
-    capped = _decide(policy.model_copy(update={"max_tier": {JobKind.PROMPT: Tier.MEDIUM}}), job)
+    capped = _decide(policy.model_copy(update={"max_tier": {"prompt": Tier.MEDIUM}}), job)
     assert capped.tier is Tier.MEDIUM and capped.reasons[1].startswith("exploring: started on medium,")
     broken = DecisionContext(job_id=job, unavailable=frozenset({"fake:fake-large"}))
-    moved = decide(JobKind.PROMPT, EASY, policy, broken)
+    moved = decide(PROMPT, EASY, policy, broken)
     assert moved.tier is Tier.MEDIUM and "large has no usable model" in moved.reasons
     assert _explored(moved)
 

@@ -8,7 +8,7 @@ import pytest
 from tierflow.routing.analysis import Analysis
 from tierflow.routing.constraints import DecisionContext
 from tierflow.routing.decision import decide
-from tierflow.routing.jobs import JobKind
+from tierflow.routing.kinds.registry import builtin_registry
 from tierflow.routing.learning import (
     LearningSettings,
     RoutingTarget,
@@ -21,6 +21,10 @@ from tierflow.routing.policy import Policy
 from tierflow.routing.reflect import OutcomeRow, reflect, tier_statistics, version_success
 from tierflow.routing.scorers import CHEAP_FEATURES, fit_scorer, prompt_features
 from tierflow.routing.states import Tier
+
+KINDS = builtin_registry()
+SUPPORT = KINDS.get("support")
+PROMPT = KINDS.get("prompt")
 
 EASY = Analysis("general", "general", 0.1, 0.0, False, 0.9, "rules")
 
@@ -43,12 +47,11 @@ def test_fit_scorer_refuses_mismatched_rows() -> None:
 
 
 def test_cheap_features_have_their_declared_width_and_see_digits() -> None:
-    rows = prompt_features(["What is 12 * 34?", "hello there"], [JobKind.PROMPT, JobKind.SUPPORT], None)
+    rows = prompt_features(["What is 12 * 34?", "hello there"], None)
     assert rows.shape == (2, len(CHEAP_FEATURES))
     digits = CHEAP_FEATURES.index("digit_share")
     assert rows[0, digits] > 0 and rows[1, digits] == 0
-    assert rows[0, CHEAP_FEATURES.index("kind_prompt")] == 1.0
-    assert prompt_features(["a"], [JobKind.PROMPT], np.ones((1, 4))).shape == (1, len(CHEAP_FEATURES) + 4)
+    assert prompt_features(["a"], np.ones((1, 4))).shape == (1, len(CHEAP_FEATURES) + 4)
 
 
 def test_quality_target_routes_up_just_enough_rows() -> None:
@@ -101,9 +104,9 @@ def _run_batch(policy: Policy, start: int, size: int, rng: np.random.Generator) 
     for index in range(start, start + size):
         cls = "arithmetic" if index % 2 else "chat"
         text = ARITHMETIC if cls == "arithmetic" else CHAT
-        features = prompt_features([text], [JobKind.PROMPT], None)[0]
+        features = prompt_features([text], None)[0]
         ctx = DecisionContext(job_id=f"j{index}", prompt_features=features)
-        tier = decide(JobKind.PROMPT, EASY, policy, ctx).tier
+        tier = decide(PROMPT, EASY, policy, ctx).tier
         for attempt in (1, 2):
             chance = SMALL_GOOD[cls] if tier is Tier.SMALL else LARGE_GOOD[cls]
             good = bool(rng.random() < chance)
@@ -111,7 +114,7 @@ def _run_batch(policy: Policy, start: int, size: int, rng: np.random.Generator) 
             rows.append(
                 OutcomeRow(
                     f"j{index}",
-                    JobKind.PROMPT,
+                    PROMPT.name,
                     tier,
                     attempt,
                     good,
@@ -154,7 +157,7 @@ def test_learner_improves_on_a_stream_where_one_class_fails_on_small() -> None:
             policy = reflection.policy.model_copy(update={"version": policy.version + 1})
         rows += _run_batch(policy, batch * 120, 120, rng)
     latest = [row for row in rows if row.policy_version == policy.version]
-    assert JobKind.PROMPT in policy.learned
+    assert "prompt" in policy.learned
     assert _first_attempt_success(latest) > before + 0.25
     first = {row.job_id: row.tier for row in latest if row.attempt == 1}
     arithmetic_large = np.mean([first[f"j{i}"] is Tier.LARGE for i in range(360, 480) if i % 2])
@@ -162,11 +165,11 @@ def test_learner_improves_on_a_stream_where_one_class_fails_on_small() -> None:
     assert arithmetic_large > 0.9 and chat_small > 0.9  # better and still cheap where small suffices
 
 
-def _row(job: int, version: int, good: bool, kind: JobKind = JobKind.PROMPT) -> OutcomeRow:
+def _row(job: int, version: int, good: bool, kind: str = "prompt") -> OutcomeRow:
     return OutcomeRow(f"j{job}", kind, Tier.SMALL, 1, good, np.zeros(2), None, "accept", 0.0, None, version)
 
 
-def _jobs(first: int, version: int, jobs: int, good: int, kind: JobKind = JobKind.PROMPT) -> list[OutcomeRow]:
+def _jobs(first: int, version: int, jobs: int, good: int, kind: str = "prompt") -> list[OutcomeRow]:
     """`jobs` jobs decided by `version`, the first `good` of them good."""
     return [_row(first + i, version, i < good, kind) for i in range(jobs)]
 
@@ -205,7 +208,7 @@ def test_a_drop_that_chance_explains_is_not_rolled_back() -> None:
 
 def test_a_version_that_sees_more_of_a_harder_class_is_not_blamed_for_it() -> None:
     policy = Policy(version=2, learning=LearningSettings(min_version_samples=20, rollback_tolerance=0.05))
-    support, prompt = JobKind.SUPPORT, JobKind.PROMPT
+    support, prompt = "support", "prompt"
     # per class the same rates (support 90%, prompt 50%); overall 70% against 54%
     parent = _jobs(0, 1, 200, 180, support) + _jobs(1000, 1, 200, 100, prompt)
     version = _jobs(2000, 2, 40, 36, support) + _jobs(3000, 2, 360, 180, prompt)
@@ -213,7 +216,7 @@ def test_a_version_that_sees_more_of_a_harder_class_is_not_blamed_for_it() -> No
     reflection = reflect(policy, 1, parent + version, None)
     assert reflection.rollback_to is None and reflection.statistics["comparison"]["drop"] == 0.0
     # and a class only one of them decided is left out of the comparison
-    worse = parent + _jobs(2000, 2, 40, 36, support) + _jobs(3000, 2, 360, 100, JobKind.DOCUMENT)
+    worse = parent + _jobs(2000, 2, 40, 36, support) + _jobs(3000, 2, 360, 100, "document")
     assert reflect(policy, 1, worse, None).rollback_to is None
 
 
@@ -236,11 +239,9 @@ def test_a_scorer_survives_the_policy_store_round_trip() -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(200, 4)) * [1.0, 10.0, 0.1, 1.0] + [0.0, 5.0, -1.0, 0.0]
     scorer = fit_scorer(x, x[:, 0] > 0)
-    policy = Policy(
-        learned={JobKind.PROMPT: {"encoder": None, "tiers": {"small": scorer}, "gain_threshold": 0.2}}
-    )
+    policy = Policy(learned={"prompt": {"encoder": None, "tiers": {"small": scorer}, "gain_threshold": 0.2}})
     stored = Policy.model_validate_json(policy.model_dump_json())
-    again = stored.learned[JobKind.PROMPT].tiers[Tier.SMALL]
+    again = stored.learned["prompt"].tiers[Tier.SMALL]
     assert again == scorer and stored == policy
     assert np.allclose(again.probability(x), scorer.probability(x))
     z = (x - np.array(scorer.mean)) / np.array(scorer.scale)  # the stored numbers mean what they say

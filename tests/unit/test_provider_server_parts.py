@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -23,8 +24,13 @@ from tierflow.providers.server.faults import Fault, FaultPlan, FaultRule, Latenc
 from tierflow.providers.server.openai_wire import OpenAIWire
 from tierflow.providers.server.wire import ChatCall, ErrorKind, WireError, reply_to
 from tierflow.routing.errors import ConfigError, InputError
-from tierflow.routing.experts import expert_for, parse_answer
-from tierflow.routing.jobs import JobKind
+from tierflow.routing.experts import Prompt
+from tierflow.routing.kinds.registry import builtin_registry
+from tierflow.routing.kinds.spec import KindSpec
+
+KINDS = builtin_registry()
+DOCUMENT = KINDS.get("document")
+PROMPT = KINDS.get("prompt")
 
 
 def draws(plan: FaultPlan, model: str, n: int) -> list[str | None]:
@@ -224,17 +230,21 @@ def test_localhost_means_127_0_0_1() -> None:
     assert loopback_host("127.0.0.2") == "127.0.0.2"
 
 
+def _built(kind: KindSpec, name: str, payload: dict[str, Any]) -> Prompt:
+    expert = kind.expert(name)
+    assert expert is not None and expert.build is not None
+    return expert.build(payload, {})
+
+
 def test_a_recorded_plain_answer_is_served_as_the_json_object_the_expert_asks_for() -> None:
     recorded = 'She pays 3 x 6 = <<3*6=18>>18 dollars, "all in".\n#### 18'
     question = "Three books at 6 dollars each: how much?"
     answerer = Answerer(ReplayBook({question: {"weak": recorded}}), models=[], strengths={"weak": 0.55})
-    for name, kind in (("answerer", JobKind.PROMPT), ("verifier", JobKind.PROMPT)):
-        prompt = expert_for(kind, name).prompt
-        assert prompt is not None
-        asked = prompt({"prompt": question}, {})
+    for name, kind in (("answerer", PROMPT), ("verifier", PROMPT)):
+        asked = _built(kind, name, {"prompt": question})
         served = answerer.answer("weak", asked.system, asked.user)
         assert served is not None and served.source is AnswerSource.REPLAY
-        parsed = parse_answer(asked.schema, served.text)
+        parsed = asked.parse(served.text)
         assert parsed.output == {"answer": recorded}  # word for word
         assert parsed.confidence == rules.confidence(0.55, question)
     # already an object, or no JSON asked for: the recording is served as it is
@@ -242,7 +252,5 @@ def test_a_recorded_plain_answer_is_served_as_the_json_object_the_expert_asks_fo
     assert in_envelope(recorded, "Answer the question.", question, 0.55) == recorded
     verbatim = Answerer(ReplayBook({question: {"weak": recorded}}), models=[], envelope=False)
     assert verbatim.answer("weak", asked.system, question) == Answer(recorded, AnswerSource.REPLAY)
-    extract = expert_for(JobKind.DOCUMENT, "extractor").prompt
-    assert extract is not None
-    fields = extract({"text": question}, {})
+    fields = _built(DOCUMENT, "extractor", {"text": question})
     assert in_envelope(recorded, fields.system, question, 0.55) == recorded  # no text key to put it under

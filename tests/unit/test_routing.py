@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from tierflow.providers import rules
-from tierflow.routing.analysis import analyze_rules
+from tierflow.routing.analysis import analyze_rules, job_text
 from tierflow.routing.decision import choose_tier, decide
-from tierflow.routing.experts import DraftReply, ExpertOutcome, UnparseableOutput, expert_for, parse_answer
-from tierflow.routing.jobs import JobKind
+from tierflow.routing.experts import ExpertOutcome, ExpertOutput, UnparseableOutput, parse_answer
+from tierflow.routing.kinds.builtin import DraftReply
+from tierflow.routing.kinds.registry import builtin_registry
+from tierflow.routing.kinds.spec import KindSpec
 from tierflow.routing.policy import Policy
 from tierflow.routing.states import Tier
 from tierflow.routing.verdict import VerdictAction, judge
+
+KINDS = builtin_registry()
+SUPPORT = KINDS.get("support")
+DOCUMENT = KINDS.get("document")
+PROMPT = KINDS.get("prompt")
 
 POLICY = Policy()
 
@@ -31,21 +41,21 @@ def test_policy_refuses_unordered_bounds() -> None:
 
 
 def test_hard_and_risky_text_scores_higher_than_plain_text() -> None:
-    plain = analyze_rules(JobKind.SUPPORT, {"text": "Where is my parcel?"})
-    hard = analyze_rules(JobKind.SUPPORT, {"text": "The API webhook integration fails after the migration."})
-    risky = analyze_rules(JobKind.SUPPORT, {"text": "My lawyer will take legal action."})
+    plain = analyze_rules(SUPPORT, {"text": "Where is my parcel?"})
+    hard = analyze_rules(SUPPORT, {"text": "The API webhook integration fails after the migration."})
+    risky = analyze_rules(SUPPORT, {"text": "My lawyer will take legal action."})
     assert plain.difficulty < hard.difficulty
     assert plain.risk == 0 < risky.risk
     assert plain.intent == "shipping" and plain.stage == "rules"
 
 
 def test_decide_uses_the_policy_experts_and_the_tier_models() -> None:
-    analysis = analyze_rules(JobKind.DOCUMENT, {"text": "Total 5.00"})
-    decision = decide(JobKind.DOCUMENT, analysis, POLICY)
+    analysis = analyze_rules(DOCUMENT, {"text": "Total 5.00"})
+    decision = decide(DOCUMENT, analysis, POLICY)
     assert decision.tier is Tier.SMALL
     assert decision.experts == ("extractor", "rule_extractor")
     assert decision.models == POLICY.tier_models[Tier.SMALL]
-    forced = decide(JobKind.DOCUMENT, analysis, POLICY, floor=Tier.LARGE)
+    forced = decide(DOCUMENT, analysis, POLICY, floor=Tier.LARGE)
     assert forced.tier is Tier.LARGE and "escalated to large" in forced.reasons
 
 
@@ -58,27 +68,27 @@ def _check(risk: float, flags: list[str] | None = None) -> ExpertOutcome:
 
 
 def test_confident_answer_is_accepted() -> None:
-    verdict = judge(JobKind.SUPPORT, [_drafter(0.9), _check(0.0)], Tier.SMALL, POLICY)
+    verdict = judge(SUPPORT, [_drafter(0.9), _check(0.0)], Tier.SMALL, POLICY)
     assert verdict.action is VerdictAction.ACCEPT and verdict.quality == 0.9
     assert verdict.output == {"reply": "ok", "risk": 0.0, "flags": []}
 
 
 def test_unsure_answer_escalates_and_at_the_top_goes_to_review() -> None:
     low = [_drafter(0.4), _check(0.0)]
-    assert judge(JobKind.SUPPORT, low, Tier.SMALL, POLICY).next_tier is Tier.MEDIUM
-    assert judge(JobKind.SUPPORT, low, Tier.LARGE, POLICY).action is VerdictAction.NEEDS_REVIEW
+    assert judge(SUPPORT, low, Tier.SMALL, POLICY).next_tier is Tier.MEDIUM
+    assert judge(SUPPORT, low, Tier.LARGE, POLICY).action is VerdictAction.NEEDS_REVIEW
 
 
 def test_policy_flags_send_a_confident_answer_to_review() -> None:
-    verdict = judge(JobKind.SUPPORT, [_drafter(0.95), _check(0.75, ["risk:lawyer"])], Tier.SMALL, POLICY)
+    verdict = judge(SUPPORT, [_drafter(0.95), _check(0.75, ["risk:lawyer"])], Tier.SMALL, POLICY)
     assert verdict.action is VerdictAction.NEEDS_REVIEW
     assert any("risk:lawyer" in reason for reason in verdict.reasons)
 
 
 def test_failed_expert_escalates_then_fails_at_the_top() -> None:
     failed = [ExpertOutcome("drafter", True, None, None, "timeout"), _check(0.0)]
-    assert judge(JobKind.SUPPORT, failed, Tier.MEDIUM, POLICY).action is VerdictAction.ESCALATE
-    assert judge(JobKind.SUPPORT, failed, Tier.LARGE, POLICY).action is VerdictAction.FAIL
+    assert judge(SUPPORT, failed, Tier.MEDIUM, POLICY).action is VerdictAction.ESCALATE
+    assert judge(SUPPORT, failed, Tier.LARGE, POLICY).action is VerdictAction.FAIL
 
 
 def test_document_totals_that_disagree_lower_the_quality() -> None:
@@ -89,16 +99,22 @@ def test_document_totals_that_disagree_lower_the_quality() -> None:
     rules_differ = ExpertOutcome(
         "rule_extractor", False, {"fields": {"date": "2026-01-02", "total": "108.00"}}, 1
     )
-    agree = judge(JobKind.DOCUMENT, [model, rules_agree], Tier.SMALL, POLICY)
-    differ = judge(JobKind.DOCUMENT, [model, rules_differ], Tier.SMALL, POLICY)
+    agree = judge(DOCUMENT, [model, rules_agree], Tier.SMALL, POLICY)
+    differ = judge(DOCUMENT, [model, rules_differ], Tier.SMALL, POLICY)
     assert agree.action is VerdictAction.ACCEPT
     assert differ.action is VerdictAction.ESCALATE and differ.quality < agree.quality
     assert differ.output is not None and differ.output["fields"]["total"] == "100.00"
 
 
+def _rule(kind: KindSpec, name: str) -> Callable[[dict[str, Any], Policy], ExpertOutput]:
+    expert = kind.expert(name)
+    assert expert is not None and expert.run is not None
+    run = expert.run
+    return lambda payload, policy: run(payload, job_text(kind, payload), policy, expert.options)
+
+
 def test_policy_check_flags_legal_threats_and_large_refunds_only() -> None:
-    check = expert_for(JobKind.SUPPORT, "policy_check").rule
-    assert check is not None
+    check = _rule(SUPPORT, "policy_check")
     assert check({"text": "Please refund $1200 for the broken tent."}, POLICY).output["flags"] == [
         "refund above 200"
     ]
@@ -108,8 +124,7 @@ def test_policy_check_flags_legal_threats_and_large_refunds_only() -> None:
 
 
 def test_rule_extractor_finds_the_grand_total_not_the_subtotal() -> None:
-    extract = expert_for(JobKind.DOCUMENT, "rule_extractor").rule
-    assert extract is not None
+    extract = _rule(DOCUMENT, "rule_extractor")
     text = "ACME\nDate: 2026-03-14\nSubtotal 100.00\nTax 8.00\nTotal amount due 1,108.00"
     output = extract({"text": text}, POLICY).output
     assert (output["fields"]["date"], output["fields"]["total"]) == ("2026-03-14", "1,108.00")
@@ -134,21 +149,18 @@ def test_model_answers_are_validated_against_the_expert_schema() -> None:
 
 def test_fake_rules_answer_each_expert_prompt_in_a_valid_shape() -> None:
     payloads = {
-        ("drafter", JobKind.SUPPORT): {"text": "I cannot log in"},
-        ("extractor", JobKind.DOCUMENT): {"text": "ACME\nDate: 2026-01-02\nTotal 9.99"},
-        ("answerer", JobKind.PROMPT): {"prompt": "What is 1234 * 5678?"},
+        ("drafter", SUPPORT): {"text": "I cannot log in"},
+        ("extractor", DOCUMENT): {"text": "ACME\nDate: 2026-01-02\nTotal 9.99"},
+        ("answerer", PROMPT): {"prompt": "What is 1234 * 5678?"},
     }
     for (name, kind), payload in payloads.items():
-        expert = expert_for(kind, name)
-        assert expert.prompt is not None
-        prompt = expert.prompt(payload, {})
-        strong = parse_answer(prompt.schema, rules.answer(prompt.system, prompt.user, 0.97))
-        weak = parse_answer(prompt.schema, rules.answer(prompt.system, prompt.user, 0.55))
+        expert = kind.expert(name)
+        assert expert is not None and expert.build is not None
+        prompt = expert.build(payload, {})
+        strong = prompt.parse(rules.answer(prompt.system, prompt.user, 0.97))
+        weak = prompt.parse(rules.answer(prompt.system, prompt.user, 0.55))
         assert strong.confidence >= weak.confidence
-    answer = expert_for(JobKind.PROMPT, "answerer")
-    assert answer.prompt is not None
-    prompt = answer.prompt({"prompt": "What is 1234 * 5678?"}, {})
-    assert (
-        parse_answer(prompt.schema, rules.answer(prompt.system, prompt.user, 0.9)).output["answer"]
-        == "7006652"
-    )
+    answer = PROMPT.expert("answerer")
+    assert answer is not None and answer.build is not None
+    prompt = answer.build({"prompt": "What is 1234 * 5678?"}, {})
+    assert prompt.parse(rules.answer(prompt.system, prompt.user, 0.9)).output["answer"] == "7006652"

@@ -7,7 +7,8 @@ import pytest
 from tierflow.providers.base import Completion, CompletionRequest
 from tierflow.providers.structured import complete_structured
 from tierflow.routing.errors import ProviderRejected
-from tierflow.routing.experts import DraftReply, parse_answer
+from tierflow.routing.experts import parse_answer
+from tierflow.routing.kinds.builtin import DraftReply
 
 REQUEST = CompletionRequest(system="Task: draft_reply", user="I cannot log in")
 

@@ -1,0 +1,134 @@
+"""The kinds in force: built once from the settings (built-ins, kinds files, plug-ins) and passed in.
+
+A registry is immutable. It resolves each rule expert's rule and checks that every
+check, rule and template it holds is known, so a kind that loads can run. There is
+no module-level registry: the runtime builds one and hands it to whoever needs it.
+
+Pure: routing/ only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from functools import cache
+from typing import Any
+
+import jsonschema
+
+from tierflow.routing.errors import UnknownKind
+from tierflow.routing.kinds.builtin import BUILTIN_CHECKS, BUILTIN_KINDS, BUILTIN_RULES, RECORDED_PROMPT_KIND
+from tierflow.routing.kinds.checks import CHECKS, Check
+from tierflow.routing.kinds.extractors import RULES
+from tierflow.routing.kinds.spec import ExpertType, KindSpec, Rule
+from tierflow.routing.kinds.template import render
+
+
+class KindRegistry:
+    """Kinds by name, in the order they were declared, with the rules and checks they may use."""
+
+    def __init__(
+        self,
+        kinds: Iterable[KindSpec],
+        rules: Mapping[str, Rule] | None = None,
+        checks: Mapping[str, Check] | None = None,
+    ) -> None:
+        self._rules: dict[str, Rule] = {**RULES, **BUILTIN_RULES, **(rules or {})}
+        self._checks: dict[str, Check] = {**CHECKS, **BUILTIN_CHECKS, **(checks or {})}
+        self._kinds: dict[str, KindSpec] = {}
+        for kind in kinds:
+            if kind.name in self._kinds:
+                raise ValueError(f"kind {kind.name!r} is declared twice")
+            self._kinds[kind.name] = self._resolved(kind)
+
+    def _resolved(self, kind: KindSpec) -> KindSpec:
+        problems = spec_problems(kind, self._rules, self._checks)
+        if problems:
+            raise ValueError(f"kind {kind.name!r}: " + "; ".join(f"{key}: {why}" for key, why in problems))
+        experts = tuple(
+            e.model_copy(update={"run": self._rules[e.rule]}) if e.type is ExpertType.RULE and e.rule else e
+            for e in kind.experts
+        )
+        checks = tuple(c.model_copy(update={"run": self._checks[c.type]}) for c in kind.checks)
+        return kind.model_copy(update={"experts": experts, "checks": checks})
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._kinds
+
+    def __iter__(self) -> Iterator[KindSpec]:
+        return iter(self._kinds.values())
+
+    def __len__(self) -> int:
+        return len(self._kinds)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._kinds)
+
+    def get(self, name: str) -> KindSpec:
+        """The kind named; UnknownKind when none is declared."""
+        try:
+            return self._kinds[name]
+        except KeyError:
+            raise UnknownKind(name) from None
+
+    def check(self, name: str) -> Check:
+        return self._checks[name]
+
+    @property
+    def rule_names(self) -> tuple[str, ...]:
+        return tuple(sorted(self._rules))
+
+    @property
+    def check_names(self) -> tuple[str, ...]:
+        return tuple(sorted(self._checks))
+
+    def with_kinds(self, kinds: Iterable[KindSpec]) -> KindRegistry:
+        """A new registry: these kinds after this one's, with the same rules and checks."""
+        return KindRegistry([*self, *kinds], self._rules, self._checks)
+
+    def payload_problems(self, name: str, payload: dict[str, Any]) -> list[tuple[str, str]]:
+        """(field, reason) for each way the payload fails its kind's schema; empty when it is valid."""
+        kind = self.get(name)
+        if kind.validate_payload is not None:
+            return kind.validate_payload(payload)
+        validator = jsonschema.Draft202012Validator(kind.payload_schema)
+        return [
+            (".".join(str(part) for part in error.absolute_path) or "<payload>", error.message)
+            for error in sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
+        ]
+
+    def text(self, name: str, payload: Mapping[str, object]) -> str:
+        return render(self.get(name).text, payload)
+
+
+def spec_problems(
+    kind: KindSpec, rules: Mapping[str, Rule], checks: Mapping[str, Check]
+) -> list[tuple[str, str]]:
+    """(key, reason) for each part of a kind that names a rule or check the registry lacks."""
+    problems = []
+    for index, expert in enumerate(kind.experts):
+        key = f"experts[{index}]"
+        if expert.type is ExpertType.RULE and (expert.rule is None or expert.rule not in rules):
+            problems.append(
+                (f"{key}.rule", f"unknown rule {expert.rule!r} (known: {', '.join(sorted(rules))})")
+            )
+        if expert.type is ExpertType.MODEL and expert.build is None and expert.prompt is None:
+            problems.append((f"{key}.prompt", "a model expert needs a prompt template"))
+        if expert.type is ExpertType.MODEL and expert.build is None and expert.answer_schema is None:
+            problems.append((f"{key}.answer_schema", "a model expert needs an answer schema"))
+    for index, check in enumerate(kind.checks):
+        if check.type not in checks:
+            known = ", ".join(sorted(checks))
+            problems.append((f"checks[{index}].type", f"unknown check {check.type!r} (known: {known})"))
+    return problems
+
+
+@cache
+def builtin_registry() -> KindRegistry:
+    """The three built-in kinds alone (immutable, so one is shared)."""
+    return KindRegistry(BUILTIN_KINDS)
+
+
+def recorded_prompt_kind() -> KindSpec:
+    """The kind recorded chat prompts are routed as in evaluations and replays."""
+    return builtin_registry().get(RECORDED_PROMPT_KIND)

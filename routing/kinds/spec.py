@@ -1,0 +1,178 @@
+"""What a job kind is: its payload, its text, its experts, its checks, its review rules, its routing.
+
+A `KindSpec` is a frozen value. A kinds file (routing/kinds/files.py) or a Python
+plug-in (routing/kinds/builtin.py for the three kinds tierflow ships) declares it;
+the registry (routing/kinds/registry.py) holds the kinds in force. Everything
+outside `routing/kinds/` reads a job's kind through a spec and never by its name.
+
+Pure: pydantic and the standard library only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tierflow.routing.experts import ExpertOutput, Prompt
+from tierflow.routing.policy import Policy
+from tierflow.routing.rules import RoutingRule
+from tierflow.routing.states import Tier
+
+NAME = r"^[a-z][a-z0-9_]{0,31}$"
+MAX_TEMPLATE_BYTES = 32 * 1024
+
+# A model expert's prompt, built by a Python plug-in: (payload, context) -> Prompt; the context's
+# "articles" are the knowledge base's best matches when the expert is grounded.
+PromptBuilder = Callable[[dict[str, Any], Mapping[str, Any]], Prompt]
+# A rule expert: (payload, the job's text, policy, the expert's options) -> its output.
+Rule = Callable[[dict[str, Any], str, Policy, Mapping[str, Any]], ExpertOutput]
+# A payload validator: the (field path, reason) of each problem; empty when the payload is valid.
+PayloadValidator = Callable[[dict[str, Any]], list[tuple[str, str]]]
+
+
+class ExpertType(str, Enum):
+    MODEL = "model"  # asks the tier's models, structured output against its answer schema
+    RETRIEVER = "retriever"  # searches the knowledge folder for the job's text
+    RULE = "rule"  # runs a named built-in extractor or validator, no model
+
+
+class ExpertWhen(str, Enum):
+    ALWAYS = "always"  # in every attempt's chord
+    VERIFY = "verify"  # added beside the others when the difficulty reaches policy.verify_difficulty
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+class ExpertSpec(_Frozen):
+    name: str = Field(pattern=NAME)
+    type: ExpertType
+    tiers: tuple[Tier, ...] = ()  # the tiers it runs on; empty: every tier
+    answers: bool = True  # False: it checks the others (a verifier); its output is not the answer
+    when: ExpertWhen = ExpertWhen.ALWAYS
+    # model experts
+    task: str | None = None  # the task named in the system prompt; default "<kind>.<expert>"
+    instruction: str = ""
+    prompt: str | None = None  # a template over the payload's fields: the user message
+    answer_schema: dict[str, Any] | None = None  # JSON Schema of the answer (confidence is added)
+    grounded: bool = False  # the knowledge base's best matches go into the prompt
+    max_tokens: int = Field(default=400, gt=0, le=8192)
+    build: PromptBuilder | None = Field(default=None, exclude=True)
+    # rule experts
+    rule: str | None = None  # a name in the rule library
+    options: dict[str, Any] = Field(default_factory=dict)
+    run: Rule | None = Field(default=None, exclude=True)  # resolved from `rule` by the registry
+
+    @property
+    def uses_model(self) -> bool:
+        return self.type is ExpertType.MODEL
+
+    def on_tier(self, tier: Tier) -> bool:
+        return not self.tiers or tier in self.tiers
+
+
+class OnFail(str, Enum):
+    ESCALATE = "escalate"  # the next tier; above the last, review
+    REVIEW = "review"  # hold for a person
+    PENALTY = "penalty"  # lower the quality by the check's penalty for each problem
+    SCALE = "scale"  # multiply the quality by the check's factor
+
+
+class CheckSpec(_Frozen):
+    """One acceptance check from the library (routing/kinds/checks.py), with its arguments."""
+
+    type: str
+    fields: tuple[str, ...] = ()
+    experts: tuple[str, ...] = ()  # the experts whose outputs it reads; empty: the merged answer
+    values: tuple[str, ...] = ()  # for one_of
+    pattern: str | None = None  # for pattern
+    tolerance: float = Field(default=0.0, ge=0)  # for agree (numbers) and reconcile
+    items: str | None = None  # for reconcile: a list field of amounts
+    tax: str | None = None  # for reconcile
+    total: str | None = None  # for reconcile
+    threshold: float | None = Field(default=None, ge=0, le=1)  # for confidence
+    on_fail: OnFail = OnFail.ESCALATE
+    penalty: float = Field(default=0.2, ge=0, le=1)
+    factor: float = Field(default=0.5, ge=0, le=1)
+    # (spec, routing.kinds.checks.CheckInput) -> [Problem]: resolved from `type` by the registry
+    run: Callable[..., Any] | None = Field(default=None, exclude=True)
+
+
+class ReviewRule(_Frozen):
+    """When a judged attempt goes to a person instead of being accepted."""
+
+    type: str  # words | output_value | output_at_least | budget
+    words: tuple[str, ...] = ()  # words: any of them in the job's text
+    expert: str | None = None  # output_*: one expert's output; None: the merged answer
+    field: str | None = None
+    values: tuple[str, ...] = ()  # output_value: the field's value is one of these
+    at_least: float | None = None  # output_at_least: None takes the policy's review_risk
+    reasons_field: str | None = None  # a list field whose items are the reason's details
+    label: str | None = None
+    max_usd: float | None = Field(default=None, ge=0)  # budget: estimated attempt cost above it
+
+    @model_validator(mode="after")
+    def _known(self) -> ReviewRule:
+        if self.type not in REVIEW_TYPES:
+            raise ValueError(f"unknown review rule type {self.type!r} (known: {', '.join(REVIEW_TYPES)})")
+        return self
+
+
+REVIEW_TYPES = ("words", "output_value", "output_at_least", "budget")
+
+
+class KindRouting(_Frozen):
+    """A kind's routing defaults; the policy's own settings for the kind override them."""
+
+    max_tier: Tier | None = None
+    intents: bool = False  # the built-in intent signals name the intent; else the kind's name
+    answered_by: str | None = None  # a rule expert whose `rule_accept` means no model is needed
+    rules: tuple[RoutingRule, ...] = ()  # tried after the policy's own rules
+    semantic_routes: str | None = None  # a routes file for the semantic stage
+    budget_usd: float | None = Field(default=None, ge=0)  # a job's budget when it gives none
+    deadline_s: float | None = Field(default=None, gt=0)  # seconds from submission, when none given
+    capabilities: tuple[str, ...] = ()  # what a model must offer for jobs of the kind
+
+
+class KindSpec(_Frozen):
+    name: str = Field(pattern=NAME)
+    description: str = ""
+    payload_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    text: str  # a template over the payload's fields: what routing reads
+    experts: tuple[ExpertSpec, ...]
+    checks: tuple[CheckSpec, ...] = ()
+    review: tuple[ReviewRule, ...] = ()
+    routing: KindRouting = Field(default_factory=KindRouting)
+    answer_field: str | None = None  # the output field that is the answer's text
+    merge: tuple[str, ...] = ()  # dict fields merged across experts: the first declared wins per key
+    builtin: bool = False
+    validate_payload: PayloadValidator | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _experts_unique(self) -> KindSpec:
+        names = [expert.name for expert in self.experts]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"experts named twice: {', '.join(twice)}")
+        if not any(e.when is ExpertWhen.ALWAYS for e in self.experts):
+            raise ValueError("a kind needs at least one expert that always runs")
+        return self
+
+    def __hash__(self) -> int:  # a kind is known by its name; its schemas are dicts
+        return hash(self.name)
+
+    def expert(self, name: str) -> ExpertSpec | None:
+        return next((expert for expert in self.experts if expert.name == name), None)
+
+    def default_experts(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self.experts if e.when is ExpertWhen.ALWAYS)
+
+    def verify_experts(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self.experts if e.when is ExpertWhen.VERIFY)
+
+    def retrieves(self) -> bool:
+        return any(e.type is ExpertType.RETRIEVER or e.grounded for e in self.experts)

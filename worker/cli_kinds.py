@@ -1,0 +1,61 @@
+"""`tierflow kinds check FILE...` and `tierflow kinds list`: the kinds files and the kinds in force."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tierflow.routing.errors import KindsRejected
+from tierflow.routing.kinds.registry import KindRegistry
+from tierflow.worker.kinds import build_registry, load_plugins, registry_from
+from tierflow.worker.settings import load_settings
+
+kinds_app = typer.Typer(add_completion=False, no_args_is_help=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+@kinds_app.command("check")
+def check(files: Annotated[list[Path], typer.Argument(help="Kinds files (TOML)")]) -> None:
+    """Validate kinds files; each problem as FILE:LINE: key: reason (exit 2 when any)."""
+    try:
+        registry = registry_from(files, load_plugins())
+    except KindsRejected as exc:
+        for problem in exc.problems:
+            err.print(str(problem), markup=False, highlight=False)
+        err.print(f"{len(exc.problems)} problem(s): nothing loaded", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    declared = [kind.name for kind in registry if not kind.builtin]
+    out.print(f"ok: {len(declared)} kind(s) declared: {', '.join(declared)}", markup=False, highlight=False)
+
+
+def describe(registry: KindRegistry) -> list[str]:
+    """One block per kind in force: its experts (type, tiers) and its checks and review rules."""
+    lines = []
+    for kind in registry:
+        origin = "built-in" if kind.builtin else "declared"
+        lines.append(f"{kind.name} ({origin}): {kind.description}")
+        for expert in kind.experts:
+            tiers = ", ".join(t.value for t in expert.tiers) or "every tier"
+            extra = f" rule {expert.rule}" if expert.rule else ""
+            when = " (when verifying)" if expert.when.value == "verify" else ""
+            lines.append(f"  expert {expert.name}: {expert.type.value}{extra} on {tiers}{when}")
+        for check in kind.checks:
+            lines.append(f"  check {check.type} {', '.join(check.fields)} -> {check.on_fail.value}")
+        for rule in kind.review:
+            lines.append(f"  review {rule.type} {rule.field or ', '.join(rule.words)}")
+    return lines
+
+
+@kinds_app.command("list")
+def list_kinds() -> None:
+    """The kinds in force (built-ins, plug-ins, TIERFLOW_KINDS files) with experts and checks."""
+    for line in describe(build_registry(load_settings())):
+        out.print(line, markup=False, highlight=False)
+
+
+def register(cli: typer.Typer) -> None:
+    cli.add_typer(kinds_app, name="kinds", help="Check kinds files; list the kinds in force.")
