@@ -5,6 +5,7 @@ service dependencies. Errors carry fields, not formatted strings.
 
     TierflowError
     ├── InputError            a submitted line or file is wrong (source, line, field, reason)
+    │   └── BatchRejected     a batch with invalid jobs, none stored (source, issues)
     ├── ConfigError           settings or a config file are wrong (field, reason)
     ├── ServiceUnavailable    the broker or the database cannot be reached (service, url)
     ├── RoutingError          a routing decision cannot be made
@@ -60,6 +61,22 @@ class InputError(TierflowError):
         where = f"{source}:{line}" if line else source  # line 0: the whole file
         super().__init__(f"{where}: {field}: {reason}")
         self._keep(source=source, line=line, field=field, reason=reason)
+
+
+class BatchRejected(InputError):
+    """A batch with invalid jobs; nothing of it was stored.
+
+    `issues` holds one `{"index", "field", "reason"}` per bad job; `index` counts from 0 in
+    the list given to `Client.submit` (line numbers of a file are `index + 1`).
+    """
+
+    issues: list[dict[str, object]]
+
+    def __init__(self, source: str, issues: list[dict[str, object]]) -> None:
+        first = issues[0] if issues else {"index": 0, "field": "<batch>", "reason": "no jobs"}
+        more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+        super().__init__(source, 0, str(first["field"]), f"job {first['index']}: {first['reason']}{more}")
+        self._keep(source=source, issues=issues)
 
 
 class ConfigError(TierflowError):

@@ -59,14 +59,21 @@ def check_broker(app: Any) -> None:
 
 def submit_file(app: Any, runtime: Runtime, path: Path, skip_invalid: bool = False) -> SubmitReport:
     """Validate, store and enqueue a batch. With any bad line and no skip_invalid, store nothing."""
-    parsed = parse_lines(read_lines(path), runtime.settings.max_payload_bytes)
-    report = SubmitReport(str(path), None, rejected=list(parsed.issues))
+    return submit_lines(app, runtime, str(path), read_lines(path), skip_invalid)
+
+
+def submit_lines(
+    app: Any, runtime: Runtime, source: str, lines: list[str], skip_invalid: bool = False
+) -> SubmitReport:
+    """`submit_file` for lines already in hand (the Python client, the HTTP API); `source` names them."""
+    parsed = parse_lines(lines, runtime.settings.max_payload_bytes)
+    report = SubmitReport(source, None, rejected=list(parsed.issues))
     if (parsed.issues and not skip_invalid) or not parsed.jobs:
         return report
     check_broker(app)
     stale_after = utcnow() + timedelta(seconds=runtime.settings.stage_timeout_s)
     stored = store_batch(
-        runtime.sessions, str(path), parsed.jobs, stale_after, refuse_conflicts=not skip_invalid
+        runtime.sessions, source, parsed.jobs, stale_after, refuse_conflicts=not skip_invalid
     )
     report.rejected.extend(stored.conflicts)
     report.rejected.sort(key=lambda issue: issue.line)
