@@ -33,6 +33,7 @@ from tierflow.worker import (
     cli_feedback,
     cli_flower,
     cli_report,
+    cli_serve,
     render,
 )
 from tierflow.worker.app import TierflowCelery, create_app
@@ -55,6 +56,7 @@ cli_eval_routing.register(cli_eval.eval_app)
 cli_report.register(cli)
 cli_flower.register(cli)
 cli_feedback.register(cli)
+cli_serve.register(cli)  # serve, keys
 # soft_wrap: a FILE:LINE: field: reason line must stay one line, whatever the terminal width.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

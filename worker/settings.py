@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     embedded_concurrency: int = Field(default=8, gt=0)
     log_level: str = "WARNING"
 
+    # HTTP API (`tierflow serve`): where uploads and batch output files live, and the size limits
+    api_files_dir: Path = Path(".tierflow/files")
+    api_max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    api_max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    api_max_batch_requests: int = Field(default=50_000, gt=0)
+    api_chat_timeout_s: float = Field(default=120.0, gt=0)
+
     # Flower (`tierflow flower`): basic auth, required unless --insecure
     flower_user: str | None = None
     flower_password: SecretStr | None = None
