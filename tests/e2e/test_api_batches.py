@@ -8,8 +8,10 @@ used unchanged, with only `base_url` and `api_key` set.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ import openai
 import pytest
 from sqlalchemy import Engine, delete, func, select
 
+from tests.conftest import ROOT
 from tests.e2e.api_support import (
     MODELS,
     STRENGTHS,
@@ -301,3 +304,29 @@ def test_each_key_sees_only_its_tenants_objects_and_the_native_endpoints_serve_i
     assert http("GET", f"{base}/tierflow/reviews", key_b)[1]["data"] == []
     again = http("POST", f"{base}/tierflow/batches", key_a, {"jobs": jobs})[1]
     assert (again["batch_id"], again["accepted"], again["duplicates"]) == (native, 0, 1)
+    readme_example_runs(base, key_a, tmp_path)
+
+
+def readme_example_runs(base: str, key: str, tmp_path: Path) -> None:
+    """The README's openai SDK batch example, as written but for the port."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = readme.split("## HTTP API\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert "http://127.0.0.1:8000/v1" in code
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIERFLOW_", "OPENAI_"))}
+    env["OPENAI_API_KEY"] = key
+    done = subprocess.run(
+        [sys.executable, "-c", code.replace("http://127.0.0.1:8000/v1", base)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "readme-example.out").write_text(done.stdout)
+    print(done.stdout)
+    first, *answers = done.stdout.strip().split("\n")
+    assert first.startswith("completed") and "total=3" in first
+    assert [line.split()[0] for line in answers] == ["q1", "q2", "q3"]
+    assert all(SERVED.match(line.split()[1]) for line in answers), answers
+    assert [line.split()[2] for line in answers] == ["7", "14", "21"]
