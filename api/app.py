@@ -9,12 +9,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from tierflow import __version__
-from tierflow.api import routes_chat, routes_native, routes_openai
+from tierflow.api import metrics, routes_chat, routes_native, routes_openai
 from tierflow.api.auth import ApiError
 from tierflow.api.batches import BatchRunner
 from tierflow.api.limits import BodyLimit
 from tierflow.client import Client
 from tierflow.routing.errors import ServiceUnavailable
+from tierflow.worker.metrics import metrics_registry
 
 DESCRIPTION = (
     "tierflow's HTTP API. `/v1/files`, `/v1/batches` and `/v1/chat/completions` follow OpenAI's "
@@ -44,6 +45,7 @@ def _routes() -> FastAPI:
     api.include_router(routes_openai.router)
     api.include_router(routes_chat.router)
     api.include_router(routes_native.router)
+    api.include_router(metrics.router)
     return api
 
 
@@ -62,6 +64,8 @@ def create_api(client: Client, require_keys: bool = False) -> FastAPI:
     api.state.client = client
     api.state.require_keys = require_keys
     api.state.runner = BatchRunner(client)
+    api.state.metrics = metrics_registry(client.runtime)
+    api.middleware("http")(metrics.RequestMetrics(api.state.metrics))
     settings = client.settings
     api.add_middleware(
         BodyLimit, max_body_bytes=settings.api_max_body_bytes, max_upload_bytes=settings.api_max_upload_bytes

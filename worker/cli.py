@@ -32,6 +32,7 @@ from tierflow.worker import (
     cli_explain,
     cli_feedback,
     cli_flower,
+    cli_metrics,
     cli_report,
     cli_serve,
     render,
@@ -57,6 +58,7 @@ cli_report.register(cli)
 cli_flower.register(cli)
 cli_feedback.register(cli)
 cli_serve.register(cli)  # serve, keys
+cli_metrics.register(cli)
 # soft_wrap: a FILE:LINE: field: reason line must stay one line, whatever the terminal width.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

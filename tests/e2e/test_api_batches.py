@@ -13,6 +13,8 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,8 @@ from tierflow.store.api_keys import hash_key
 from tierflow.store.models import ApiKey, ExpertResult, Job, Result
 from tierflow.worker.app import TierflowCelery
 
-pytestmark = pytest.mark.e2e
+# Three processes and a model server on a shared machine: minutes, not seconds, under load.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 ENDED = {"completed", "failed", "cancelled", "expired"}
 SERVED = re.compile(r"^tierflow/(small|medium|large):(gpt-4o-mini|claude-sonnet-4-6|gpt-4o)$")
 PROMPTS = {f"q{n}": f"What is {n} * {n + 3}?" for n in range(1, 7)}
@@ -305,6 +308,29 @@ def test_each_key_sees_only_its_tenants_objects_and_the_native_endpoints_serve_i
     again = http("POST", f"{base}/tierflow/batches", key_a, {"jobs": jobs})[1]
     assert (again["batch_id"], again["accepted"], again["duplicates"]) == (native, 0, 1)
     readme_example_runs(base, key_a, tmp_path)
+    metrics_are_served(processes, base, key_a)
+
+
+def metrics_are_served(processes: Processes, base: str, key: str) -> None:
+    """/metrics on the API (behind the key) and `tierflow metrics --port` count the same jobs."""
+    status, text = http("GET", base.removesuffix("/v1") + "/metrics", key)
+    assert status == 200 and 'tierflow_http_requests_total{method="POST",route="/v1/batches"' in text
+    port = free_port()
+    processes.start("metrics", "metrics", "--port", str(port))
+    deadline = time.monotonic() + 30
+    while True:
+        processes.check_alive()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                exported = response.read().decode()
+            break
+        except (urllib.error.URLError, ConnectionError):
+            assert time.monotonic() < deadline, "tierflow metrics did not answer"
+            time.sleep(0.2)
+    for scraped in (text, exported):
+        jobs = [line for line in scraped.split("\n") if line.startswith("tierflow_jobs{")]
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in jobs if 'state="succeeded"' in line) >= 5
+        assert "tierflow_cost_usd_total{" in scraped and "tierflow_queue_length{" in scraped
 
 
 def readme_example_runs(base: str, key: str, tmp_path: Path) -> None:
