@@ -55,12 +55,14 @@ def serve(
 
     from tierflow.api.app import create_api, openapi_document
     from tierflow.client import Client
+    from tierflow.worker.logs import configure_process
 
     if openapi:
         typer.echo(json.dumps(openapi_document(), indent=2, sort_keys=True))
         return
 
     with Client.from_settings() as client:
+        configure_process(client.settings)
         with transaction(client.runtime.sessions) as session:
             keyed = any_active_key(session)
         loopback = is_loopback(host)

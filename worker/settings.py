@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     # Embedded mode
     embedded_concurrency: int = Field(default=8, gt=0)
     log_level: str = "WARNING"
+    # text, or json: one object per line with the job, batch and attempt ids (worker.logs)
+    log_format: Literal["text", "json"] = "text"
 
     # HTTP API (`tierflow serve`): where uploads and batch output files live, and the size limits
     api_files_dir: Path = Path(".tierflow/files")
