@@ -21,7 +21,7 @@ from typing import Any
 
 import openai
 import pytest
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, func, select
 
 from tests.conftest import ROOT
 from tests.e2e.api_support import (
@@ -35,6 +35,7 @@ from tests.e2e.api_support import (
     start_service,
     write_lines,
 )
+from tests.e2e.compose_runner import truncate_store
 from tests.e2e.conftest import TIERFLOW, Processes
 from tierflow.providers.server import ProviderServer
 from tierflow.providers.server.faults import Latency, LatencySpec
@@ -112,6 +113,7 @@ def test_the_openai_sdk_runs_a_batch_through_tierflow_and_cancels_another(
 ) -> None:
     configure(processes, provider_server, tmp_path)
     processes.run("db", "upgrade")
+    truncate_store(store_engine)  # the session's database: a policy seeded by another test names other models
     key = create_key(processes, "acme")
     client = openai.OpenAI(base_url=start_service(processes, control_app), api_key=key)
 
@@ -169,8 +171,7 @@ def test_bad_batches_fail_in_validating_and_bad_calls_are_refused(
 ) -> None:
     configure(processes, provider_server, tmp_path, TIERFLOW_API_MAX_UPLOAD_BYTES="20000")
     processes.run("db", "upgrade")
-    with store_engine.begin() as connection:  # the session's database: keys of other tests go
-        connection.execute(delete(ApiKey))
+    truncate_store(store_engine)  # the session's database: a policy seeded by another test names other models
     refused = subprocess.run(
         [str(TIERFLOW), "serve", "--host", "0.0.0.0", "--port", str(free_port())],
         env=processes.env,
@@ -239,10 +240,12 @@ def test_each_key_sees_only_its_tenants_objects_and_the_native_endpoints_serve_i
     processes: Processes,
     control_app: TierflowCelery,
     provider_server: ProviderServer,
+    store_engine: Engine,
     tmp_path: Path,
 ) -> None:
     configure(processes, provider_server, tmp_path)
     processes.run("db", "upgrade")
+    truncate_store(store_engine)  # the session's database: a policy seeded by another test names other models
     key_a, key_b = create_key(processes, "tenant-a"), create_key(processes, "tenant-b")
     base = start_service(processes, control_app)
     a, b = openai.OpenAI(base_url=base, api_key=key_a), openai.OpenAI(base_url=base, api_key=key_b)
