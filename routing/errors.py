@@ -6,6 +6,9 @@ service dependencies. Errors carry fields, not formatted strings.
     TierflowError
     ├── InputError            a submitted line or file is wrong (source, line, field, reason)
     │   └── KindsRejected     a kinds file or plug-in is wrong: every problem, each an InputError
+
+
+    │   └── BatchRejected     a batch with invalid jobs, none stored (source, issues)
     ├── ConfigError           settings or a config file are wrong (field, reason)
     ├── ServiceUnavailable    the broker or the database cannot be reached (service, url)
     ├── RoutingError          a routing decision cannot be made
@@ -74,6 +77,22 @@ class KindsRejected(InputError):
         TierflowError.__init__(self, "\n".join(str(problem) for problem in problems))
         self._keep(problems=problems)
         self.source, self.line, self.field, self.reason = first.source, first.line, first.field, first.reason
+
+
+class BatchRejected(InputError):
+    """A batch with invalid jobs; nothing of it was stored.
+
+    `issues` holds one `{"index", "field", "reason"}` per bad job; `index` counts from 0 in
+    the list given to `Client.submit` (line numbers of a file are `index + 1`).
+    """
+
+    issues: list[dict[str, object]]
+
+    def __init__(self, source: str, issues: list[dict[str, object]]) -> None:
+        first = issues[0] if issues else {"index": 0, "field": "<batch>", "reason": "no jobs"}
+        more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+        super().__init__(source, 0, str(first["field"]), f"job {first['index']}: {first['reason']}{more}")
+        self._keep(source=source, issues=issues)
 
 
 class ConfigError(TierflowError):

@@ -182,3 +182,67 @@ class KnowledgeArticle(Base):
     title: Mapped[str] = mapped_column(String(512))
     body: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ApiKey(Base):
+    """An HTTP API key of a tenant; only its SHA-256 is kept (`tierflow keys create`)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+class ApiFile(Base):
+    """A file of the OpenAI Files API: an uploaded batch input, or a batch's output or error file."""
+
+    __tablename__ = "api_files"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str | None] = mapped_column(String(64), index=True)
+    filename: Mapped[str] = mapped_column(String(512))
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiBatch(Base):
+    """A batch of the OpenAI Batch API; its requests are the jobs of one tierflow batch."""
+
+    __tablename__ = "api_batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str | None] = mapped_column(String(64), index=True)
+    input_file_id: Mapped[str] = mapped_column(ForeignKey("api_files.id"))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    job_batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"))
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    output_file_id: Mapped[str | None] = mapped_column(String(40))
+    error_file_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    in_progress_at: Mapped[datetime | None]
+    finalizing_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    cancelling_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+
+
+class ApiBatchRequest(Base):
+    """One line of a Batch API input file: its custom_id and the job it became."""
+
+    __tablename__ = "api_batch_requests"
+
+    batch_id: Mapped[str] = mapped_column(ForeignKey("api_batches.id"), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    custom_id: Mapped[str] = mapped_column(String(512))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)

@@ -9,6 +9,7 @@ sends once their stale deadline passes.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -89,6 +90,18 @@ def submit_file(app: Any, runtime: Runtime, path: Path, skip_invalid: bool = Fal
     with open_batch(path) as stream:
         items = read_jobs(stream, str(path), runtime.settings.max_payload_bytes, runtime.kinds)
         return submit_stream(app, runtime, str(path), items, skip_invalid)
+
+
+def submit_lines(
+    app: Any, runtime: Runtime, source: str, lines: list[str], skip_invalid: bool = False
+) -> SubmitReport:
+    """`submit_file` for lines already in hand (the Python client, the HTTP API); `source` names them.
+    No lines at all is an empty report, not an error."""
+    if not lines:
+        return SubmitReport(source, None)
+    data = "".join(line if line.endswith("\n") else line + "\n" for line in lines).encode()
+    items = read_jobs(io.BytesIO(data), source, runtime.settings.max_payload_bytes, runtime.kinds)
+    return submit_stream(app, runtime, source, items, skip_invalid)
 
 
 def submit_stream(

@@ -18,9 +18,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
+    "Batch",
+    "BatchRejected",
+    "Client",
     "ConfigError",
     "InputError",
     "JobMetadata",
+    "JobResult",
     "JobSpec",
     "ProviderError",
     "ServiceUnavailable",
@@ -30,6 +35,11 @@ __all__ = [
 ]
 
 _EXPORTS = {
+    "AsyncClient": "tierflow.client",
+    "Batch": "tierflow.client",
+    "Client": "tierflow.client",
+    "JobResult": "tierflow.client",
+    "BatchRejected": "tierflow.routing.errors",
     "ConfigError": "tierflow.routing.errors",
     "InputError": "tierflow.routing.errors",
     "ProviderError": "tierflow.routing.errors",
@@ -41,7 +51,9 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    from tierflow.client import AsyncClient, Batch, Client, JobResult
     from tierflow.routing.errors import (
+        BatchRejected,
         ConfigError,
         InputError,
         ProviderError,

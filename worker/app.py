@@ -14,6 +14,7 @@ from kombu.entity import Exchange, Queue
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tierflow.routing.states import Tier
+from tierflow.worker.logs import install as install_logging
 from tierflow.worker.settings import Settings
 
 CLASSIFY_QUEUE = "classify"
@@ -124,6 +125,7 @@ def create_app(settings: Settings) -> TierflowCelery:
     app.tierflow_settings = settings
     app.config_from_object(celery_config(settings))
     app.conf.include = list(TASK_MODULES)
+    install_logging(settings)
     for module in TASK_MODULES:
         __import__(module)
     return app

@@ -34,7 +34,9 @@ from tierflow.worker import (
     cli_feedback,
     cli_flower,
     cli_kinds,
+    cli_metrics,
     cli_report,
+    cli_serve,
     render,
 )
 from tierflow.worker.app import TierflowCelery, create_app
@@ -59,6 +61,8 @@ cli_report.register(cli)
 cli_flower.register(cli)
 cli_feedback.register(cli)
 cli_kinds.register(cli)
+cli_serve.register(cli)  # serve, keys
+cli_metrics.register(cli)
 # soft_wrap: a FILE:LINE: field: reason line must stay one line, whatever the terminal width.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

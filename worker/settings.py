@@ -110,6 +110,15 @@ class Settings(BaseSettings):
     # Embedded mode
     embedded_concurrency: int = Field(default=8, gt=0)
     log_level: str = "WARNING"
+    # text, or json: one object per line with the job, batch and attempt ids (worker.logs)
+    log_format: Literal["text", "json"] = "text"
+
+    # HTTP API (`tierflow serve`): where uploads and batch output files live, and the size limits
+    api_files_dir: Path = Path(".tierflow/files")
+    api_max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    api_max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    api_max_batch_requests: int = Field(default=50_000, gt=0)
+    api_chat_timeout_s: float = Field(default=120.0, gt=0)
 
     # Flower (`tierflow flower`): basic auth, required unless --insecure
     flower_user: str | None = None

@@ -47,7 +47,7 @@ WORKER_SERVICES = {
     "worker-large": Tier.LARGE.queue,
     "worker-maintenance": MAINTENANCE_QUEUE,
 }
-TIERFLOW_SERVICES = (*WORKER_SERVICES, "migrate", "beat", "flower", "provider-server")
+TIERFLOW_SERVICES = (*WORKER_SERVICES, "migrate", "beat", "flower", "provider-server", "api")
 EXPECTED_SERVICES = {"redis", "postgres", *TIERFLOW_SERVICES}
 HTTP_POOLS = ("threads", "gevent")  # the tier work waits on HTTP
 AFTER_MIGRATE = {
@@ -153,6 +153,7 @@ def check_compose(compose: dict[str, Any]) -> list[str]:
     problems += _check_broker_and_store(services)
     problems += _check_flower(services.get("flower"))
     problems += _check_provider_server(services.get("provider-server"))
+    problems += _check_api(services.get("api"))
     return problems
 
 
@@ -213,7 +214,7 @@ def _depends(service: dict[str, Any]) -> dict[str, str]:
 
 def _check_dependencies(services: dict[str, dict[str, Any]]) -> list[str]:
     problems = []
-    for name in (*WORKER_SERVICES, "beat"):
+    for name in (*WORKER_SERVICES, "beat", "api"):
         if name not in services:
             continue
         depends = _depends(services[name])
@@ -285,6 +286,16 @@ def _check_flower(flower: dict[str, Any] | None) -> list[str]:
     problems += [
         f"flower: port {p} published beyond the host's loopback" for p in ports if "127.0.0.1:" not in p
     ]
+    return problems
+
+
+def _check_api(api: dict[str, Any] | None) -> list[str]:
+    if api is None:
+        return []
+    args = command_args(api, {})
+    problems = [] if args[:1] == ["serve"] else ["api: command must be `tierflow serve`"]
+    if any(not str(port).startswith("127.0.0.1:") for port in api.get("ports") or []):
+        problems.append("api: publish its port on 127.0.0.1 only")
     return problems
 
 

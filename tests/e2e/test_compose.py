@@ -64,6 +64,7 @@ def shell_environment() -> dict[str, str]:
         "MAINTENANCE_CONCURRENCY": "1",
         "FLOWER_PORT": str(free_port()),
         "PROVIDER_SERVER_PORT": str(free_port()),
+        "API_PORT": str(free_port()),
         "TIERFLOW_FLOWER_USER": FLOWER_USER,
         "TIERFLOW_FLOWER_PASSWORD": FLOWER_PASSWORD,
     }
@@ -188,6 +189,21 @@ class ComposeServices:
         self.processes.start(name, *self.args(name))
 
 
+def check_api(stack: ComposeServices, processes: Processes) -> None:
+    """The api service, with a key made as the compose file's comment says, answers with it."""
+    stack.use_environment_of("migrate")  # `docker compose run --rm migrate keys create --tenant ops`
+    key = processes.run("keys", "create", "--tenant", "ops").stdout.rstrip("\n").split("\n")[-1]
+    stack.start("api")
+    base = f"http://127.0.0.1:{stack.shell['API_PORT']}"
+    wait_http(f"{base}/openapi.json", processes)
+    request = urllib.request.Request(f"{base}/v1/batches", headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
+        assert json.loads(response.read())["object"] == "list"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{base}/v1/batches", timeout=10)  # noqa: S310 - loopback only
+    assert refused.value.code == 401
+
+
 def check_flower(port: str, processes: Processes) -> None:
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/healthcheck", processes)
@@ -236,6 +252,7 @@ def test_every_service_runs_and_a_batch_finishes_on_every_tier(
     wait_for_workers(control_app, processes, set(nodes))
     check_flower(stack.shell["FLOWER_PORT"], processes)
     wait_http(f"http://127.0.0.1:{stack.shell['PROVIDER_SERVER_PORT']}/v1/models", processes)
+    check_api(stack, processes)
 
     stack.use_environment_of("worker-classify")  # `docker compose exec worker-classify tierflow submit ...`
     batch_id = submit_jobs(processes, tmp_path / "batch.jsonl", 7, BATCH_SIZE)
