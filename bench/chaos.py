@@ -29,10 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -133,7 +135,7 @@ def drive(chaos: Chaos, args: argparse.Namespace, total: int, started: float, st
             log(f"  {now - started:6.1f}s  {note}; started again")
         if now >= next_kill:
             chaos.kill_random_tier(now - started)
-            next_kill += args.kill_every
+            next_kill = time.monotonic() + args.kill_every  # after a slow submit, no kills back to back
         if not flushed and done >= args.flush_at * total:
             chaos.flush_broker(now - started)
             flushed = True
@@ -142,7 +144,7 @@ def drive(chaos: Chaos, args: argparse.Namespace, total: int, started: float, st
             terminated = True
         if now >= next_log:
             log(f"  {now - started:6.1f}s  {done}/{total} terminal, {chaos.kills} kills")
-            next_log += 15.0
+            next_log = now + 15.0
         time.sleep(POLL_S)
 
 
@@ -260,6 +262,7 @@ def chaos_run(
         "broker": args.broker,
         **figures,
         "workers_restarted_unasked": chaos.restarts_unasked,
+        "worker_log_errors": log_errors(workdir),
         "db_connections_peak": monitor.connections_peak,
         "fault_events": events,
         "settings": {
@@ -272,6 +275,18 @@ def chaos_run(
         },
         "machine": machine(),
     }
+
+
+ERROR_NAME = re.compile(r"\b([A-Z]\w*(?:Error|Exception|Timeout))\b")
+
+
+def log_errors(workdir: Path) -> dict[str, int]:
+    """How often each exception class is named in the processes' logs (the most frequent ten)."""
+    counts: Counter[str] = Counter()
+    for path in workdir.glob("*.log"):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        counts.update(ERROR_NAME.findall(text))
+    return dict(counts.most_common(10))
 
 
 def goal_met(figures: dict[str, Any]) -> bool:
