@@ -111,7 +111,16 @@ class Monitor:
     def record(
         self, fault: str, at: datetime, at_s: float, detail: dict[str, Any], affected: list[str]
     ) -> None:
+        if affected:
+            # How often the jobs taken had been sent again before: each re-send waits longer.
+            detail = {**detail, "taken_by_redeliveries": self.redeliveries(affected)}
         self.events.append(FaultEvent(fault, at, at_s, detail, sorted(affected)))
+
+    def redeliveries(self, job_ids: list[str]) -> dict[str, int]:
+        rows = self.connection.execute(
+            "SELECT redeliveries, count(*) FROM jobs WHERE id = ANY(%s) GROUP BY 1 ORDER BY 1", (job_ids,)
+        ).fetchall()
+        return {str(times): int(count) for times, count in rows}
 
     def update(self, now: datetime) -> None:
         for event in self.events:
