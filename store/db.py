@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from tierflow.routing.errors import ServiceUnavailable
 
@@ -23,13 +24,26 @@ def redact(url: str) -> str:
         return url.split("@")[-1]
 
 
-def make_engine(url: str, pool_size: int = 5, max_overflow: int = 20) -> Engine:
+def make_engine(url: str, pool_size: int = 5, max_overflow: int = 20, pooled: bool = True) -> Engine:
+    """An engine for `url`; `pooled=False`: a connection per checkout, kept by nothing (safe across
+    a fork)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    # psycopg prepares a statement on the server after its fifth run; PgBouncer in transaction
+    # mode hands each transaction another server connection, where it does not exist. Off, so
+    # that the same settings work straight to PostgreSQL and through PgBouncer.
+    connect_args = {"prepare_threshold": None} if url.startswith("postgresql+psycopg") else {}
+    if not pooled:
+        return create_engine(url, poolclass=NullPool, connect_args=connect_args)
     return create_engine(
-        url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True, pool_recycle=1800
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args=connect_args,
     )
 
 

@@ -27,9 +27,8 @@ from typing import Any
 from celery import signals
 from celery.worker import state
 from sqlalchemy import Engine
-from sqlalchemy.pool import NullPool
 
-from tierflow.store.db import make_sessions, transaction
+from tierflow.store.db import make_engine, make_sessions, transaction
 from tierflow.store.leases import end_beat, record_beat
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ class Beat:
         self.received: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._engine: Engine = _beat_engine(settings.database_url)
+        self._engine: Engine = make_engine(settings.database_url, pooled=False)
         self._sessions = make_sessions(self._engine)
         self._thread = threading.Thread(target=self._run, name="tierflow-beat", daemon=True)
 
@@ -108,25 +107,17 @@ class Beat:
                 log.warning("beat: %s could not record its leases: %s", self.worker, type(exc).__name__)
 
 
-def _beat_engine(url: str) -> Engine:
-    from sqlalchemy import create_engine
-
-    if url.startswith("sqlite"):
-        return create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-    return create_engine(url, poolclass=NullPool)
-
-
-_beats: dict[int, Beat] = {}
+_beats: dict[tuple[int, int], Beat] = {}
 _beats_lock = threading.Lock()
 
 
 def beat_for(app: Any) -> Beat:
-    """This process's beat, started with the first message it receives."""
-    pid = os.getpid()
+    """This process's beat for `app`, started with the first message it receives."""
+    key = (os.getpid(), id(app))
     with _beats_lock:
-        beat = _beats.get(pid)
+        beat = _beats.get(key)
         if beat is None:
-            beat = _beats[pid] = Beat(app)
+            beat = _beats[key] = Beat(app)
             beat.start()
         return beat
 
@@ -152,8 +143,10 @@ def note_received(sender: Any = None, request: Any = None, **_: Any) -> None:
 
 
 @signals.worker_shutdown.connect
-def stop_beat(**_: Any) -> None:
+def stop_beats(**_: Any) -> None:
+    pid = os.getpid()
     with _beats_lock:
-        beat = _beats.pop(os.getpid(), None)
-    if beat is not None:
+        mine = [key for key in _beats if key[0] == pid]
+        stopping = [_beats.pop(key) for key in mine]
+    for beat in stopping:
         beat.stop()

@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from tierflow.providers.base import ModelRef, Provider
 from tierflow.providers.fake import FakeProvider
 from tierflow.providers.pricing import Price, price_table
-from tierflow.providers.resilience.breaker import Breakers
-from tierflow.providers.resilience.ratelimit import RateLimits
+from tierflow.providers.resilience.breaker import BreakerHealth
+from tierflow.providers.resilience.fallback import shared_with_fallback
+from tierflow.providers.resilience.local import LocalBreakers, LocalRateLimits
 from tierflow.providers.resilience.tier import TierCaller
 from tierflow.providers.retry import RetryPolicy
 from tierflow.routing.errors import ConfigError
@@ -26,7 +27,7 @@ from tierflow.routing.policy import Policy
 from tierflow.routing.retrieval import Hit, KnowledgeBase
 from tierflow.routing.stages import SemanticGuess, SemanticStage
 from tierflow.routing.states import Tier
-from tierflow.store.db import make_engine, make_sessions, transaction
+from tierflow.store.db import make_engine, make_sessions, redact, transaction
 from tierflow.store.knowledge import read_articles, search_postgres, stored_articles
 from tierflow.store.policies import active_policy, seed_policy
 from tierflow.worker.settings import Settings
@@ -42,7 +43,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     providers: dict[str, Provider]
     tier_caller: TierCaller
-    breakers: Breakers | None
+    breakers: BreakerHealth | None
     _policy: Policy | None = None
     _knowledge: KnowledgeBase | str | None = None
     _semantic: SemanticStage | None = None
@@ -180,26 +181,36 @@ def _sdk_provider(name: str, settings: Settings, prices: dict[str, Price]) -> Pr
 
 def build_tier_caller(
     settings: Settings, providers: dict[str, Provider]
-) -> tuple[TierCaller, Breakers | None]:
-    """Retries per call everywhere; breakers and rate limits shared through Redis when there is one."""
+) -> tuple[TierCaller, BreakerHealth | None]:
+    """Retries per call everywhere; breakers and rate limits shared through Redis when there is one
+    (this process's own while it is unreachable), per-process with the `local` store, else none."""
     retry = RetryPolicy(
         max_attempts=settings.retry_max_attempts,
         base_delay_s=settings.retry_base_delay_s,
         max_delay_s=settings.retry_max_delay_s,
         max_retry_after_s=settings.retry_max_retry_after_s,
     )
+    if settings.resilience_local:
+        local = LocalBreakers(settings.breaker)
+        limits = LocalRateLimits(settings.rate_limits, default=settings.rate_limit_default)
+        return TierCaller(providers, local, limits, retry), local
     url = settings.resilience_redis
     if url is None:
         return TierCaller(providers, None, None, retry), None
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    breakers = Breakers(client, settings.breaker)
-    limits = RateLimits(client, settings.rate_limits, default=settings.rate_limit_default)
-    return TierCaller(providers, breakers, limits, retry), breakers
+    breakers, shared_limits = shared_with_fallback(
+        client, redact(url), settings.breaker, settings.rate_limits, settings.rate_limit_default
+    )
+    return TierCaller(providers, breakers, shared_limits, retry), breakers
+
+
+# Connections a process may open beyond its pool, for the moments a task holds two at once.
+POOL_OVERFLOW = 2
 
 
 def build_runtime(settings: Settings) -> Runtime:
     pool = max(settings.db_pool_size, settings.embedded_concurrency if settings.embedded else 0)
-    engine = make_engine(settings.database_url, pool_size=pool, max_overflow=pool)
+    engine = make_engine(settings.database_url, pool_size=pool, max_overflow=POOL_OVERFLOW)
     providers = build_providers(settings)
     caller, breakers = build_tier_caller(settings, providers)
     return Runtime(settings, engine, make_sessions(engine), providers, caller, breakers)

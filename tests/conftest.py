@@ -6,7 +6,9 @@ Each test session gets its own PostgreSQL database and its own Redis database nu
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+AMQP_HOST_URL = os.environ.get("TIERFLOW_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 PG_ADMIN_URL = os.environ.get("TIERFLOW_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST_URL = os.environ.get("TIERFLOW_TEST_REDIS", "redis://127.0.0.1:6379")
 REDIS_TEST_DB = int(os.environ.get("TIERFLOW_TEST_REDIS_DB", "11"))
@@ -71,6 +74,34 @@ def redis_url() -> Iterator[str]:
     yield url
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """A RabbitMQ virtual host of this test session's own, deleted afterwards."""
+    vhost = f"tierflow_test_{uuid.uuid4().hex[:10]}"
+    try:
+        _rabbitmqctl("add_vhost", vhost)
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    except (OSError, subprocess.SubprocessError) as exc:
+        missing_service("RabbitMQ", exc)
+    yield f"{AMQP_HOST_URL}/{vhost}"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+def purge_queues(broker_url: str, names: tuple[str, ...]) -> None:
+    """Empty the named queues of a broker (those that exist)."""
+    from kombu import Connection
+
+    with Connection(broker_url, connect_timeout=5) as connection:
+        for name in names:
+            with contextlib.suppress(Exception):  # a queue not declared yet holds nothing
+                connection.default_channel.queue_purge(name)
 
 
 @pytest.fixture()

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 from kombu.entity import Exchange, Queue
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tierflow.routing.states import Tier
 from tierflow.worker.settings import Settings
@@ -40,9 +41,7 @@ def task_queues(settings: Settings) -> list[Queue]:
         arguments: dict[str, Any] | None = {"x-queue-type": "quorum"}
     else:
         exchange, arguments = Exchange("tierflow", type="direct"), None
-    return [
-        Queue(name, exchange, routing_key=name, durable=True, queue_arguments=arguments) for name in ALL_QUEUES
-    ]
+    return [Queue(q, exchange, routing_key=q, durable=True, queue_arguments=arguments) for q in ALL_QUEUES]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -102,6 +101,18 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return schedule
 
 
+class TierflowTask(Task):  # type: ignore[misc]
+    """Every tierflow task: a database connection refused or dropped mid-task (a restarted
+    PostgreSQL, `pg_terminate_backend`, a failover) retries the task with backoff instead of
+    failing it. Safe because every task is idempotent: its writes are compare-and-set."""
+
+    autoretry_for = (OperationalError, InterfaceError)
+    retry_backoff = 1
+    retry_backoff_max = 30
+    retry_jitter = True
+    max_retries = 8
+
+
 class TierflowCelery(Celery):  # type: ignore[misc]
     """A Celery app that carries the settings it was built from."""
 
@@ -109,7 +120,7 @@ class TierflowCelery(Celery):  # type: ignore[misc]
 
 
 def create_app(settings: Settings) -> TierflowCelery:
-    app = TierflowCelery("tierflow", set_as_current=True)
+    app = TierflowCelery("tierflow", set_as_current=True, task_cls=TierflowTask)
     app.tierflow_settings = settings
     app.config_from_object(celery_config(settings))
     app.conf.include = list(TASK_MODULES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +18,7 @@ from tierflow.store.db import check_database, make_engine, redact
 from tierflow.worker.app import ALL_QUEUES, CLASSIFY_QUEUE, create_app
 from tierflow.worker.settings import load_settings
 
+log = logging.getLogger(__name__)
 ops = typer.Typer(add_completion=False, no_args_is_help=True)
 out = Console(soft_wrap=True)
 
@@ -130,7 +132,13 @@ def register(cli: typer.Typer) -> None:
             raise ConfigError(
                 "TIERFLOW_BROKER_URL", "a separate worker needs a broker server (redis:// or amqp://)"
             )
+        settings.require_resilience_store()
         argv = worker_argv(worker_queues(queues, tier), pool, concurrency, autoscale, loglevel, hostname)
+        if settings.resilience_local:
+            log.warning(
+                "breakers and rate limits are per-process (TIERFLOW_RESILIENCE_REDIS_URL=local): "
+                "each worker process opens its own breakers and spends its own allowance"
+            )
         create_app(settings).worker_main(argv=argv)
 
     @cli.command()

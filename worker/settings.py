@@ -27,6 +27,11 @@ from tierflow.routing.states import Tier
 
 EMBEDDED_BROKER = "memory://localhost/"
 EMBEDDED_BACKEND = "cache+memory://"
+LOCAL_RESILIENCE = "local"
+RESILIENCE_CHOICES = (
+    "a redis:// URL (breakers and rate limits shared by every worker) "
+    "or local (each worker process keeps its own)"
+)
 
 
 def _default_tiers() -> dict[str, list[str]]:
@@ -85,8 +90,9 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
 
-    # Resilience: breakers and rate limits shared through Redis, retries per call
-    resilience_redis_url: str | None = None  # default: the broker, when it is Redis
+    # Resilience: breakers and rate limits shared through Redis, retries per call.
+    # A redis:// URL, or "local" (per-process state); unset: the broker's Redis, when it is one.
+    resilience_redis_url: str | None = None
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     rate_limits: dict[str, RateLimit] = Field(default_factory=dict)
     rate_limit_default: RateLimit = Field(default_factory=RateLimit)
@@ -122,6 +128,17 @@ class Settings(BaseSettings):
                     raise ValueError(f"model {ref!r} of tier {tier.value} is not provider:model")
         return value
 
+    @field_validator("resilience_redis_url")
+    @classmethod
+    def _resilience_store(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # set but empty (e.g. `${VAR:-}` in a compose file): as if unset
+        if value == LOCAL_RESILIENCE:
+            return value
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{RESILIENCE_CHOICES}, not {value.split('://')[0]!r}")
+        return value
+
     @property
     def ladder(self) -> tuple[Tier, ...]:
         """The tiers the tier map names, cheapest first."""
@@ -129,10 +146,25 @@ class Settings(BaseSettings):
 
     @property
     def resilience_redis(self) -> str | None:
-        """Where breakers and rate limits live: None in a single process without Redis."""
+        """The Redis breakers and rate limits are shared through: None when they are per-process
+        ("local") or, in a single process without Redis, off."""
+        if self.resilience_redis_url == LOCAL_RESILIENCE:
+            return None
         if self.resilience_redis_url:
             return self.resilience_redis_url
         return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
+
+    @property
+    def resilience_local(self) -> bool:
+        """Breakers and rate limits held by each process on its own (TIERFLOW_RESILIENCE_REDIS_URL=local)."""
+        return self.resilience_redis_url == LOCAL_RESILIENCE
+
+    def require_resilience_store(self) -> None:
+        """Raise ConfigError when a worker would run with no say in where breakers and limits live:
+        an amqp:// broker has no Redis to derive it from, and silently none would be a lie."""
+        if self.broker_is_amqp and self.resilience_redis_url is None:
+            reason = "an amqp:// broker has no Redis for breakers and rate limits: set it to "
+            raise ConfigError("TIERFLOW_RESILIENCE_REDIS_URL", reason + RESILIENCE_CHOICES)
 
     @property
     def broker_is_amqp(self) -> bool:

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 import redis
 
@@ -163,6 +164,12 @@ class BreakerStatus:
         return self.failures / self.calls if self.calls else 0.0
 
 
+class BreakerHealth(Protocol):
+    """What the router reads of breakers (Breakers, LocalBreakers, FallbackBreakers): their states."""
+
+    def snapshot(self, model_refs: Iterable[str] | None = None) -> dict[str, BreakerStatus]: ...
+
+
 class Breakers:
     """The circuit breakers of every provider model, kept in Redis for the whole cluster.
 
@@ -221,7 +228,7 @@ class Breakers:
             self._ttl_ms,
         ]
         state, event, calls, failures = self._record(keys=self.keys(model_ref), args=args)
-        self._log_transition(model_ref, text(event), int(calls), int(failures))
+        log_transition(self.config, model_ref, text(event), int(calls), int(failures))
         return BreakerState(text(state))
 
     def release(self, model_ref: str) -> None:
@@ -260,22 +267,22 @@ class Breakers:
             refs.add(name[1 : name.rindex("}")])
         return refs
 
-    def _log_transition(self, model_ref: str, event: str, calls: int, failures: int) -> None:
-        if event == "opened":
-            log.warning(
-                "circuit breaker %s opened: %d of %d calls failed within %g s; cooling down %g s",
-                model_ref,
-                failures,
-                calls,
-                self.config.window_s,
-                self.config.cooldown_s,
-            )
-        elif event == "reopened":
-            log.warning(
-                "circuit breaker %s: probe failed, open again for %g s", model_ref, self.config.cooldown_s
-            )
-        elif event == "closed":
-            log.info("circuit breaker %s: probe succeeded, closed", model_ref)
+
+def log_transition(config: BreakerConfig, model_ref: str, event: str, calls: int, failures: int) -> None:
+    """Logs a breaker's change of state: "opened", "reopened" or "closed" ("" for none)."""
+    if event == "opened":
+        log.warning(
+            "circuit breaker %s opened: %d of %d calls failed within %g s; cooling down %g s",
+            model_ref,
+            failures,
+            calls,
+            config.window_s,
+            config.cooldown_s,
+        )
+    elif event == "reopened":
+        log.warning("circuit breaker %s: probe failed, open again for %g s", model_ref, config.cooldown_s)
+    elif event == "closed":
+        log.info("circuit breaker %s: probe succeeded, closed", model_ref)
 
 
 def _status_of(ref: str, reply: list[object]) -> BreakerStatus:

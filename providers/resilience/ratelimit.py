@@ -89,6 +89,20 @@ def estimate_tokens(request: CompletionRequest) -> int:
     return (len(request.system) + len(request.user) + 3) // 4 + request.max_tokens
 
 
+def reserved(tokens_per_minute: int, tokens_estimate: int) -> int:
+    """The tokens `acquire` took for an estimate: at most a whole minute's allowance."""
+    return min(max(tokens_estimate, 0), tokens_per_minute)
+
+
+def refusal(
+    model_ref: str, wait_ms: int, dimension: str, scope: str = "cluster rate limit"
+) -> ProviderRateLimited:
+    """The error of a refused acquire: which allowance is used up, and the ms until the call fits."""
+    model = ModelRef.parse(model_ref)
+    reason = f"{scope}: {dimension} used up"
+    return ProviderRateLimited(model.provider, model.model, reason, wait_ms / 1000.0)
+
+
 class RateLimits:
     """The rate limits of every provider model, held by Redis for the whole cluster.
 
@@ -139,19 +153,15 @@ class RateLimits:
         granted, wait_ms, dimension = self._acquire(
             keys=[self.key(model_ref)], args=self._args(limit, max(tokens_estimate, 0))
         )
-        if int(granted):
-            return
-        model = ModelRef.parse(model_ref)
-        retry_after = int(text(wait_ms)) / 1000.0
-        reason = f"cluster rate limit: {text(dimension)} used up"
-        raise ProviderRateLimited(model.provider, model.model, reason, retry_after)
+        if not int(granted):
+            raise refusal(model_ref, int(text(wait_ms)), text(dimension))
 
     def settle(self, model_ref: str, tokens_estimate: int, tokens_used: int) -> None:
         """Corrects the tokens taken by `acquire(model_ref, tokens_estimate)` to what the call used."""
         limit = self.limit_for(model_ref)
         if limit.tokens_per_minute is None:
             return
-        taken = min(max(tokens_estimate, 0), limit.tokens_per_minute)  # as acquire clamped it
+        taken = reserved(limit.tokens_per_minute, tokens_estimate)
         if taken != tokens_used:
             self._settle(keys=[self.key(model_ref)], args=self._args(limit, taken - tokens_used))
 

@@ -35,8 +35,7 @@ from enum import Enum
 from typing import Protocol
 
 from tierflow.providers.base import Completion, CompletionRequest, ModelRef, Provider
-from tierflow.providers.resilience.breaker import Breakers
-from tierflow.providers.resilience.ratelimit import RateLimits, estimate_tokens
+from tierflow.providers.resilience.ratelimit import estimate_tokens
 from tierflow.providers.resilience.records import CallRecord, breaker_signal, outcome_of
 from tierflow.providers.retry import RetryPolicy, call_with_retries
 from tierflow.routing.errors import (
@@ -77,13 +76,17 @@ class _Skip(Exception):
         self.cause, self.detail, self.retry_after = cause, detail, retry_after
 
 
-class _Breakers(Protocol):
+class BreakerGuard(Protocol):
+    """What TierCaller asks of breakers: Breakers (Redis), LocalBreakers, FallbackBreakers."""
+
     def allow(self, model_ref: str) -> bool: ...
     def record(self, model_ref: str, ok: bool) -> object: ...
     def release(self, model_ref: str) -> None: ...
 
 
-class _Limits(Protocol):
+class LimitGuard(Protocol):
+    """What TierCaller asks of rate limits: RateLimits (Redis), LocalRateLimits, FallbackRateLimits."""
+
     def acquire(self, model_ref: str, tokens_estimate: int = 0) -> None: ...
     def settle(self, model_ref: str, tokens_estimate: int, tokens_used: int) -> None: ...
 
@@ -136,8 +139,9 @@ class TierCaller:
 
     Args:
         providers: provider name -> Provider (the "openai" of "openai:gpt-4o").
-        breakers: the cluster's circuit breakers; None for none (embedded mode: no Redis).
-        limits: the cluster's rate limits; None for none.
+        breakers: the circuit breakers (the cluster's, or this process's); None for none
+            (embedded mode: no Redis).
+        limits: the rate limits (likewise); None for none.
         retry: how each model's call is retried.
         sleep, draw, clock: time.sleep, random.random and time.monotonic; replaceable in tests.
     """
@@ -145,8 +149,8 @@ class TierCaller:
     def __init__(
         self,
         providers: Mapping[str, Provider],
-        breakers: Breakers | None,
-        limits: RateLimits | None,
+        breakers: BreakerGuard | None,
+        limits: LimitGuard | None,
         retry: RetryPolicy,
         *,
         sleep: Callable[[float], None] = time.sleep,
@@ -154,8 +158,8 @@ class TierCaller:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._providers = dict(providers)
-        self._breakers: _Breakers = breakers if breakers is not None else UNGUARDED
-        self._limits: _Limits = limits if limits is not None else UNGUARDED
+        self._breakers: BreakerGuard = breakers if breakers is not None else UNGUARDED
+        self._limits: LimitGuard = limits if limits is not None else UNGUARDED
         self._retry = retry
         self._sleep, self._draw, self._clock = sleep, draw, clock
 

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from tests.conftest import service_settings
+from tests.conftest import purge_queues, service_settings
 from tierflow.store.db import make_engine
-from tierflow.worker.app import TierflowCelery, create_app
+from tierflow.worker.app import ALL_QUEUES, TierflowCelery, create_app
 from tierflow.worker.settings import load_settings
 
 TIERFLOW = Path(sys.executable).with_name("tierflow")
@@ -188,9 +188,24 @@ def wait_for_workers(app: TierflowCelery, processes: Processes, expected: set[st
 
 
 @pytest.fixture()
-def control_app(pg_url: str, clean_redis: str) -> Iterator[TierflowCelery]:
+def broker_url(request: pytest.FixtureRequest, clean_redis: str) -> str:
+    """The broker of the test: Redis (the default), or RabbitMQ with `indirect` parametrisation
+    (`@pytest.mark.parametrize("broker_url", ["redis", "amqp"], indirect=True)`). The result
+    backend is Redis either way."""
+    if getattr(request, "param", "redis") == "redis":
+        return clean_redis
+    url = str(request.getfixturevalue("amqp_url"))
+    purge_queues(url, ALL_QUEUES)
+    return url
+
+
+@pytest.fixture()
+def control_app(pg_url: str, broker_url: str, clean_redis: str) -> Iterator[TierflowCelery]:
     """A Celery app in the test process, used only to ping the workers."""
-    app = create_app(load_settings(**service_settings(pg_url, clean_redis)))
+    settings = service_settings(
+        pg_url, broker_url, result_backend=clean_redis, resilience_redis_url=clean_redis
+    )
+    app = create_app(load_settings(**settings))
     yield app
     app.close()
 
@@ -204,7 +219,7 @@ def store_engine(pg_url: str) -> Iterator[Engine]:
 
 @pytest.fixture()
 def processes(
-    request: pytest.FixtureRequest, tmp_path: Path, pg_url: str, clean_redis: str
+    request: pytest.FixtureRequest, tmp_path: Path, pg_url: str, broker_url: str, clean_redis: str
 ) -> Iterator[Processes]:
     """Started processes, all stopped at teardown; their logs' tails printed if the test failed."""
     assert TIERFLOW.is_file(), f"no console script at {TIERFLOW}: pip install -e . in this venv"
@@ -212,8 +227,9 @@ def processes(
     env.update(
         E2E_SETTINGS,
         TIERFLOW_DATABASE_URL=pg_url,
-        TIERFLOW_BROKER_URL=clean_redis,
+        TIERFLOW_BROKER_URL=broker_url,
         TIERFLOW_RESULT_BACKEND=clean_redis,
+        TIERFLOW_RESILIENCE_REDIS_URL=clean_redis,
         PYTHONUNBUFFERED="1",
     )
     logs = tmp_path / "logs"

@@ -22,6 +22,7 @@ from tests.conftest import service_settings
 from tierflow.store.db import make_engine, transaction
 from tierflow.store.models import Base
 from tierflow.store.schema import upgrade
+from tierflow.tasks.leases import stop_beats
 from tierflow.tasks.runtime import Runtime, forget_runtime, runtime_for
 from tierflow.worker.app import ALL_QUEUES, TierflowCelery, create_app
 from tierflow.worker.settings import load_settings
@@ -101,6 +102,7 @@ def running_worker(
         hostname=hostname,
     ):
         yield
+    stop_beats()  # a worker started this way sends no worker_shutdown: give its leases up here
 
 
 def write_jobs(path: Path, jobs: list[dict[str, Any]]) -> Path:

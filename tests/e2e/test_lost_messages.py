@@ -1,0 +1,147 @@
+"""Messages lost from a queue that never drains are found and sent again, on Redis and RabbitMQ.
+
+Worker processes at the default settings; a feeder submits jobs faster than the
+workers take them, so the busiest queue holds a backlog for the whole test. A few
+messages are taken off the head of that queue and dropped (what a broker that
+loses messages does). Their jobs must run again while the queue is still busy:
+reconcile sees younger messages of the same queue delivered and knows the older
+ones are gone, without waiting for the queue to empty.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kombu import Connection, Queue
+from kombu.exceptions import ChannelError
+from sqlalchemy import Engine, select
+
+from tests.e2e.conftest import Processes
+from tests.e2e.test_workers import TERMINAL, varied_jobs
+from tierflow.store.models import Job, Result
+from tierflow.tasks.leases import job_of
+from tierflow.tasks.runtime import runtime_for
+from tierflow.tasks.submission import submit_file
+from tierflow.worker.app import TierflowCelery
+
+pytestmark = pytest.mark.e2e
+
+FEED_EVERY_S = 0.5
+FEED_BATCH = 20
+FEED_MAX_S = 150.0  # the feeder stops by itself after this long at the latest
+BACKLOG = 40  # drop once the busiest queue holds this many messages
+DROPPED = 5
+RESENT_WITHIN_S = 90.0
+QUEUES = ("classify", "tier.small")
+
+
+class Feeder(threading.Thread):
+    """Submits FEED_BATCH new jobs every FEED_EVERY_S until stopped (or FEED_MAX_S)."""
+
+    def __init__(self, app: TierflowCelery, folder: Path) -> None:
+        super().__init__(daemon=True)
+        self.app, self.folder = app, folder
+        self.stop = threading.Event()
+        self.batches = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        runtime = runtime_for(self.app)
+        deadline = time.monotonic() + FEED_MAX_S
+        try:
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                self.batches += 1
+                path = self.folder / f"feed-{self.batches}.jsonl"
+                jobs = varied_jobs(f"f{uuid.uuid4().hex[:8]}", FEED_BATCH)
+                path.write_text("".join(json.dumps(job) + "\n" for job in jobs), encoding="utf-8")
+                submit_file(self.app, runtime, path)
+                self.stop.wait(FEED_EVERY_S)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+
+def queue_length(connection: Connection, name: str) -> int:
+    try:
+        return int(connection.default_channel.queue_declare(queue=name, passive=True).message_count)
+    except ChannelError:  # Redis: an empty list does not exist
+        return 0
+
+
+def drop_from_head(connection: Connection, name: str, count: int) -> list[str]:
+    """Take `count` messages off the head of the queue and throw them away; their job ids."""
+    dropped = []
+    queue = Queue(name, no_declare=True).bind(connection.default_channel)
+    for _ in range(count):
+        message = queue.get(no_ack=True)
+        assert message is not None, f"{name} ran empty"
+        args = message.decode()[0]
+        job_id = job_of(message.headers["task"], args)
+        assert job_id is not None, message.headers["task"]
+        dropped.append(job_id)
+    return dropped
+
+
+def wait_for_backlog(connection: Connection, processes: Processes, feeder: Feeder) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        processes.check_alive()
+        assert feeder.error is None, feeder.error
+        lengths = {name: queue_length(connection, name) for name in QUEUES}
+        busiest = max(lengths, key=lambda name: lengths[name])
+        if lengths[busiest] >= BACKLOG:
+            return busiest
+        time.sleep(0.1)
+    pytest.fail(f"no backlog of {BACKLOG} built up in 60 s: {lengths}")
+
+
+def wait_resent(
+    engine: Engine, connection: Connection, queue: str, job_ids: list[str], processes: Processes
+) -> dict[str, Any]:
+    """Until every dropped job was sent again (or finished); the queue's length all along."""
+    started = time.monotonic()
+    lengths = []
+    while True:
+        processes.check_alive()
+        lengths.append(queue_length(connection, queue))
+        with engine.connect() as c:
+            rows = c.execute(select(Job.id, Job.state, Job.redeliveries).where(Job.id.in_(job_ids))).all()
+        moved = [r for r in rows if r.redeliveries > 0 or r.state in TERMINAL]
+        if len(moved) == len(job_ids):
+            return {"seconds": round(time.monotonic() - started, 1), "queue_min": min(lengths)}
+        assert time.monotonic() - started < RESENT_WITHIN_S, f"not sent again in time: {rows}"
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("broker_url", ["redis", "amqp"], indirect=True)
+def test_messages_lost_from_a_queue_that_never_drains_are_sent_again(
+    cluster: Processes, store_engine: Engine, control_app: TierflowCelery, broker_url: str, tmp_path: Path
+) -> None:
+    feeder = Feeder(control_app, tmp_path)
+    feeder.start()
+    try:
+        with Connection(broker_url) as connection:
+            queue = wait_for_backlog(connection, cluster, feeder)
+            dropped = drop_from_head(connection, queue, DROPPED)
+            figures = wait_resent(store_engine, connection, queue, dropped, cluster)
+            busy_after = queue_length(connection, queue)
+    finally:
+        feeder.stop.set()
+        feeder.join(timeout=30)
+    assert feeder.error is None, feeder.error
+    assert figures["queue_min"] > 0 and busy_after > 0, f"{queue} drained: the test proves nothing {figures}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with store_engine.connect() as c:
+            done = c.execute(select(Result.job_id).where(Result.job_id.in_(dropped))).scalars().all()
+        if len(done) == len(dropped):
+            break
+        time.sleep(0.5)
+    assert sorted(done) == sorted(set(dropped)), "each dropped job ends with exactly one result"
+    print(f"\n[e2e figures] lost messages ({broker_url.split(':')[0]}): {queue} {figures}", flush=True)
