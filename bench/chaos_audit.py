@@ -126,6 +126,10 @@ def audit(
     costs = cost_figures(connection, database_url, batch_id, prices)
     figures.update(costs)
     figures["provider"] = provider_figures(provider_stats, costs["calls_by_outcome"].get("ok", 0))
+    redelivered = connection.execute(
+        "SELECT redeliveries, count(*) FROM jobs WHERE batch_id = %s GROUP BY 1 ORDER BY 1", (batch_id,)
+    ).fetchall()
+    figures["jobs_by_redeliveries"] = {str(times): int(count) for times, count in redelivered}
     failed = connection.execute(
         "SELECT left(error, 160), count(*) FROM jobs WHERE batch_id = %s AND state = 'failed' "
         "GROUP BY 1 ORDER BY 2 DESC LIMIT 5",
