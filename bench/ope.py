@@ -42,7 +42,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tierflow.providers.outcomes_data import LIST_PRICES, choose_tiers, prompt_outcomes, read_recorded
-from tierflow.routing.jobs import JobKind
 from tierflow.routing.ope import Estimator, LoggedStream, estimate_all
 from tierflow.routing.scorers import fit_scorer, prompt_features
 
@@ -71,7 +70,7 @@ def load(path: Path) -> Population:
     records = read_recorded(path)
     tiers = choose_tiers(records, records)
     outcomes = prompt_outcomes(records, tiers, LIST_PRICES)
-    features = prompt_features([r.text for r in records], [JobKind.PROMPT] * len(records), None)
+    features = prompt_features([r.text for r in records], None)
     good = np.column_stack([outcomes.small_quality, outcomes.large_quality])
     cost = np.column_stack([outcomes.small_cost, outcomes.large_cost])
     order = np.random.default_rng(0).permutation(len(records))

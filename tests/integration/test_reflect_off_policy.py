@@ -18,7 +18,7 @@ from tests.integration.conftest import run
 from tierflow.routing.analysis import Analysis
 from tierflow.routing.constraints import DecisionContext
 from tierflow.routing.decision import decide
-from tierflow.routing.jobs import JobKind
+from tierflow.routing.kinds.registry import recorded_prompt_kind
 from tierflow.routing.policy import Policy
 from tierflow.store.db import transaction
 from tierflow.store.models import Attempt, Batch, ExpertResult, Feedback, Job, PolicyVersion
@@ -48,9 +48,9 @@ def _log_jobs(runtime: Any, prefix: str, count: int) -> dict[str, int]:
         for n in range(count):
             job_id = f"{prefix}-{'hedged' if n % 2 else 'plain'}-{n}"
             payload = {"prompt": _prompt(job_id, n)}
-            features = job_features(runtime, policy, JobKind.PROMPT, payload)
+            features = job_features(runtime, policy, recorded_prompt_kind(), payload)
             ctx = DecisionContext(job_id=job_id, prompt_features=features)
-            decision = decide(JobKind.PROMPT, EASY, policy, ctx)
+            decision = decide(recorded_prompt_kind(), EASY, policy, ctx)
             tier = decision.tier.value
             tiers[tier] += 1
             good = tier == "large" or "plain" in job_id

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from tierflow.routing.analysis import Analysis
-from tierflow.routing.jobs import JobKind
 from tierflow.routing.learning import LearningSettings
 from tierflow.routing.ope import Estimator
 from tierflow.routing.policy import Policy
@@ -18,7 +17,7 @@ EASY = Analysis("general", "general", 0.1, 0.0, False, 0.9, "rules")
 
 
 def _row(job: str, attempt: int, tier: Tier, good: bool, cost: float) -> OutcomeRow:
-    return OutcomeRow(job, JobKind.PROMPT, tier, attempt, good, np.zeros(3), None, "accept", cost)
+    return OutcomeRow(job, "prompt", tier, attempt, good, np.zeros(3), None, "accept", cost)
 
 
 def test_a_job_is_its_first_tier_with_its_last_outcome_and_all_its_cost() -> None:

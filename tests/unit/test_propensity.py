@@ -7,12 +7,13 @@ import numpy as np
 from tierflow.routing.analysis import Analysis
 from tierflow.routing.constraints import DecisionContext
 from tierflow.routing.decision import Decision, decide, first_tier_choices
-from tierflow.routing.jobs import JobKind
+from tierflow.routing.kinds.registry import recorded_prompt_kind
 from tierflow.routing.learning import LearnedRouting, LearningSettings
 from tierflow.routing.policy import Policy
 from tierflow.routing.scorers import constant_scorer
 from tierflow.routing.states import Tier
 
+PROMPT = recorded_prompt_kind()
 EASY = Analysis("general", "general", 0.1, 0.0, False, 0.9, "rules")
 FEATURES = np.zeros(3)
 IDS = [f"job-{i}" for i in range(400)]
@@ -23,12 +24,12 @@ def _learned(explore_share: float, **fields: object) -> Policy:
     tiers = {Tier.SMALL: constant_scorer(3, 299, 998), Tier.LARGE: constant_scorer(3, 899, 998)}
     learned = LearnedRouting(encoder=None, tiers=tiers, gain_threshold=0.2)
     learning = LearningSettings(explore_share=explore_share)
-    return Policy.model_validate({"learned": {JobKind.PROMPT: learned}, "learning": learning, **fields})
+    return Policy.model_validate({"learned": {PROMPT.name: learned}, "learning": learning, **fields})
 
 
 def _decide(policy: Policy, job_id: str, analysis: Analysis = EASY, floor: Tier | None = None) -> Decision:
     ctx = DecisionContext(job_id=job_id, prompt_features=FEATURES)
-    return decide(JobKind.PROMPT, analysis, policy, ctx, floor)
+    return decide(PROMPT, analysis, policy, ctx, floor)
 
 
 def test_an_explored_job_records_the_share_and_the_others_the_rest() -> None:
@@ -45,9 +46,9 @@ def test_an_explored_job_records_the_share_and_the_others_the_rest() -> None:
 def test_the_choices_are_the_same_for_every_job_of_a_class_whatever_its_id() -> None:
     policy = _learned(0.2)
     ctx = DecisionContext(job_id="any", prompt_features=FEATURES)
-    assert first_tier_choices(JobKind.PROMPT, EASY, policy, ctx) == {Tier.LARGE: 0.8, Tier.SMALL: 0.2}
+    assert first_tier_choices(PROMPT, EASY, policy, ctx) == {Tier.LARGE: 0.8, Tier.SMALL: 0.2}
     no_id = DecisionContext(job_id="", prompt_features=FEATURES)
-    assert first_tier_choices(JobKind.PROMPT, EASY, policy, no_id) == {Tier.LARGE: 1.0}
+    assert first_tier_choices(PROMPT, EASY, policy, no_id) == {Tier.LARGE: 1.0}
 
 
 def test_without_exploration_a_first_decision_is_certain() -> None:
