@@ -108,7 +108,10 @@ def store_stream(
     result = StagedBatch()
     try:
         with _no_parameters_in_errors(), transaction(sessions) as session:
-            _STAGING.create(session.connection())  # dropped below, or with the rollback
+            # Dropped below, or with the rollback; SQLite's driver runs DDL outside the transaction,
+            # so a refused batch's table can outlive it on that connection: it is this one's to drop.
+            _STAGING.drop(session.connection(), checkfirst=True)
+            _STAGING.create(session.connection())
             result.staged = _stage(session, items, result.issues, skip_invalid)
             _store_staged(session, source, stale_after, skip_invalid, result)
             if result.refused:

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import create_engine, select, text
 
+from tests.conftest import PG_ADMIN_URL
 from tests.e2e.conftest import WORKERS, Processes, wait_for_workers
 from tierflow.providers.server import LatencySpec, ProviderServer
+from tierflow.store.db import make_engine
 from tierflow.store.models import ExpertResult, Job, Result
 from tierflow.worker.app import TierflowCelery
 
@@ -40,15 +43,32 @@ def slow_small_model() -> Iterator[ProviderServer]:
         yield server
 
 
+@pytest.fixture()
+def own_database() -> Iterator[str]:
+    """A database of this test's own: the session's holds a policy seeded with other tiers."""
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"tierflow_long_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.mark.timeout(1200)
 def test_a_job_in_a_five_minute_model_call_is_never_sent_again(
     processes: Processes,
     control_app: TierflowCelery,
-    store_engine: Engine,
+    own_database: str,
     slow_small_model: ProviderServer,
     tmp_path: Path,
 ) -> None:
+    store_engine = make_engine(own_database)
     processes.env.update(
+        TIERFLOW_DATABASE_URL=own_database,
         TIERFLOW_TIERS=json.dumps(TIERS),
         TIERFLOW_OPENAI_BASE_URL=slow_small_model.openai_base_url,
         TIERFLOW_ANTHROPIC_BASE_URL=slow_small_model.anthropic_base_url,

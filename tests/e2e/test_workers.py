@@ -44,7 +44,6 @@ KILL_BEFORE_SHARE = 0.6  # ... and before this share of them is ...
 KILL_WHEN_HELD = 6  # ... at a moment the small-tier worker holds this many unacknowledged messages
 KILL_WAIT_S = 90.0
 RESTART_PAUSE_S = 2.0
-RUN = uuid.uuid4().hex[:6]  # job ids of their own for each run of the test (the database is shared)
 # At the default settings (a 30 s lease), a killed worker's jobs run again within a minute.
 RESUME_WITHIN_S = 60.0
 
@@ -241,7 +240,9 @@ def report_figures(tmp_path: Path, name: str, figures: dict[str, Any], detail: A
 
 def run_batch_1(cluster: Processes, engine: Engine, tmp_path: Path) -> None:
     started = time.monotonic()
-    batch_id = submit_batch(cluster, tmp_path / "batch1.jsonl", varied_jobs(f"1{RUN}", BATCH_SIZE))
+    batch_id = submit_batch(
+        cluster, tmp_path / "batch1.jsonl", varied_jobs(f"1{uuid.uuid4().hex[:6]}", BATCH_SIZE)
+    )
     wait_all_terminal(engine, cluster, batch_id, started + BATCH_TIMEOUT_S)
     elapsed = time.monotonic() - started
     counts = check_batch_records(engine, batch_id)
@@ -262,7 +263,9 @@ def run_batch_2_with_kill(
     the visibility timeout (an hour), so the leases are what resume its jobs; RabbitMQ hands them
     back at once. Either way they run again within a minute, at the default settings."""
     started = time.monotonic()
-    batch_id = submit_batch(cluster, tmp_path / "batch2.jsonl", varied_jobs(f"2{RUN}", BATCH_SIZE))
+    batch_id = submit_batch(
+        cluster, tmp_path / "batch2.jsonl", varied_jobs(f"2{uuid.uuid4().hex[:6]}", BATCH_SIZE)
+    )
     wait_until_mid_batch(engine, batch_id, cluster)
     killed_wall = utcnow()
     running = running_on_small(engine, batch_id)
