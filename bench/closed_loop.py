@@ -98,7 +98,7 @@ def read_prompts(path: Path) -> tuple[list[Prompt], str, str]:
 
     records = read_recorded(path)
     tiers = choose_tiers(records, records)
-    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     prompts = []
     for number, (record, raw) in enumerate(zip(records, lines, strict=True), start=1):
         outcomes = {m: record.outcomes[m] for m in (tiers.small, tiers.large)}

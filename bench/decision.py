@@ -34,7 +34,7 @@ def measure(repeat: int) -> dict[str, object]:
     lines = [
         line
         for name in ("support", "documents", "prompts")
-        for line in (EXAMPLES / f"{name}.jsonl").read_text().splitlines()
+        for line in (EXAMPLES / f"{name}.jsonl").read_text(encoding="utf-8").split("\n")
     ]
     jobs = [job.spec for job in parse_lines(lines).jobs]
     policy = Policy()

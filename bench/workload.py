@@ -19,7 +19,7 @@ def load_examples(examples_dir: Path) -> list[dict[str, Any]]:
     """Every example job of the project, in file order."""
     examples = []
     for name in EXAMPLE_FILES:
-        for line in (examples_dir / name).read_text(encoding="utf-8").splitlines():
+        for line in (examples_dir / name).read_text(encoding="utf-8").split("\n"):
             if line.strip():
                 examples.append(json.loads(line))
     if not examples:

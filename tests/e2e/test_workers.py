@@ -68,7 +68,7 @@ def varied_jobs(batch: int | str, count: int) -> list[dict[str, Any]]:
     examples = [
         json.loads(line)
         for name in EXAMPLE_FILES
-        for line in (EXAMPLES / name).read_text(encoding="utf-8").splitlines()
+        for line in (EXAMPLES / name).read_text(encoding="utf-8").split("\n")
         if line.strip()
     ]
     jobs = []
