@@ -24,9 +24,12 @@ def redact(url: str) -> str:
         return url.split("@")[-1]
 
 
-def make_engine(url: str, pool_size: int = 5, max_overflow: int = 20, pooled: bool = True) -> Engine:
+def make_engine(
+    url: str, pool_size: int = 5, max_overflow: int = 20, pooled: bool = True, pre_ping: bool = True
+) -> Engine:
     """An engine for `url`; `pooled=False`: a connection per checkout, kept by nothing (safe across
-    a fork)."""
+    a fork). `pre_ping=False` leaves out the round trip that tests a pooled connection before each
+    checkout: for callers that retry on a dropped connection instead (the workers' tasks do)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -41,7 +44,7 @@ def make_engine(url: str, pool_size: int = 5, max_overflow: int = 20, pooled: bo
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         connect_args=connect_args,
     )

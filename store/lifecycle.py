@@ -10,15 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from tierflow.routing.analysis import Analysis
 from tierflow.routing.states import JobState, sources_of
 from tierflow.store.db import insert_ignore, insert_stmt
 from tierflow.store.models import Attempt, ExpertResult, Feedback, Job, Result, utcnow
+
+# The state changes are Core UPDATEs of the tables: an ORM-enabled UPDATE would also search the
+# session for loaded objects to synchronise, work that a compare-and-set on one row never needs.
+JOBS = cast(Table, Job.__table__)
+ATTEMPTS = cast(Table, Attempt.__table__)
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ def move_job(
     if target.terminal:
         values["finished_at"] = now
     allowed = [state.value for state in sources_of(target)]
-    result = session.execute(update(Job).where(Job.id == job_id, Job.state.in_(allowed)).values(**values))
+    result = session.execute(update(JOBS).where(Job.id == job_id, Job.state.in_(allowed)).values(**values))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -101,7 +106,7 @@ def touch_job(session: Session, job_id: str, stale_in: timedelta) -> None:
     """Push the job's stale deadline forward: it is moving."""
     now = utcnow()
     session.execute(
-        update(Job).where(Job.id == job_id).values(updated_at=now, sent_at=now, stale_after=now + stale_in)
+        update(JOBS).where(Job.id == job_id).values(updated_at=now, sent_at=now, stale_after=now + stale_in)
     )
 
 
@@ -117,7 +122,7 @@ def create_attempt(session: Session, job_id: str, number: int, tier: str, decisi
 def start_attempt(session: Session, job_id: str, number: int, queue: str | None, worker: str | None) -> bool:
     """Mark the attempt running on `queue` by `worker`; False when it was already judged."""
     result = session.execute(
-        update(Attempt)
+        update(ATTEMPTS)
         .where(
             Attempt.job_id == job_id, Attempt.number == number, Attempt.state.in_(["dispatched", "running"])
         )
@@ -129,7 +134,7 @@ def start_attempt(session: Session, job_id: str, number: int, queue: str | None,
 def claim_attempt(session: Session, job_id: str, number: int) -> bool:
     """Take the right to judge the attempt; exactly one caller ever gets True."""
     result = session.execute(
-        update(Attempt)
+        update(ATTEMPTS)
         .where(
             Attempt.job_id == job_id, Attempt.number == number, Attempt.state.in_(["dispatched", "running"])
         )
@@ -142,7 +147,7 @@ def record_verdict(
     session: Session, job_id: str, number: int, verdict: str, quality: float, reasons: list[str]
 ) -> None:
     session.execute(
-        update(Attempt)
+        update(ATTEMPTS)
         .where(Attempt.job_id == job_id, Attempt.number == number)
         .values(verdict=verdict, quality=quality, reasons={"reasons": reasons})
     )
@@ -172,7 +177,7 @@ def upsert_expert_result(session: Session, row: dict[str, Any]) -> None:
     )
     session.execute(stmt)
     # The last expert of an attempt sends the chord's callback after this write.
-    session.execute(update(Job).where(Job.id == row["job_id"]).values(sent_at=utcnow()))
+    session.execute(update(JOBS).where(Job.id == row["job_id"]).values(sent_at=utcnow()))
 
 
 def last_expert_error(session: Session, job_id: str) -> str | None:

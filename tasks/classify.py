@@ -63,22 +63,26 @@ def classify(self: Any, job_id: str) -> None:
             metadata=job.metadata,
             tokens=count_tokens(job_text(kind, job.payload)),
         )
-        if not _classified(runtime, job, analysis, calls, cached is not None):
+        stored, tier = _classified(runtime, job, analysis, calls, cached is not None)
+        if not stored:
             return
-    elif job.state is not JobState.CLASSIFIED:
+    elif job.state is JobState.CLASSIFIED:
+        # A redelivered classify of a classified job sends attempt 1 again: run_job is idempotent,
+        # and the first delivery may have died between its commit and its send.
+        with transaction(runtime.sessions) as session:
+            attempt = load_attempt(session, job_id, 1)
+        tier = attempt.tier if attempt is not None and attempt.state != "judged" else None
+    else:
         return  # already past classification: a stale redelivery
-    with transaction(runtime.sessions) as session:
-        attempt = load_attempt(session, job_id, 1)
-    # A redelivered classify of a classified job sends attempt 1 again: run_job is idempotent,
-    # and the first delivery may have died between its commit and its send.
-    if attempt is not None and attempt.state != "judged":
-        send_attempt(self.app, job_id, 1, attempt.tier)
+    if tier is not None:
+        send_attempt(self.app, job_id, 1, tier)
 
 
 def _classified(
     runtime: Runtime, job: JobView, analysis: Analysis, calls: list[dict[str, Any]], cached: bool
-) -> bool:
-    """Store the analysis and the first decision; False when another delivery got there first."""
+) -> tuple[bool, str | None]:
+    """Store the analysis and the first decision: (False, None) when another delivery got there
+    first, else (True, the tier whose queue takes attempt 1, or None when it went to a person)."""
     policy = runtime.policy()
     kind = runtime.kinds.get(job.kind)
     features = job_features(runtime, policy, kind, job.payload)  # may embed: outside the transaction
@@ -96,7 +100,7 @@ def _classified(
             attempt=1,
         )
         if not moved:
-            return False
+            return False, None
         create_attempt(session, job.id, 1, decision.tier.value, decision.as_dict())
         if calls:
             upsert_expert_result(
@@ -113,7 +117,8 @@ def _classified(
             )
         if decision.strategy is Strategy.REVIEW:
             hold_for_review(session, job.id, 1, decision.tier, decision.reasons)
-    return True
+            return True, None
+    return True, decision.tier.value
 
 
 def _fail_undeclared(runtime: Runtime, job: JobView) -> None:

@@ -22,7 +22,7 @@ from tierflow.routing.experts import ExpertOutput, Prompt
 from tierflow.routing.kinds.prompts import expert_prompt
 from tierflow.routing.kinds.spec import ExpertSpec, ExpertType, KindSpec
 from tierflow.store.db import transaction
-from tierflow.store.lifecycle import JobView, has_expert_result, load_attempt, load_job, upsert_expert_result
+from tierflow.store.lifecycle import has_expert_result, load_attempt, load_job, upsert_expert_result
 from tierflow.tasks.runtime import Runtime, runtime_for
 
 log = logging.getLogger(__name__)
@@ -34,17 +34,26 @@ RATE_LIMIT_RETRIES = 20
 
 
 @shared_task(name="tierflow.expert", bind=True, max_retries=RATE_LIMIT_RETRIES)
-def expert(self: Any, job_id: str, attempt: int, name: str) -> dict[str, Any]:
+def expert(
+    self: Any, job_id: str, attempt: int, name: str, context: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One expert of an attempt. `context` is what run_job read for it (the job's kind and
+    payload, the tier's models, whether the attempt is a rerun): on a first delivery of a first
+    run the expert reads nothing and writes once. Without it, or on any redelivery, it reads the
+    job and skips an expert that already succeeded."""
     runtime = runtime_for(self.app)
-    with transaction(runtime.sessions) as session:
-        if has_expert_result(session, job_id, attempt, name):
-            return {"expert": name, "ok": True, "reused": True}
-        job = load_job(session, job_id)
-        current = load_attempt(session, job_id, attempt)
-    if job is None or current is None:
-        return {"expert": name, "ok": False, "reused": False}
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    if context is None or context["rerun"] or redelivered:
+        with transaction(runtime.sessions) as session:
+            if has_expert_result(session, job_id, attempt, name):
+                return {"expert": name, "ok": True, "reused": True}
+            job = load_job(session, job_id)
+            current = load_attempt(session, job_id, attempt)
+        if job is None or current is None:
+            return {"expert": name, "ok": False, "reused": False}
+        context = {"kind": job.kind, "payload": job.payload, "models": current.decision["models"]}
     try:
-        row = run_expert(runtime, job, name, current.decision["models"])
+        row = run_expert(runtime, context["kind"], context["payload"], name, context["models"])
     except TierRateLimited as exc:
         # The whole tier is at its cluster-wide limit: come back later instead of holding a slot.
         raise self.retry(exc=exc.error, countdown=exc.error.retry_after or 1.0) from None
@@ -64,13 +73,15 @@ def _local(output: dict[str, Any], confidence: float, started: float) -> dict[st
     }
 
 
-def run_expert(runtime: Runtime, job: JobView, name: str, models: list[str]) -> dict[str, Any]:
+def run_expert(
+    runtime: Runtime, kind_name: str, payload: dict[str, Any], name: str, models: list[str]
+) -> dict[str, Any]:
     """Run an expert by its type: search the knowledge base, run a rule, or ask the tier's models
     with structured output. A job of a kind (or an expert) no longer declared fails the expert."""
-    kind = runtime.kinds.get(job.kind) if job.kind in runtime.kinds else None
+    kind = runtime.kinds.get(kind_name) if kind_name in runtime.kinds else None
     definition = kind.expert(name) if kind is not None else None
     if kind is None or definition is None:
-        what = f"kind {job.kind!r}" if kind is None else f"expert {name!r} of kind {job.kind!r}"
+        what = f"kind {kind_name!r}" if kind is None else f"expert {name!r} of kind {kind_name!r}"
         error = f"{what} is not declared"
         return {
             "provider": None,
@@ -80,25 +91,25 @@ def run_expert(runtime: Runtime, job: JobView, name: str, models: list[str]) -> 
             "error": error,
             **spend([]),
         }
-    text = job_text(kind, job.payload)
+    text = job_text(kind, payload)
     started = time.perf_counter()
     if definition.type is ExpertType.RETRIEVER:
         return _local({"articles": [hit.as_dict() for hit in runtime.knowledge(text, 3)]}, 1.0, started)
     if definition.type is ExpertType.RULE:
         assert definition.run is not None, "the registry resolves every rule expert's rule"
-        result = definition.run(job.payload, text, runtime.policy(), definition.options)
+        result = definition.run(payload, text, runtime.policy(), definition.options)
         return _local(result.output, result.confidence, started)
-    return _ask_models(runtime, job, kind, definition, models)
+    return _ask_models(runtime, payload, kind, definition, models)
 
 
 def _ask_models(
-    runtime: Runtime, job: JobView, kind: KindSpec, definition: ExpertSpec, models: list[str]
+    runtime: Runtime, payload: dict[str, Any], kind: KindSpec, definition: ExpertSpec, models: list[str]
 ) -> dict[str, Any]:
     context: dict[str, Any] = {}
     if definition.grounded:
-        hits = runtime.knowledge(job_text(kind, job.payload), 2)
+        hits = runtime.knowledge(job_text(kind, payload), 2)
         context["articles"] = [hit.as_dict() for hit in hits]
-    prompt = expert_prompt(kind, definition, job.payload, context)
+    prompt = expert_prompt(kind, definition, payload, context)
     request = request_for(prompt, runtime)
     calls: list[dict[str, Any]] = []
     try:

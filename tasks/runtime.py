@@ -213,7 +213,10 @@ POOL_OVERFLOW = 2
 
 def build_runtime(settings: Settings) -> Runtime:
     pool = max(settings.db_pool_size, settings.embedded_concurrency if settings.embedded else 0)
-    engine = make_engine(settings.database_url, pool_size=pool, max_overflow=POOL_OVERFLOW)
+    # No ping before each checkout (it doubled the transactions per job): a connection that
+    # PostgreSQL dropped fails its task with OperationalError, SQLAlchemy discards the pool's
+    # connections of before, and the task is retried (worker/app.py's TierflowTask).
+    engine = make_engine(settings.database_url, pool_size=pool, max_overflow=POOL_OVERFLOW, pre_ping=False)
     providers = build_providers(settings)
     caller, breakers = build_tier_caller(settings, providers)
     kinds = build_registry(settings)

@@ -30,6 +30,7 @@ TASK_MODULES = (
     "tierflow.tasks.reconcile",
     "tierflow.tasks.reflect",
     "tierflow.tasks.leases",
+    "tierflow.tasks.warm",
 )
 
 
