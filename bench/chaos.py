@@ -3,7 +3,7 @@
     python bench/chaos.py [--jobs 10000] [--broker redis|amqp] [--timeout S] [--json]
 
 Started as a user starts them, at default settings but for the provider's latency:
-`tierflow worker --queues classify`, one `tierflow worker --tier T` per tier (half the
+`tierflow worker --queues classify`, one `tierflow worker --tier T` per tier (the
 README's slots), `tierflow worker --queues maintenance` and `tierflow beat`, against a
 fresh PostgreSQL database, the chosen broker, chord results in a Redis database of
 their own, and `tierflow provider-server` as every tier's models (openai and anthropic
@@ -66,9 +66,9 @@ ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/13"
 BACKEND_URL = "redis://127.0.0.1:6379/15"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672"
-# Half the README's slots per tier worker (64/32/16): a worker holds up to its slots plus 2
-# database connections, and the README's would pass PostgreSQL's default limit of 100.
-CONCURRENCY = "small=32,medium=16,large=8"
+# The README's slots per tier worker: a worker of threads keeps at most 16 database
+# connections (plus 3), so the three stay well under PostgreSQL's default limit of 100.
+CONCURRENCY = "small=64,medium=32,large=16"
 POLL_S = 1.0
 REPORT_RESERVE_S = 60.0  # of --timeout, kept for the final audit and the teardown
 

@@ -85,8 +85,7 @@ def worker_argv(
     hostname: str | None,
 ) -> list[str]:
     """The `celery worker` arguments that `tierflow worker` stands for."""
-    tier_only = all(q.startswith("tier.") for q in queues)
-    pool = pool or ("threads" if tier_only else "prefork")
+    pool = pool or default_pool(queues)
     if pool not in POOLS:
         raise ConfigError("--pool", f"unknown pool {pool}; known: {', '.join(POOLS)}")
     if autoscale and pool not in ("prefork",):
@@ -110,6 +109,25 @@ def worker_argv(
     return argv
 
 
+# A slot holds a database connection only for a transaction (milliseconds), never across a
+# model call: a worker of threads needs far fewer connections than slots.
+THREADS_POOL_CONNECTIONS = 16
+
+
+def default_pool(queues: list[str]) -> str:
+    """Threads for a worker of tier queues only (its tasks wait on model calls), else prefork."""
+    return "threads" if all(q.startswith("tier.") for q in queues) else "prefork"
+
+
+def pool_settings(slots: int, pool: str | None, queues: list[str]) -> dict[str, int]:
+    """The database pool a worker keeps: one connection per slot, at most THREADS_POOL_CONNECTIONS
+    for a worker of threads."""
+    if not slots:
+        return {}
+    threads = (pool or default_pool(queues)) in ("threads", "gevent", "eventlet")
+    return {"db_pool_size": min(slots, THREADS_POOL_CONNECTIONS) if threads else slots}
+
+
 def register(cli: typer.Typer) -> None:
     """Add `worker`, `beat` and `reconcile` to the main command line."""
 
@@ -126,16 +144,16 @@ def register(cli: typer.Typer) -> None:
         hostname: Annotated[str | None, typer.Option(help="Node name")] = None,
     ) -> None:
         """Run a Celery worker on the given queues (wraps `celery worker`)."""
-        # Each worker slot may hold a database connection: the pool keeps that many open.
         slots = max(concurrency or 0, int(autoscale.split(",")[0]) if autoscale else 0)
-        settings = load_settings(**({"db_pool_size": slots} if slots else {}))
+        chosen = worker_queues(queues, tier)
+        settings = load_settings(**pool_settings(slots, pool, chosen))
         if settings.embedded:
             raise ConfigError(
                 "TIERFLOW_BROKER_URL", "a separate worker needs a broker server (redis:// or amqp://)"
             )
         settings.require_resilience_store()
         build_registry(settings)  # a bad kinds file or plug-in stops the worker here, with every problem
-        argv = worker_argv(worker_queues(queues, tier), pool, concurrency, autoscale, loglevel, hostname)
+        argv = worker_argv(chosen, pool, concurrency, autoscale, loglevel, hostname)
         if settings.resilience_local:
             log.warning(
                 "breakers and rate limits are per-process (TIERFLOW_RESILIENCE_REDIS_URL=local): "

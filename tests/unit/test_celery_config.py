@@ -9,7 +9,7 @@ import pytest
 from tierflow.routing.errors import ConfigError
 from tierflow.routing.states import Tier
 from tierflow.worker.app import ALL_QUEUES, create_app
-from tierflow.worker.cli_ops import worker_argv, worker_queues
+from tierflow.worker.cli_ops import THREADS_POOL_CONNECTIONS, pool_settings, worker_argv, worker_queues
 from tierflow.worker.settings import load_settings
 
 
@@ -52,6 +52,14 @@ def test_worker_command_maps_to_celery_arguments() -> None:
     assert argv[-2:] == ["--concurrency", "64"] and "small-1@%h" in argv
     assert worker_argv(["classify"], None, None, "8,2", "INFO", None)[4] == "prefork"
     assert worker_queues("classify, maintenance", None) == ["classify", "maintenance"]
+
+
+def test_a_worker_of_threads_keeps_fewer_connections_than_slots_and_prefork_one_per_slot() -> None:
+    assert pool_settings(64, None, ["tier.small"]) == {"db_pool_size": THREADS_POOL_CONNECTIONS}
+    assert pool_settings(8, None, ["tier.small"]) == {"db_pool_size": 8}
+    assert pool_settings(64, "prefork", ["tier.small"]) == {"db_pool_size": 64}
+    assert pool_settings(32, None, ["classify"]) == {"db_pool_size": 32}
+    assert pool_settings(0, None, ["tier.small"]) == {}
 
 
 def test_worker_command_refuses_unknown_queues_and_impossible_autoscale() -> None:
