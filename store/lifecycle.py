@@ -47,23 +47,26 @@ class AttemptView:
     decision: dict[str, Any]
 
 
+# The hot path reads columns, not ORM objects: no identity map, no instrumented instances.
+_JOB_VIEW = (Job.id, Job.kind, Job.payload, Job.meta, Job.state, Job.tier, Job.attempt, Job.analysis)
+_ATTEMPT_VIEW = (Attempt.job_id, Attempt.number, Attempt.tier, Attempt.state, Attempt.decision)
+
+
 def load_job(session: Session, job_id: str) -> JobView | None:
-    job = session.get(Job, job_id)
-    if job is None:
+    row = session.execute(select(*_JOB_VIEW).where(Job.id == job_id)).first()
+    if row is None:
         return None
     return JobView(
-        job.id, job.kind, job.payload, job.meta, JobState(job.state), job.tier, job.attempt, job.analysis
+        row.id, row.kind, row.payload, row.meta, JobState(row.state), row.tier, row.attempt, row.analysis
     )
 
 
 def cached_analysis(session: Session, job_id: str) -> Analysis | None:
     """The analysis of another job with the same content, if one was made: it costs nothing again."""
-    this = session.get(Job, job_id)
-    if this is None:
-        return None
+    same_content = select(Job.content_hash).where(Job.id == job_id).scalar_subquery()
     row = session.execute(
         select(Job.analysis)
-        .where(Job.content_hash == this.content_hash, Job.id != job_id, Job.analysis.is_not(None))
+        .where(Job.content_hash == same_content, Job.id != job_id, Job.analysis.is_not(None))
         .limit(1)
     ).scalar_one_or_none()
     if row is None:
@@ -73,8 +76,8 @@ def cached_analysis(session: Session, job_id: str) -> Analysis | None:
 
 def load_attempt(session: Session, job_id: str, number: int) -> AttemptView | None:
     row = session.execute(
-        select(Attempt).where(Attempt.job_id == job_id, Attempt.number == number)
-    ).scalar_one_or_none()
+        select(*_ATTEMPT_VIEW).where(Attempt.job_id == job_id, Attempt.number == number)
+    ).first()
     if row is None:
         return None
     return AttemptView(row.job_id, row.number, row.tier, row.state, row.decision)
