@@ -152,11 +152,12 @@ def default_policy(settings: Settings) -> Policy:
     )
 
 
-def build_providers(settings: Settings) -> dict[str, Provider]:
-    """The fake, plus an SDK adapter for every other provider the tier map names."""
+def build_providers(settings: Settings, kinds: KindRegistry | None = None) -> dict[str, Provider]:
+    """The fake (answering the plug-in experts of `kinds` offline), plus an SDK adapter for every
+    other provider the tier map names."""
     prices = price_table(settings.prices)
     providers: dict[str, Provider] = {
-        "fake": FakeProvider(prices, settings.fake_latency_scale, settings.fake_failing_models)
+        "fake": FakeProvider(prices, settings.fake_latency_scale, settings.fake_failing_models, kinds)
     }
     named = {ModelRef.parse(ref).provider for refs in settings.tiers.values() for ref in refs}
     for name in sorted(named - set(providers)):
@@ -214,9 +215,9 @@ POOL_OVERFLOW = 2
 def build_runtime(settings: Settings) -> Runtime:
     pool = max(settings.db_pool_size, settings.embedded_concurrency if settings.embedded else 0)
     engine = make_engine(settings.database_url, pool_size=pool, max_overflow=POOL_OVERFLOW)
-    providers = build_providers(settings)
-    caller, breakers = build_tier_caller(settings, providers)
     kinds = build_registry(settings)
+    providers = build_providers(settings, kinds)
+    caller, breakers = build_tier_caller(settings, providers)
     return Runtime(settings, engine, make_sessions(engine), providers, caller, breakers, kinds)
 
 
