@@ -272,8 +272,10 @@ def parse_kinds(
     seen = dict(taken)
     for i, raw in enumerate(raw_kinds):
         spec = _one_kind(raw, ("kind", i), seen, problems)
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if isinstance(name, str) and name not in seen:  # a later kind of its name is a duplicate too
+            seen[name] = f"{source}:{index.line(('kind', i))}"
         if spec is not None:
-            seen[spec.name] = f"{source}:{index.line(('kind', i))}"
             kinds.append(spec)
     return kinds, sorted(problems.found, key=lambda problem: problem.line)
 
