@@ -17,7 +17,7 @@ from tierflow.routing.decision import decide
 from tierflow.routing.errors import KindsRejected
 from tierflow.routing.job_lines import read_jobs
 from tierflow.routing.jobs import JobMetadata, ParsedJob, parse_lines, with_kind_defaults
-from tierflow.routing.kinds.registry import KindRegistry
+from tierflow.routing.kinds.registry import KindRegistry, recorded_prompt_kind
 from tierflow.routing.kinds.spec import KindRouting
 from tierflow.routing.policy import Policy
 from tierflow.routing.states import Tier
@@ -155,3 +155,13 @@ def test_a_batch_api_line_may_name_a_declared_kind_that_takes_chat_messages(tmp_
     assert job["kind"] == "claims" and job["payload"] == {"text": "hail on my roof"}
     with pytest.raises(ValueError, match="metadata.kind: 'claims' is not a kind"):
         line_job(line, "oa-1", None)  # the built-ins alone know no such kind
+
+
+def test_a_chat_message_becomes_a_recorded_prompt_job_unless_it_names_a_chat_kind(tmp_path) -> None:
+    registry = _registry(tmp_path)
+    prompt = recorded_prompt_kind()
+    assert registry.chat_job("2 + 2") == (prompt.name, {prompt.chat_field: "2 + 2"})
+    assert registry.chat_job("hail", "claims") == ("claims", {"text": "hail"})
+    with pytest.raises(ValueError, match="not a kind a chat message becomes"):
+        registry.chat_job("x", "nothing")
+    assert prompt.answer_field in registry.answer_fields()
