@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from tierflow.api.shapes import LineError, line_job, output_line, unix
 from tierflow.client import Client
 from tierflow.routing.errors import TierflowError
+from tierflow.routing.kinds.registry import KindRegistry
 from tierflow.routing.states import JobState
 from tierflow.store.api_batches import (
     add_requests,
@@ -45,7 +46,7 @@ def request_job_id(batch_id: str, custom_id: str) -> str:
 
 
 def read_input(
-    path: Path, batch_id: str, tenant: str | None
+    path: Path, batch_id: str, tenant: str | None, kinds: KindRegistry | None = None
 ) -> tuple[list[str], list[tuple[int, str]], list[LineError]]:
     """The job lines (blank where the input line is blank), (line, custom_id) pairs, and errors."""
     lines: list[str] = []
@@ -63,7 +64,7 @@ def read_input(
             continue
         custom = record.get("custom_id") if isinstance(record, dict) else None
         try:
-            custom_id, job = line_job(record, request_job_id(batch_id, str(custom)), tenant)
+            custom_id, job = line_job(record, request_job_id(batch_id, str(custom)), tenant, kinds)
         except ValueError as exc:
             param, _, message = str(exc).partition(": ")
             errors.append(LineError(number, param, message))
@@ -112,7 +113,7 @@ class BatchRunner:
             source = session.get(ApiFile, row.input_file_id)
             assert source is not None
             tenant, path = row.tenant, Path(source.path)
-        lines, requests, errors = read_input(path, batch_id, tenant)
+        lines, requests, errors = read_input(path, batch_id, tenant, self.client.runtime.kinds)
         limit = self.client.settings.api_max_batch_requests
         if len(requests) > limit:
             errors.append(LineError(0, "<file>", f"{len(requests)} requests exceed the limit of {limit}"))

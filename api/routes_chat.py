@@ -41,7 +41,8 @@ def chat_completions(request: Request, tenant: Tenant, body: ChatRequest) -> dic
     client: Client = request.app.state.client
     job_id = f"chat-{uuid.uuid4().hex}"
     metadata = {"tenant": tenant} if tenant is not None else {}
-    job = {"id": job_id, "kind": "prompt", "payload": {"prompt": prompt}, "metadata": metadata}
+    kind, payload = client.runtime.kinds.chat_job(prompt)
+    job = {"id": job_id, "kind": kind, "payload": payload, "metadata": metadata}
     batch = client.submit([job], source="chat")
     timeout = client.settings.api_chat_timeout_s
     try:

@@ -10,14 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tierflow.routing.kinds.registry import KindRegistry, builtin_registry, recorded_prompt_kind
 from tierflow.store.api_batches import Outcome
 from tierflow.store.models import ApiBatch, ApiFile
 
 CHAT_URL = "/v1/chat/completions"
 AUTO_MODELS = frozenset({"tierflow/auto", "auto"})
-# The payload field each kind takes its text in, for a line whose metadata names a kind.
-# The kinds a chat line may become, and the payload field its last user message fills.
-TEXT_FIELD = {"prompt": "prompt", "support": "text", "document": "text"}
 
 
 @dataclass(frozen=True)
@@ -74,8 +72,13 @@ def prompt_of(body: Any) -> str:
     return prompt
 
 
-def line_job(raw: Any, job_id: str, tenant: str | None) -> tuple[str, dict[str, Any]]:
-    """One Batch API input line as (custom_id, JobSpec dict); ValueError('param: reason')."""
+def line_job(
+    raw: Any, job_id: str, tenant: str | None, kinds: KindRegistry | None = None
+) -> tuple[str, dict[str, Any]]:
+    """One Batch API input line as (custom_id, JobSpec dict); ValueError('param: reason').
+
+    The job is of the kind its `metadata.kind` names (one of `kinds`, the built-ins when None,
+    that takes chat messages), else of the recorded-prompt kind."""
     if not isinstance(raw, dict):
         raise ValueError("<line>: a JSON object is required")
     custom_id = raw.get("custom_id")
@@ -86,17 +89,16 @@ def line_job(raw: Any, job_id: str, tenant: str | None) -> tuple[str, dict[str, 
     if raw.get("url") != CHAT_URL:
         raise ValueError(f"url: only {CHAT_URL} is served, not {raw.get('url')!r}")
     meta = raw.get("metadata") or {}
-    kind = meta.get("kind", "prompt") if isinstance(meta, dict) else None
-    if kind not in TEXT_FIELD:
-        raise ValueError(f"metadata.kind: {kind!r} is not a kind ({', '.join(TEXT_FIELD)})")
-    prompt = prompt_of(raw.get("body"))
+    if not isinstance(meta, dict):
+        raise ValueError("metadata.kind: metadata must be an object")
+    registry = kinds or builtin_registry()
+    fields = registry.chat_fields()
+    kind = meta.get("kind", recorded_prompt_kind().name)
+    if kind not in fields:
+        raise ValueError(f"metadata.kind: {kind!r} is not a kind ({', '.join(fields)})")
+    payload = {fields[kind]: prompt_of(raw.get("body"))}
     metadata = {"tenant": tenant} if tenant is not None else {}
-    return custom_id, {
-        "id": job_id,
-        "kind": kind,
-        "payload": {TEXT_FIELD[kind]: prompt},
-        "metadata": metadata,
-    }
+    return custom_id, {"id": job_id, "kind": kind, "payload": payload, "metadata": metadata}
 
 
 def file_object(row: ApiFile) -> dict[str, Any]:
@@ -137,11 +139,12 @@ def batch_object(row: ApiBatch, counts: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def answer_of(output: dict[str, Any] | None) -> str:
-    """The text of a job's accepted output: its answer or reply, else the output as JSON."""
+def answer_of(output: dict[str, Any] | None, kinds: KindRegistry | None = None) -> str:
+    """The text of a job's accepted output: its kind's answer field (any of `kinds`, the built-ins
+    when None), else the output as JSON."""
     if output is None:
         return ""
-    for key in ("answer", "reply"):
+    for key in (kinds or builtin_registry()).answer_fields():
         if isinstance(output.get(key), str):
             return str(output[key])
     return json.dumps(output, sort_keys=True, default=str)

@@ -14,6 +14,7 @@ from tierflow.providers import rules
 from tierflow.providers.base import Completion, CompletionRequest
 from tierflow.providers.pricing import Price, price_for
 from tierflow.routing.errors import ProviderRejected, ProviderUnavailable
+from tierflow.routing.kinds.registry import KindRegistry
 
 STRENGTH = {"fake-small": 0.55, "fake-medium": 0.8, "fake-large": 0.97}
 LATENCY_S = {"fake-small": 0.02, "fake-medium": 0.06, "fake-large": 0.15}
@@ -32,8 +33,10 @@ class FakeProvider:
         prices: Mapping[str, Price],
         latency_scale: float = 1.0,
         failing_models: Collection[str] = (),
+        kinds: KindRegistry | None = None,
     ) -> None:
         self._prices = prices
+        self._kinds = kinds  # whose plug-in experts it answers offline; None: the built-ins
         self._latency_scale = latency_scale
         self._failing = frozenset(failing_models)
 
@@ -43,7 +46,7 @@ class FakeProvider:
         started = time.perf_counter()
         if f"{self.name}:{model}" in self._failing:
             raise ProviderUnavailable(self.name, model, "injected failure")
-        text = rules.answer(request.system, request.user, STRENGTH[model])
+        text = rules.answer(request.system, request.user, STRENGTH[model], self._kinds)
         time.sleep(LATENCY_S[model] * self._latency_scale)
         input_tokens = count_tokens(request.system) + count_tokens(request.user)
         output_tokens = count_tokens(text)

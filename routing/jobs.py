@@ -11,13 +11,14 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from tierflow.routing.jsonl import JsonValueError, field_name, loads
 from tierflow.routing.kinds.registry import KindRegistry, builtin_registry
+from tierflow.routing.kinds.spec import KindRouting
 
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 
@@ -67,10 +68,35 @@ class LineIssue:
         return {"line": self.line, "field": self.field, "reason": self.reason}
 
 
+def with_kind_defaults(metadata: JobMetadata, routing: KindRouting, submitted_at: datetime) -> JobMetadata:
+    """The job's metadata with its kind's budget and deadline (seconds from submission) where it
+    gives none of its own."""
+    update: dict[str, Any] = {}
+    if metadata.budget_usd is None and routing.budget_usd is not None:
+        update["budget_usd"] = routing.budget_usd
+    if metadata.deadline is None and routing.deadline_s is not None:
+        update["deadline"] = submitted_at + timedelta(seconds=routing.deadline_s)
+    return metadata.model_copy(update=update) if update else metadata
+
+
 @dataclass(frozen=True)
 class ParsedJob:
+    """A valid line. `metadata` is what is stored: the job's own with its kind's defaults; the
+    job's id and content hash stay those of what it gave (a resubmission is the same job)."""
+
     line: int
     spec: JobSpec
+    metadata: JobMetadata | None = None
+
+    @property
+    def stored_metadata(self) -> JobMetadata:
+        return self.metadata if self.metadata is not None else self.spec.metadata
+
+
+def parsed_job(line: int, spec: JobSpec, kinds: KindRegistry, submitted_at: datetime) -> ParsedJob:
+    """A valid line's job, its metadata completed with its kind's routing defaults."""
+    metadata = with_kind_defaults(spec.metadata, kinds.get(spec.kind).routing, submitted_at)
+    return ParsedJob(line, spec, metadata if metadata is not spec.metadata else None)
 
 
 @dataclass(frozen=True)
@@ -135,15 +161,19 @@ def parse_lines(
     lines: Iterable[str],
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     kinds: KindRegistry | None = None,
+    submitted_at: datetime | None = None,
 ) -> ParsedBatch:
-    """Validate every non-blank line; duplicate job ids within the batch are issues too."""
+    """Validate every non-blank line; duplicate job ids within the batch are issues too.
+    Deadline defaults count from `submitted_at` (now when None)."""
+    registry = kinds or builtin_registry()
+    now = submitted_at or datetime.now(UTC)
     jobs: list[ParsedJob] = []
     issues: list[LineIssue] = []
     seen: dict[str, int] = {}
     for number, text in enumerate(lines, start=1):
         if not text.strip(" \t\r\n"):  # JSON's whitespace only: U+2028 alone is no blank line
             continue
-        result = parse_line(text, number, max_payload_bytes, kinds)
+        result = parse_line(text, number, max_payload_bytes, registry)
         if isinstance(result, LineIssue):
             issues.append(result)
             continue
@@ -152,5 +182,5 @@ def parse_lines(
             issues.append(LineIssue(number, "id", f"duplicate of the job on line {seen[job_id]}"))
             continue
         seen[job_id] = number
-        jobs.append(ParsedJob(number, result))
+        jobs.append(parsed_job(number, result, registry, now))
     return ParsedBatch(jobs, issues)

@@ -176,7 +176,7 @@ def _row(job: ParsedJob) -> tuple[Any, ...]:
         spec.job_id(),
         spec.kind,
         json.dumps(spec.payload),  # what SQLAlchemy's JSON type would write
-        spec.metadata.model_dump_json(),  # the values of model_dump(mode="json"), which store_batch writes
+        job.stored_metadata.model_dump_json(),  # the values of model_dump(mode="json"), as store_batch writes
         spec.content_hash(),
     )
 

@@ -72,6 +72,7 @@ def job_trace(session: Session, job_id: str) -> dict[str, Any] | None:
         "batch_id": job.batch_id,
         "kind": job.kind,
         "state": job.state,
+        "metadata": job.meta,
         "analysis": job.analysis,
         "attempts": trace_attempts,
         "result": None

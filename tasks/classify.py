@@ -58,7 +58,7 @@ def classify(self: Any, job_id: str) -> None:
             kind,
             job.payload,
             runtime.policy(),
-            semantic=runtime.semantic(),
+            semantic=runtime.semantic(kind),
             llm=_llm(runtime, calls),
             metadata=job.metadata,
             tokens=count_tokens(job_text(kind, job.payload)),

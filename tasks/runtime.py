@@ -7,6 +7,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -24,6 +25,7 @@ from tierflow.providers.resilience.tier import TierCaller
 from tierflow.providers.retry import RetryPolicy
 from tierflow.routing.errors import ConfigError
 from tierflow.routing.kinds.registry import KindRegistry, builtin_registry
+from tierflow.routing.kinds.spec import KindSpec
 from tierflow.routing.policy import Policy
 from tierflow.routing.retrieval import Hit, KnowledgeBase
 from tierflow.routing.stages import SemanticGuess, SemanticStage
@@ -49,7 +51,7 @@ class Runtime:
     kinds: KindRegistry = field(default_factory=builtin_registry)  # the kinds in force
     _policy: Policy | None = None
     _knowledge: KnowledgeBase | str | None = None
-    _semantic: SemanticStage | None = None
+    _semantic: dict[Path, SemanticStage] = field(default_factory=dict)  # by routes file
     _policy_loaded_at: float = 0.0
     _encoders: dict[str, CachedEncoder] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -76,14 +78,17 @@ class Runtime:
         folder = self.settings.kb_dir
         return KnowledgeBase(read_articles(folder) if folder.is_dir() else [])
 
-    def semantic(self) -> SemanticStage | None:
-        """The semantic stage, fitted once per process from settings.semantic_routes; None when unset."""
-        if self.settings.semantic_routes is None:
+    def semantic(self, kind: KindSpec | None = None) -> SemanticStage | None:
+        """The semantic stage for jobs of `kind`: fitted once per process from the kind's own routes
+        file, else from settings.semantic_routes; None when neither is set."""
+        own = kind.routing.semantic_routes if kind is not None else None
+        routes = Path(own) if own is not None else self.settings.semantic_routes
+        if routes is None:
             return None
         with self._lock:
-            if self._semantic is None:
-                self._semantic = build_semantic_stage(self.settings)
-            return self._semantic
+            if routes not in self._semantic:
+                self._semantic[routes] = build_semantic_stage(self.settings, routes)
+            return self._semantic[routes]
 
     def policy(self) -> Policy:
         """The active policy version, re-read from the store at most every settings.policy_ttl_s."""
@@ -124,13 +129,15 @@ def build_encoder(settings: Settings, name: str) -> CachedEncoder:
     return CachedEncoder(inner, settings.embeddings_cache_dir)
 
 
-def build_semantic_stage(settings: Settings) -> SemanticStage:
+def build_semantic_stage(settings: Settings, routes_file: Path | None = None) -> SemanticStage:
+    """The semantic stage fitted on `routes_file` (settings.semantic_routes when None)."""
     from tierflow.providers.labelled import fit_routes, read_labelled
 
-    assert settings.semantic_routes is not None
+    path = routes_file or settings.semantic_routes
+    assert path is not None
     encoder = build_encoder(settings, settings.semantic_encoder)
     inner = encoder.inner
-    routes = fit_routes(encoder, read_labelled(settings.semantic_routes))
+    routes = fit_routes(encoder, read_labelled(path))
 
     def guess(text: str) -> SemanticGuess:
         match = routes.classify(inner.encode([text]))[0]  # queries are not cached: each is new
@@ -152,11 +159,12 @@ def default_policy(settings: Settings) -> Policy:
     )
 
 
-def build_providers(settings: Settings) -> dict[str, Provider]:
-    """The fake, plus an SDK adapter for every other provider the tier map names."""
+def build_providers(settings: Settings, kinds: KindRegistry | None = None) -> dict[str, Provider]:
+    """The fake (answering the plug-in experts of `kinds` offline), plus an SDK adapter for every
+    other provider the tier map names."""
     prices = price_table(settings.prices)
     providers: dict[str, Provider] = {
-        "fake": FakeProvider(prices, settings.fake_latency_scale, settings.fake_failing_models)
+        "fake": FakeProvider(prices, settings.fake_latency_scale, settings.fake_failing_models, kinds)
     }
     named = {ModelRef.parse(ref).provider for refs in settings.tiers.values() for ref in refs}
     for name in sorted(named - set(providers)):
@@ -217,9 +225,9 @@ def build_runtime(settings: Settings) -> Runtime:
     # PostgreSQL dropped fails its task with OperationalError, SQLAlchemy discards the pool's
     # connections of before, and the task is retried (worker/app.py's TierflowTask).
     engine = make_engine(settings.database_url, pool_size=pool, max_overflow=POOL_OVERFLOW, pre_ping=False)
-    providers = build_providers(settings)
-    caller, breakers = build_tier_caller(settings, providers)
     kinds = build_registry(settings)
+    providers = build_providers(settings, kinds)
+    caller, breakers = build_tier_caller(settings, providers)
     return Runtime(settings, engine, make_sessions(engine), providers, caller, breakers, kinds)
 
 

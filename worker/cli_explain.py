@@ -22,6 +22,17 @@ def _add(node: Tree, label: str) -> Tree:
     return node.add(Text(label))
 
 
+def limits_line(metadata: dict[str, Any] | None) -> str | None:
+    """The job's budget and deadline as stored: its own, or its kind's defaults."""
+    metadata = metadata or {}
+    parts = []
+    if metadata.get("budget_usd") is not None:
+        parts.append(f"budget ${float(metadata['budget_usd']):.6f}")
+    if metadata.get("deadline"):
+        parts.append(f"deadline {metadata['deadline']}")
+    return f"limits: {', '.join(parts)}" if parts else None
+
+
 def _analysis_branch(tree: Tree, analysis: dict[str, Any] | None) -> None:
     if not analysis:
         _add(tree, "analysis: not classified yet")
@@ -76,6 +87,9 @@ def render_trace(trace: dict[str, Any]) -> Tree:
             f"{trace['tokens']} tokens, {latency}"
         )
     )
+    limits = limits_line(trace.get("metadata"))
+    if limits:
+        _add(tree, limits)
     _analysis_branch(tree, trace["analysis"])
     for attempt in trace["attempts"]:
         _attempt_branch(tree, attempt)

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from tierflow.routing.errors import KindsRejected
 from tierflow.routing.kinds.registry import KindRegistry
+from tierflow.routing.kinds.spec import ExpertWhen
 from tierflow.worker.kinds import build_registry, load_plugins, registry_from
 from tierflow.worker.settings import load_settings
 
@@ -41,7 +42,7 @@ def describe(registry: KindRegistry) -> list[str]:
         for expert in kind.experts:
             tiers = ", ".join(t.value for t in expert.tiers) or "every tier"
             extra = f" rule {expert.rule}" if expert.rule else ""
-            when = " (when verifying)" if expert.when.value == "verify" else ""
+            when = " (when verifying)" if expert.when is ExpertWhen.VERIFY else ""
             lines.append(f"  expert {expert.name}: {expert.type.value}{extra} on {tiers}{when}")
         for check in kind.checks:
             lines.append(f"  check {check.type} {', '.join(check.fields)} -> {check.on_fail.value}")

@@ -76,7 +76,7 @@ def registry_from(paths: Sequence[Path], plugins: Sequence[KindPlugin] = ()) -> 
         except (OSError, UnicodeDecodeError) as exc:
             raise KindsRejected((InputError(str(path), 0, "<file>", f"cannot be read: {exc}"),)) from None
     known_rules = set(base.rule_names)
-    declared = load_kind_texts(texts, taken, known_rules, base.check_names)
+    declared = load_kind_texts(texts, taken, known_rules, base.check_names, lambda name: Path(name).is_file())
     return base.with_kinds(declared)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from tierflow.providers import rules
 from tierflow.routing.errors import InputError
 from tierflow.routing.jsonl import strict_records
+from tierflow.routing.kinds.registry import builtin_registry
 
 WEAK_MARKERS = ("mini", "haiku", "small", "nano", "lite", "flash", "7b", "8b")
 MEDIUM_MARKERS = ("medium", "sonnet")
@@ -40,7 +41,6 @@ DEFAULT_MODELS = (
 # What tierflow's expert prompts say when they want a JSON object (routing/experts.py `_system`).
 _ASKED_KEYS = re.compile(r"Answer with one JSON object with the keys ([^;\n]+)")
 _KEY = re.compile(r'"(\w+)"')
-TEXT_KEYS = ("answer", "reply")  # the keys whose value is the response's text
 
 
 class AnswerSource(StrEnum):
@@ -158,7 +158,7 @@ def in_envelope(recorded: str, system: str, user: str, strength: float) -> str:
     """A recorded plain-text response, as the JSON object the system prompt asks for.
 
     Recorded responses (../shared/data/routellm) are plain text, while tierflow's experts
-    ask for one JSON object with a text key (`answer`, `reply`) and `confidence`. The
+    ask for one JSON object with a text key (a built-in kind's answer field) and `confidence`. The
     text goes under that key word for word, and the confidence is the rules' for this
     model's strength and prompt, since nothing recorded one. A response that already is
     a JSON object, or a prompt that asks for no such object, gets the text unchanged.
@@ -167,7 +167,7 @@ def in_envelope(recorded: str, system: str, user: str, strength: float) -> str:
     if keys is None:
         return recorded
     asked = _KEY.findall(keys.group(1))
-    text_keys = [key for key in asked if key in TEXT_KEYS]
+    text_keys = [key for key in asked if key in builtin_registry().answer_fields()]
     if len(text_keys) != 1 or set(asked) - {*text_keys, "confidence"} or _is_object(recorded):
         return recorded
     return json.dumps({text_keys[0]: recorded, "confidence": rules.confidence(strength, user)})

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from tierflow.routing.analysis import RISK_MARKERS
 from tierflow.routing.documents import decide_document, extract_fields, fields_agree, validate_fields
 from tierflow.routing.experts import ExpertAnswer, ExpertOutput, Prompt, system_prompt
+from tierflow.routing.kinds import builtin_offline
 from tierflow.routing.kinds.checks import Check, CheckInput, Problem
 from tierflow.routing.kinds.spec import (
     CheckSpec,
@@ -24,6 +25,7 @@ from tierflow.routing.kinds.spec import (
     ExpertWhen,
     KindRouting,
     KindSpec,
+    OfflineAnswer,
     OnFail,
     PayloadValidator,
     ReviewRule,
@@ -202,8 +204,9 @@ def check_receipt_fields(spec: CheckSpec, seen: CheckInput) -> list[Problem]:
     return problems
 
 
-def _model(name: str, build: Any, **extra: Any) -> ExpertSpec:
-    return ExpertSpec(name=name, type=ExpertType.MODEL, build=build, **extra)
+def _model(name: str, build: Any, task: str, offline: OfflineAnswer, **extra: Any) -> ExpertSpec:
+    """A model expert whose prompt (naming `task`) a builder makes, answered offline by `offline`."""
+    return ExpertSpec(name=name, type=ExpertType.MODEL, build=build, task=task, offline=offline, **extra)
 
 
 def _rule(name: str, rule: str) -> ExpertSpec:
@@ -216,7 +219,7 @@ SUPPORT = KindSpec(
     payload_schema=SupportPayload.model_json_schema(),
     text=SUPPORT_TEXT,
     experts=(
-        _model("drafter", _draft_prompt, grounded=True),
+        _model("drafter", _draft_prompt, "draft_reply", builtin_offline.draft_reply, grounded=True),
         _rule("policy_check", "support_policy"),
         ExpertSpec(
             name="retriever",
@@ -235,6 +238,7 @@ SUPPORT = KindSpec(
     ),
     routing=KindRouting(intents=True),
     answer_field="reply",
+    chat_field="text",
     builtin=True,
     validate_payload=_validator(SupportPayload),
 )
@@ -244,12 +248,16 @@ DOCUMENT = KindSpec(
     description="Receipts and invoices: company, date, total and number, by a model and by rules.",
     payload_schema=DocumentPayload.model_json_schema(),
     text="{text}",
-    experts=(_model("extractor", _extract_prompt), _rule("rule_extractor", "receipt_fields")),
+    experts=(
+        _model("extractor", _extract_prompt, "extract_fields", builtin_offline.extract_fields),
+        _rule("rule_extractor", "receipt_fields"),
+    ),
     checks=(
         CheckSpec(type="receipt_fields", experts=("extractor", "rule_extractor"), on_fail=OnFail.PENALTY),
     ),
     routing=KindRouting(answered_by="rule_extractor"),
     merge=("fields",),
+    chat_field="text",
     builtin=True,
     validate_payload=_validator(DocumentPayload),
 )
@@ -260,13 +268,21 @@ PROMPT = KindSpec(
     payload_schema=PromptPayload.model_json_schema(),
     text="{prompt}",
     experts=(
-        _model("answerer", _answer_prompt),
-        _model("verifier", _verify_prompt, answers=False, when=ExpertWhen.VERIFY),
+        _model("answerer", _answer_prompt, "answer", builtin_offline.answer),
+        _model(
+            "verifier",
+            _verify_prompt,
+            "verify",
+            builtin_offline.answer,
+            answers=False,
+            when=ExpertWhen.VERIFY,
+        ),
     ),
     checks=(
         CheckSpec(type="agree", fields=("answer",), experts=("answerer", "verifier"), on_fail=OnFail.SCALE),
     ),
     answer_field="answer",
+    chat_field="prompt",
     builtin=True,
     validate_payload=_validator(PromptPayload),
 )

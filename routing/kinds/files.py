@@ -6,7 +6,8 @@
     [kind.expert.answer]           instruction, rule, options; the answer's JSON Schema
     [[kind.check]]                 type (routing/kinds/checks.py) and its arguments
     [[kind.review]]                type (words | output_value | output_at_least | budget)
-    [kind.routing]                 max_tier, rules, budget_usd, deadline_s, capabilities
+    [kind.routing]                 max_tier, rules, budget_usd, deadline_s, capabilities,
+                                   semantic_routes (a routes file, relative to the kinds file)
 
 Every problem is reported as (source, line, key, reason), the key a dotted path in
 the file (`kind[2].expert[1].prompt`); one problem anywhere loads nothing.
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import jsonschema
@@ -99,6 +101,7 @@ class Problems:
     rules: set[str]  # the rule experts and checks the registry offers
     checks: set[str]
     found: list[InputError] = field(default_factory=list)
+    exists: Callable[[str], bool] | None = None  # whether a file named by a kind is there; None: unchecked
 
     def add(self, path: Path, reason: str) -> None:
         self.found.append(InputError(self.source, self.index.line(path), key_text(path), reason))
@@ -215,6 +218,22 @@ def _known_parts(spec: KindSpec, base: Path, problems: Problems) -> None:
     answered = spec.routing.answered_by
     if answered is not None and answered not in names:
         problems.add((*base, "routing", "answered_by"), f"names {answered!r}, not an expert of this kind")
+    fields = _fields(spec.payload_schema)
+    if spec.chat_field is not None and spec.chat_field not in fields:
+        why = f"names {spec.chat_field!r}, a field the payload does not declare"
+        problems.add((*base, "chat_field"), why)
+    routes = spec.routing.semantic_routes
+    if routes is not None and problems.exists is not None and not problems.exists(routes):
+        problems.add((*base, "routing", "semantic_routes"), f"no such routes file: {routes}")
+
+
+def _routes_beside(spec: KindSpec, source: str) -> KindSpec:
+    """The kind with its semantic routes file named from the kinds file's folder when relative."""
+    routes = spec.routing.semantic_routes
+    if routes is None or PurePath(routes).is_absolute():
+        return spec
+    beside = str(PurePath(source).parent / routes)
+    return spec.model_copy(update={"routing": spec.routing.model_copy(update={"semantic_routes": beside})})
 
 
 def parse_kinds(
@@ -223,15 +242,17 @@ def parse_kinds(
     taken: Mapping[str, str],
     rules: Iterable[str],
     checks: Iterable[str],
+    exists: Callable[[str], bool] | None = None,
 ) -> tuple[list[KindSpec], list[InputError]]:
     """The kinds a file declares and every problem found in it.
 
     Args:
         taken: kind names already declared, and where (built-ins and earlier files).
         rules, checks: the names of the rule experts and checks the registry offers.
+        exists: whether a file a kind names (its semantic routes) is there; None checks nothing.
     """
     index = LineIndex.of(text)
-    problems = Problems(source, index, set(rules), set(checks))
+    problems = Problems(source, index, set(rules), set(checks), exists=exists)
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -251,8 +272,10 @@ def parse_kinds(
     seen = dict(taken)
     for i, raw in enumerate(raw_kinds):
         spec = _one_kind(raw, ("kind", i), seen, problems)
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if isinstance(name, str) and name not in seen:  # a later kind of its name is a duplicate too
+            seen[name] = f"{source}:{index.line(('kind', i))}"
         if spec is not None:
-            seen[spec.name] = f"{source}:{index.line(('kind', i))}"
             kinds.append(spec)
     return kinds, sorted(problems.found, key=lambda problem: problem.line)
 
@@ -276,12 +299,17 @@ def _one_kind(
         for error in exc.errors():
             problems.add((*base, *_toml_path(error["loc"])), _reason(error))
         return None
+    spec = _routes_beside(spec, problems.source)
     _known_parts(spec, base, problems)
     return spec if len(problems.found) == before else None
 
 
 def load_kind_texts(
-    texts: Sequence[tuple[str, str]], taken: Mapping[str, str], rules: Iterable[str], checks: Iterable[str]
+    texts: Sequence[tuple[str, str]],
+    taken: Mapping[str, str],
+    rules: Iterable[str],
+    checks: Iterable[str],
+    exists: Callable[[str], bool] | None = None,
 ) -> list[KindSpec]:
     """The kinds of several files ((source, text) pairs, in order); KindsRejected with every
     problem of every file when any has one."""
@@ -289,7 +317,7 @@ def load_kind_texts(
     found: list[InputError] = []
     names = dict(taken)
     for source, text in texts:
-        parsed, problems = parse_kinds(text, source, names, rules, checks)
+        parsed, problems = parse_kinds(text, source, names, rules, checks, exists)
         found += problems
         for kind in parsed:
             names[kind.name] = source

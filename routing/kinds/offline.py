@@ -14,6 +14,9 @@ message, so a user's kind runs with no model and no key. How each value is made:
 - an array: one item made the same way per capitalised name or date found, at least
   `minItems`; an object: each property.
 
+Every offline answer's confidence is `confidence(strength, input)`: a strong model is
+sure of easy inputs, a weak one less so of long or intricate ones.
+
 Pure: the standard library only.
 """
 
@@ -34,6 +37,25 @@ UNIT_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
 YES_WORDS = re.compile(r"\b(urgent|asap|immediately|outage|down|critical|emergency)\b", re.IGNORECASE)
 DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
 NAME = re.compile(r"\b([A-Z][A-Za-z&]+(?: [A-Z][A-Za-z&]+)* (?:Ltd|LLC|Inc|GmbH|plc|Corp|AG|BV))\b")
+
+
+COMPLEX = re.compile(
+    r"\b(however|although|intermittent\w*|integration|webhook|api|migrat\w*|regulat\w*|"
+    r"discrepanc\w*|reconcil\w*|chargeback|dispute|multiple|several|audit|prove|derive)\b",
+    re.I,
+)
+
+
+def hardness(text: str) -> float:
+    """How hard a text is for a model, in [0, 1]."""
+    words = len(text.split())
+    score = 0.05 + min(words, 500) / 1000 + 0.14 * len(COMPLEX.findall(text)) + 0.06 * text.count("?")
+    return min(1.0, score)
+
+
+def confidence(strength: float, text: str) -> float:
+    """The confidence an offline model of `strength` gives its answer to `text`."""
+    return round(max(0.05, min(0.99, 0.5 + strength - 1.1 * hardness(text))), 3)
 
 
 def declared_schema(system: str) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from tierflow.routing.errors import UnknownKind
 from tierflow.routing.kinds.builtin import BUILTIN_CHECKS, BUILTIN_KINDS, BUILTIN_RULES, RECORDED_PROMPT_KIND
 from tierflow.routing.kinds.checks import CHECKS, Check
 from tierflow.routing.kinds.extractors import RULES
-from tierflow.routing.kinds.spec import ExpertType, KindSpec, Rule
+from tierflow.routing.kinds.spec import ExpertType, KindSpec, OfflineAnswer, Rule
 from tierflow.routing.kinds.template import render
 
 
@@ -100,6 +100,31 @@ class KindRegistry:
     def text(self, name: str, payload: Mapping[str, object]) -> str:
         return render(self.get(name).text, payload)
 
+    def chat_fields(self) -> dict[str, str]:
+        """The kinds a chat message may become, each with the payload field the message fills."""
+        return {kind.name: kind.chat_field for kind in self if kind.chat_field is not None}
+
+    def chat_job(self, text: str, kind: str | None = None) -> tuple[str, dict[str, str]]:
+        """(kind, payload) of a chat message's job: the kind named, else the recorded-prompt kind.
+        ValueError when the kind takes no chat message."""
+        name = kind if kind is not None else recorded_prompt_kind().name
+        fields = self.chat_fields()
+        if name not in fields:
+            raise ValueError(f"{name!r} is not a kind a chat message becomes ({', '.join(fields)})")
+        return name, {fields[name]: text}
+
+    def answer_fields(self) -> tuple[str, ...]:
+        """The output fields that hold an answer's text, one per kind that names one."""
+        return tuple(dict.fromkeys(kind.answer_field for kind in self if kind.answer_field))
+
+    def offline_answer(self, task: str) -> OfflineAnswer | None:
+        """How an offline model answers the prompt of the task named (a plug-in expert's), or None."""
+        for kind in self:
+            for expert in kind.experts:
+                if expert.offline is not None and expert.task == task:
+                    return expert.offline
+        return None
+
 
 def spec_problems(
     kind: KindSpec, rules: Mapping[str, Rule], checks: Mapping[str, Check]
@@ -127,6 +152,14 @@ def spec_problems(
 def builtin_registry() -> KindRegistry:
     """The three built-in kinds alone (immutable, so one is shared)."""
     return KindRegistry(BUILTIN_KINDS)
+
+
+def default_offline_answer() -> OfflineAnswer:
+    """How an offline model answers a prompt no expert claims: as the recorded-prompt kind's answerer."""
+    kind = recorded_prompt_kind()
+    offline = kind.expert(kind.default_experts()[0])
+    assert offline is not None and offline.offline is not None, "the built-in answerer answers offline"
+    return offline.offline
 
 
 def recorded_prompt_kind() -> KindSpec:

@@ -29,6 +29,8 @@ MAX_TEMPLATE_BYTES = 32 * 1024
 PromptBuilder = Callable[[dict[str, Any], Mapping[str, Any]], Prompt]
 # A rule expert: (payload, the job's text, policy, the expert's options) -> its output.
 Rule = Callable[[dict[str, Any], str, Policy, Mapping[str, Any]], ExpertOutput]
+# An offline model's answer to an expert's prompt: (the user message, the model's strength) -> JSON text.
+OfflineAnswer = Callable[[str, float], str]
 # A payload validator: the (field path, reason) of each problem; empty when the payload is valid.
 PayloadValidator = Callable[[dict[str, Any]], list[tuple[str, str]]]
 
@@ -62,6 +64,8 @@ class ExpertSpec(_Frozen):
     grounded: bool = False  # the knowledge base's best matches go into the prompt
     max_tokens: int = Field(default=400, gt=0, le=8192)
     build: PromptBuilder | None = Field(default=None, exclude=True)
+    # how the fake models answer a plug-in's prompt offline; a declared prompt is answered from its schema
+    offline: OfflineAnswer | None = Field(default=None, exclude=True)
     # rule experts
     rule: str | None = None  # a name in the rule library
     options: dict[str, Any] = Field(default_factory=dict)
@@ -148,6 +152,7 @@ class KindSpec(_Frozen):
     review: tuple[ReviewRule, ...] = ()
     routing: KindRouting = Field(default_factory=KindRouting)
     answer_field: str | None = None  # the output field that is the answer's text
+    chat_field: str | None = None  # the payload field a chat message fills; None: not a chat kind
     merge: tuple[str, ...] = ()  # dict fields merged across experts: the first declared wins per key
     builtin: bool = False
     validate_payload: PayloadValidator | None = Field(default=None, exclude=True)

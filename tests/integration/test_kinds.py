@@ -7,8 +7,11 @@ result like a built-in kind's, and reflect learns a scorer for them.
 
 from __future__ import annotations
 
+import os
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from tests.integration.conftest import run, running_worker, wait_terminal, write_jobs
@@ -16,10 +19,12 @@ from tierflow.routing.learning import LearnedRouting
 from tierflow.routing.scorers import CHEAP_FEATURES, constant_scorer
 from tierflow.routing.states import Tier
 from tierflow.store.db import transaction
-from tierflow.store.models import Attempt, ExpertResult, Job, Result
+from tierflow.store.models import Attempt, ExpertResult, Job, Result, utcnow
 from tierflow.store.policies import publish_policy
+from tierflow.store.trace import job_trace
 from tierflow.tasks.reflect import run_reflect
 from tierflow.tasks.submission import submit_file
+from tierflow.worker.cli_explain import limits_line
 
 KINDS = Path(__file__).resolve().parents[2] / "examples" / "kinds"
 CONTRACT = KINDS / "contract_clauses.toml"
@@ -153,3 +158,67 @@ def test_a_worker_refuses_to_start_on_a_bad_kinds_file_with_the_checks_messages(
     assert refused.returncode == 2 and line in refused.stderr
     listed = run({**env, "TIERFLOW_KINDS": str(CONTRACT)}, "kinds", "list", check=True).stdout
     assert "contract_clauses (declared)" in listed and "expert notice_rule: rule rule period" in listed
+
+
+ROUTES = Path(__file__).resolve().parents[2] / "examples" / "routes" / "support_intents.jsonl"
+BUCKLE = "The buckle on my rucksack snapped on the first hike."
+HELPDESK = """\
+[[kind]]
+name = "helpdesk"
+text = "{text}"
+
+[kind.payload]
+type = "object"
+required = ["text"]
+properties = { text = { type = "string" } }
+
+[[kind.expert]]
+name = "sorter"
+type = "model"
+prompt = "{text}"
+
+[kind.expert.answer]
+required = ["queue"]
+properties = { queue = { type = "string", enum = ["returns", "repairs", "other"] } }
+
+[kind.routing]
+budget_usd = 0.000001
+deadline_s = 3600
+semantic_routes = "routes.jsonl"
+"""
+
+
+def test_a_kinds_budget_deadline_and_semantic_routes_apply_to_its_jobs(make_app, tmp_path):
+    if os.environ.get("CI", "").lower() != "true":  # under CI the embeddings extra must be there
+        pytest.importorskip("sentence_transformers")
+    (tmp_path / "routes.jsonl").write_bytes(ROUTES.read_bytes())
+    (tmp_path / "helpdesk.toml").write_text(HELPDESK)
+    kinds = [str(tmp_path / "helpdesk.toml")]
+    app, runtime = make_app(kinds=kinds, learning=NO_EXPLORING, embeddings_cache_dir=tmp_path / "cache")
+    with transaction(runtime.sessions) as session:
+        publish_policy(session, runtime.policy().model_copy(update={"rules_confidence": 0.99}), "test")
+    runtime.forget_policy()
+    jobs = [
+        {"id": "hd-default", "kind": "helpdesk", "payload": {"text": BUCKLE}},
+        {"id": "hd-own", "kind": "helpdesk", "payload": {"text": BUCKLE}, "metadata": {"budget_usd": 1}},
+        {"id": "builtin", "kind": "support", "payload": {"text": BUCKLE}},
+    ]
+    before = utcnow()
+    with running_worker(app):
+        report = submit_file(app, runtime, write_jobs(tmp_path / "jobs.jsonl", jobs))
+        wait_terminal(runtime, report.batch_id, timeout_s=180)
+    default, own, builtin = (_job(runtime, job_id) for job_id in ("hd-default", "hd-own", "builtin"))
+    assert default.meta["budget_usd"] == 0.000001 and own.meta["budget_usd"] == 1
+    due = datetime.fromisoformat(default.meta["deadline"])
+    assert before + timedelta(seconds=3600) <= due <= utcnow() + timedelta(seconds=3600)
+    # the kind's routes file decides its jobs' intent; no routes file is set for the built-in kind
+    assert (default.analysis["stage"], default.analysis["intent"]) == ("semantic", "warranty")
+    assert builtin.analysis["stage"] == "rules"
+    # the default budget is below any tier's price: the job waits for a person, saying why
+    assert default.state == "needs_review" and own.state == "succeeded"
+    (attempt,) = _rows(runtime, Attempt, "hd-default")
+    assert "no tier fits the job's constraints" in attempt.decision["reasons"]
+    with transaction(runtime.sessions) as session:
+        trace = job_trace(session, "hd-default")
+    assert trace is not None and trace["metadata"]["budget_usd"] == 0.000001
+    assert limits_line(trace["metadata"]) == f"limits: budget $0.000001, deadline {default.meta['deadline']}"

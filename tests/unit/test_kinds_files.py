@@ -142,6 +142,14 @@ def test_a_kind_declared_twice_across_files_is_refused_and_nothing_loads(tmp_pat
     assert str(problem) == f"{second}:2: kind[0].name: kind 'claims' is already declared at {first}"
 
 
+def test_a_second_kind_of_a_name_is_a_duplicate_even_when_the_first_does_not_load(tmp_path: Path) -> None:
+    broken = GOOD.replace('type = "one_of"', 'type = "vibes"')
+    problems = _problems(tmp_path, broken + "\n" + GOOD)
+    second = len(broken.split("\n")) + 2  # the name of the second [[kind]]
+    assert problems[0].startswith("FILE:") and "unknown check 'vibes'" in problems[0]
+    assert f"FILE:{second}: kind[1].name: kind 'claims' is already declared at" in problems[1]
+
+
 def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
     broken = GOOD.replace('type = "one_of"', 'type = "vibes"').replace('rule = "amounts"', 'rule = "psychic"')
     assert len(_problems(tmp_path, broken)) == 2
