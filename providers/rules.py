@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 
+from tierflow.providers.judge_rules import offline_grade
+from tierflow.routing.judging import JUDGE_TASK
 from tierflow.routing.kinds.offline import schema_answer
 
 TASK = re.compile(r"^Task: (\w+)", re.MULTILINE)
@@ -74,8 +76,9 @@ def answer(system: str, user: str, strength: float) -> str:
     declared = schema_answer(system, user, strength, confidence(strength, user))
     if declared is not None:
         return declared
-    match = TASK.search(system)
-    task = match.group(1) if match else "answer"
+    task = task_of(system)
+    if task == JUDGE_TASK:
+        return offline_grade(user, hardness, None)
     if task == "draft_reply":
         return _draft(user, strength)
     if task == "extract_fields":
@@ -85,6 +88,12 @@ def answer(system: str, user: str, strength: float) -> str:
     if task == "coach":
         return _coach(user, strength)
     return _answer(user, strength)
+
+
+def task_of(system: str) -> str:
+    """The task a system message names ("Task: NAME" on a line of its own), else "answer"."""
+    match = TASK.search(system)
+    return match.group(1) if match else "answer"
 
 
 def _coach(text: str, strength: float) -> str:
