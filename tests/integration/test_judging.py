@@ -134,3 +134,41 @@ def test_a_judge_answer_that_fails_is_recorded_as_a_failed_grade_never_a_grade(e
     assert _judge_feedback(runtime) == {}
     shown = run(env, "explain", job_id, check=True).stdout
     assert "judge (fake:fake-large): failed, no grade" in shown and "did not validate" in shown
+
+
+SDK_TIERS = {"small": ["openai:gpt-4o-mini"], "large": ["openai:gpt-4o"]}
+
+
+def test_the_judge_asks_the_top_tier_through_the_sdk_and_a_failed_call_is_no_grade(env, make_app, tmp_path):
+    from tierflow.providers.server import Fault, FaultRule, ProviderServer
+
+    with ProviderServer(port=0, models=["gpt-4o-mini", "gpt-4o"]) as server:
+        app, runtime = make_app(
+            tiers=SDK_TIERS,
+            openai_base_url=server.openai_base_url,
+            openai_api_key="sk-test-not-a-secret",
+            retry_base_delay_s=0.01,
+            retry_max_delay_s=0.02,
+        )
+        _publish(runtime, judge_share=0.5, judge_budget_usd=10.0)
+        jobs = JOBS[:8]
+        with running_worker(app):
+            run_env = {
+                **env,
+                "TIERFLOW_TIERS": '{"small": ["openai:gpt-4o-mini"], "large": ["openai:gpt-4o"]}',
+            }
+            run_env["TIERFLOW_OPENAI_BASE_URL"] = server.openai_base_url
+            run(run_env, "submit", str(write_jobs(tmp_path / "jobs.jsonl", jobs)), "--wait", check=True)
+            accepted = _accepted(runtime)
+            chosen = {job for job in accepted if chosen_for_judging(job, 0.5)}
+            judgements = _judgements(runtime, len(chosen))
+        assert chosen and set(judgements) == chosen
+        assert {(j.state, j.model) for j in judgements.values()} == {("graded", "openai:gpt-4o")}
+        assert all(j.cost_usd > 0 and j.reason.startswith("offline:") for j in judgements.values())
+        server.set_faults([FaultRule(fault=Fault.SERVER_ERROR, model="gpt-4o")])
+        unchosen = sorted(accepted - chosen)[0]
+        assert judge_job(runtime, unchosen) == "failed"
+    with transaction(runtime.sessions) as session:
+        failed = session.get(Judgement, unchosen)
+        assert failed.state == "failed" and failed.score is None and "500" in (failed.reason or "")
+    assert unchosen not in _judge_feedback(runtime)
