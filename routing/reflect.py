@@ -16,7 +16,7 @@ call this. Pure: numpy and pydantic only; it never opens a connection.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -170,6 +170,9 @@ def reflect(
     """
     settings = policy.learning
     stats: dict[str, Any] = {"tiers": tier_statistics(rows)}
+    sources = Counter(row.source for row in rows)
+    if set(sources) - {"verdict"}:  # where the graded outcomes came from (routing/grades.py)
+        stats["grades"] = dict(sorted(sources.items()))
     jobs, success = version_success(rows, policy.version)
     stats["version"] = {"jobs": jobs, "success_rate": round(success, 4)}
     if parent is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,15 @@ def test_rows_of_one_quality_give_a_constant_scorer():
     scorer = tier_scorers(rows, (Tier.SMALL,), LearningSettings(min_samples=50))[Tier.SMALL]
     assert scorer.weights == (0.0,)
     assert float(scorer.probability(np.array([3.0]))[0]) == pytest.approx((45 + 1) / 62)
+
+
+def test_a_reflect_run_records_where_its_graded_outcomes_came_from():
+    from tierflow.routing.policy import Policy
+    from tierflow.routing.reflect import reflect
+
+    rows = [_row(i, float(i % 7), 0.9) for i in range(10)]
+    rows = [*rows, OutcomeRow("v", "prompt", Tier.SMALL, 1, True, np.array([1.0]), None, "accept")]
+    rows = [row if row.job_id == "v" else dataclasses.replace(row, source="judge") for row in rows]
+    assert reflect(Policy(), None, rows, None).statistics["grades"] == {"judge": 10, "verdict": 1}
+    plain = [dataclasses.replace(row, source="verdict", quality=None) for row in rows]
+    assert "grades" not in reflect(Policy(), None, plain, None).statistics
