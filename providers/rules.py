@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import re
 
+from tierflow.providers.judge_rules import offline_grade
+from tierflow.routing.judging import JUDGE_TASK
 from tierflow.routing.kinds.offline import confidence, hardness, schema_answer
 from tierflow.routing.kinds.registry import KindRegistry, builtin_registry, default_offline_answer
 
-__all__ = ["answer", "confidence", "hardness"]
+__all__ = ["answer", "confidence", "hardness", "task_of"]
 
 TASK = re.compile(r"^Task: (\w+)", re.MULTILINE)
 
@@ -27,14 +29,21 @@ def answer(system: str, user: str, strength: float, kinds: KindRegistry | None =
     declared = schema_answer(system, user, strength, confidence(strength, user))
     if declared is not None:
         return declared
-    match = TASK.search(system)
-    task = match.group(1) if match else ""
+    task = task_of(system)
+    if task == JUDGE_TASK:
+        return offline_grade(user, hardness, None)
     if task == "analyze":
         return _analyze(user, strength)
     if task == "coach":
         return _coach(user, strength)
     offline = (kinds or builtin_registry()).offline_answer(task) or default_offline_answer()
     return offline(user, strength)
+
+
+def task_of(system: str) -> str:
+    """The task a system message names ("Task: NAME" on a line of its own), else ""."""
+    match = TASK.search(system)
+    return match.group(1) if match else ""
 
 
 def _coach(text: str, strength: float) -> str:

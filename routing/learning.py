@@ -57,6 +57,9 @@ class LearningSettings(BaseModel):
     # This share of first attempts start where an outcome is missing (routing.decision.exploration); 0: none.
     explore_share: float = Field(default=0.05, ge=0, le=0.5)
     coach_model: str | None = Field(default=None, pattern=r"^[\w.-]+:.+$")  # "provider:model"; None: no coach
+    # Per kind, the graded quality (routing/grades.py) an answer must reach to count as good: the
+    # scorers then estimate P(reaching it); a kind not named: they estimate the expected quality.
+    quality_bar: dict[str, float] = Field(default_factory=dict)
 
 
 class LearnedRouting(BaseModel):

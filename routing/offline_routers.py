@@ -101,16 +101,16 @@ class RoutingRows:
         cheap: `routing.scorers.cheap_features` of each prompt.
         embedding: each prompt's sentence embedding (width 0 for none).
         answer: `routing.answer_features` of the small model's answer; None when not recorded.
-        small_good: whether the small tier's answer was right.
-        large_good: whether the large tier's answer was right.
+        small_good: the small tier's quality on [0, 1] (right: 1, wrong: 0; a score by its range).
+        large_good: the large tier's, the same way.
         costs: token counts and prices, needed by the gain-per-cost ranking only.
     """
 
     cheap: Matrix
     embedding: Matrix
     answer: Matrix | None
-    small_good: NDArray[np.bool_]
-    large_good: NDArray[np.bool_]
+    small_good: NDArray[np.float64]
+    large_good: NDArray[np.float64]
     costs: CallCosts | None = None
 
     @property

@@ -67,6 +67,10 @@ class Policy(BaseModel):
     # How `reflect` learns from feedback, and what it learned per job class (routing/learning.py).
     learning: LearningSettings = Field(default_factory=LearningSettings)
     learned: dict[str, LearnedRouting] = Field(default_factory=dict)
+    # Sampled judging (routing/judging.py): this share of accepted answers, picked by job id, is
+    # graded by a judge on the top tier, within judge_budget_usd a day (UTC); 0: none.
+    judge_share: float = Field(default=0.0, ge=0, le=1)
+    judge_budget_usd: float = Field(default=1.0, ge=0)
 
     def threshold(self, tier: Tier) -> float:
         return self.accept_quality_by_tier.get(tier, self.accept_quality)

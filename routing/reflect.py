@@ -16,7 +16,7 @@ call this. Pure: numpy and pydantic only; it never opens a connection.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +47,13 @@ class OutcomeRow:
     cost_usd: float = 0.0
     latency_s: float | None = None
     policy_version: int | None = None  # the version that decided the job's first attempt
+    # What the scorers fit, on [0, 1] (routing.grades.learning_target); None: `good` as 0 or 1.
+    quality: float | None = None
+    source: str = "verdict"  # where the quality came from (routing.grades.GradeSource)
+
+    @property
+    def target(self) -> float:
+        return float(self.good) if self.quality is None else self.quality
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,9 @@ def reflect(
     """
     settings = policy.learning
     stats: dict[str, Any] = {"tiers": tier_statistics(rows)}
+    sources = Counter(row.source for row in rows)
+    if set(sources) - {"verdict"}:  # where the graded outcomes came from (routing/grades.py)
+        stats["grades"] = dict(sorted(sources.items()))
     jobs, success = version_success(rows, policy.version)
     stats["version"] = {"jobs": jobs, "success_rate": round(success, 4)}
     if parent is not None:
@@ -266,19 +276,21 @@ def tier_scorers(
     settings: LearningSettings,
     current: LearnedRouting | None = None,
 ) -> dict[Tier, LogisticScorer]:
-    """P(good | prompt) per tier with enough rows, in ladder order (a constant where all agree)."""
+    """P(good | prompt) per tier with enough rows, in ladder order (a constant where all agree).
+
+    Each row's target is its graded quality where it has one (OutcomeRow.target), else 0 or 1."""
     scorers: dict[Tier, LogisticScorer] = {}
     for tier in ladder:
         mine = [row for row in rows if row.tier is tier]
         if len(mine) < settings.min_samples:
             continue
-        labels = np.array([row.good for row in mine], dtype=np.bool_)
+        targets = np.array([row.target for row in mine], dtype=np.float64)
         features = np.vstack([row.features for row in mine])
-        if 0 < labels.sum() < len(labels):
+        if np.ptp(targets) > 0:
             last = current.tiers.get(tier) if current is not None else None
-            scorers[tier] = fit_scorer(features, labels, _grid(last, len(mine)))
+            scorers[tier] = fit_scorer(features, targets, _grid(last, len(mine)))
         else:
-            scorers[tier] = constant_scorer(features.shape[1], int(labels.sum()), len(labels))
+            scorers[tier] = constant_scorer(features.shape[1], float(targets.sum()), len(targets))
     return scorers
 
 
@@ -291,8 +303,8 @@ def cascade_scorer(
 ) -> LogisticScorer | None:
     """P(a cheaper answer is good | prompt's cheap features, answer), if learnable."""
     cheaper = _cheaper_answers(rows, top)
-    labels = np.array([row.good for row in cheaper], dtype=np.bool_)
-    if len(cheaper) < settings.min_samples or labels.all() or not labels.any():
+    labels = np.array([row.target for row in cheaper], dtype=np.float64)
+    if len(cheaper) < settings.min_samples or not np.ptp(labels) > 0:
         return None
     joined = np.vstack(
         [cascade_features(row.features, row.answer) for row in cheaper if row.answer is not None]

@@ -153,11 +153,14 @@ def _log_loss(p: Vector, y: Vector) -> float:
 
 def fit_scorer(
     features: Matrix,
-    good: NDArray[np.bool_],
+    good: NDArray[np.bool_] | NDArray[np.float64],
     l2_grid: Sequence[float] = L2_GRID,
     seed: int = 0,
 ) -> LogisticScorer:
     """Fit P(good | features); the penalty is the grid value with the best held-out log-loss.
+
+    `good` may be graded (each target in [0, 1]): the fit is then the expected quality, by the
+    same log-loss with fractional targets.
 
     Raises:
         ValueError: no rows, or rows and labels of different lengths.
@@ -181,7 +184,7 @@ def fit_scorer(
     )
 
 
-def constant_scorer(width: int, good: int, rows: int) -> LogisticScorer:
+def constant_scorer(width: int, good: float, rows: int) -> LogisticScorer:
     """A scorer that ignores the features: the Laplace-smoothed success rate, (good + 1) / (rows + 2).
 
     For a tier whose outcomes so far were all good (or all bad): a logistic fit would diverge.

@@ -246,3 +246,35 @@ class ApiBatchRequest(Base):
     line: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     custom_id: Mapped[str] = mapped_column(String(512))
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+
+
+class Judgement(Base):
+    """The sampled judge's work on one job (tasks/judging.py): at most one per job.
+
+    state: running (the call is under way; its estimate counts against the day's budget),
+    graded (a score and a reason; also written as feedback, source "judge"), failed (the
+    judge's answer failed its schema twice, or the call failed: never a grade), or
+    over_budget (not asked: the day's budget was spent).
+    """
+
+    __tablename__ = "judgements"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    day: Mapped[str] = mapped_column(String(10), index=True)  # UTC date the budget counts it in
+    model: Mapped[str | None] = mapped_column(String(200))
+    score: Mapped[float | None] = mapped_column(Float)  # the judge's 1 to 10
+    reason: Mapped[str | None] = mapped_column(Text)
+    estimate_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class JudgeSpend(Base):
+    """What judging has spent (finished judgements) or holds (running ones' estimates) per UTC day."""
+
+    __tablename__ = "judge_spend"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    spent_usd: Mapped[float] = mapped_column(Float, default=0.0)

@@ -2,9 +2,10 @@
 
 Owns `JudgedAttempt` (an attempt with its verdict, its label, its cost and latency,
 the policy version that decided its job, and its experts' outputs) and
-`judged_attempts`, the most recent ones. The label is a person's (feedback from
-`tierflow feedback` or `tierflow review`, the latest for that attempt) where one
-exists, else the verdict: an accepted answer is good, anything else is not.
+`judged_attempts`, the most recent ones. Its grade (routing/grades.py) is a person's
+label (feedback from `tierflow feedback`, `tierflow review` or gold labels, the latest
+for that attempt) where one exists, else a person's rating, else the sampled judge's
+score, else the verdict: an accepted answer is good, anything else is not.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tierflow.routing.grades import Grade, GradeSource, outcome_grade
 from tierflow.store.models import Attempt, ExpertResult, Feedback, Job
 
 JUDGED = ("accept", "escalate", "needs_review", "fail")
@@ -36,6 +38,7 @@ class JudgedAttempt:
     latency_s: float | None
     policy_version: int | None
     outputs: dict[str, ExpertRow]  # per expert
+    grade: Grade | None = None  # the graded outcome and its source; None: the verdict alone
 
 
 def judged_attempts(session: Session, limit: int = 10_000) -> list[JudgedAttempt]:
@@ -52,12 +55,13 @@ def judged_attempts(session: Session, limit: int = 10_000) -> list[JudgedAttempt
     keys = [(attempt.job_id, attempt.number) for attempt, _, _ in rows]
     jobs = sorted({job_id for job_id, _ in keys})
     versions = _first_versions(session, jobs)
-    labels = _person_labels(session, jobs)
+    labels, ratings, judge_scores = _graded_signals(session, jobs)
     spent, outputs = _expert_rows(session, jobs)
     judged = []
     for attempt, kind, payload in reversed(rows):
         key = (attempt.job_id, attempt.number)
         label = labels.get(key)
+        grade = outcome_grade(label, ratings.get(key), judge_scores.get(key), attempt.verdict == "accept")
         latency = None
         if attempt.started_at is not None and attempt.finished_at is not None:
             latency = (attempt.finished_at - attempt.started_at).total_seconds()
@@ -69,12 +73,13 @@ def judged_attempts(session: Session, limit: int = 10_000) -> list[JudgedAttempt
                 tier=attempt.tier,
                 attempt=attempt.number,
                 verdict=str(attempt.verdict),
-                good=label if label is not None else attempt.verdict == "accept",
+                good=grade.good(),
                 labelled_by_person=label is not None,
                 cost_usd=spent.get(key, 0.0),
                 latency_s=latency,
                 policy_version=versions.get(attempt.job_id),
                 outputs=outputs.get(key, {}),
+                grade=grade,
             )
         )
     return judged
@@ -87,19 +92,38 @@ def _first_versions(session: Session, jobs: list[str]) -> dict[str, int | None]:
     return {job_id: (decision or {}).get("policy_version") for job_id, decision in firsts}
 
 
-def _person_labels(session: Session, jobs: list[str]) -> dict[tuple[str, int], bool]:
-    """The latest feedback from a person per attempt that says right or wrong."""
+Signals = dict[tuple[str, int], float]
+
+
+def _graded_signals(
+    session: Session, jobs: list[str]
+) -> tuple[dict[tuple[str, int], bool], Signals, Signals]:
+    """Per attempt, the latest of each: a person's right or wrong, a person's rating on [0, 1],
+    and the judge's score on [0, 1]."""
     rows = session.execute(
-        select(Feedback.job_id, Feedback.attempt, Feedback.correct)
+        select(Feedback.job_id, Feedback.attempt, Feedback.source, Feedback.correct, Feedback.score)
         .where(
             Feedback.job_id.in_(jobs),
             Feedback.source != "automatic",
-            Feedback.correct.is_not(None),
             Feedback.attempt.is_not(None),
         )
         .order_by(Feedback.id)
     ).all()
-    return {(job_id, attempt): bool(correct) for job_id, attempt, correct in rows if attempt is not None}
+    labels: dict[tuple[str, int], bool] = {}
+    ratings: Signals = {}
+    judged: Signals = {}
+    for job_id, attempt, source, correct, score in rows:
+        if attempt is None:
+            continue
+        key = (job_id, attempt)
+        if source == GradeSource.JUDGE.value:
+            if score is not None:
+                judged[key] = float(score)
+        elif correct is not None:
+            labels[key] = bool(correct)
+        elif score is not None:
+            ratings[key] = float(score)
+    return labels, ratings, judged
 
 
 def _expert_rows(

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tierflow.store.judging import judgement_view
 from tierflow.store.models import Attempt, ExpertResult, Feedback, Job, Result
 
 
@@ -87,6 +88,7 @@ def job_trace(session: Session, job_id: str) -> dict[str, Any] | None:
             {"source": f.source, "tier": f.tier, "correct": f.correct, "score": f.score, "note": f.note}
             for f in feedback
         ],
+        "judgement": judgement_view(session, job_id),
         "cost_usd": sum(e.cost_usd for e in experts),
         "tokens": sum(e.input_tokens + e.output_tokens for e in experts),
         "latency_s": latency,

@@ -37,6 +37,7 @@ from tierflow.store.lifecycle import (
 from tierflow.tasks.context import decision_context
 from tierflow.tasks.dispatch import send_attempt
 from tierflow.tasks.features import attempt_cascade_gain
+from tierflow.tasks.judging import send_judging
 from tierflow.tasks.runtime import Runtime, runtime_for
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ def finish_attempt(app: Any, job_id: str, attempt: int, failure: str | None) -> 
             _conclude(session, job_id, attempt, tier, verdict)
     if escalated_to is not None:
         send_attempt(app, job_id, attempt + 1, escalated_to.value)
+    elif verdict.action is VerdictAction.ACCEPT:  # after the commit: the judge never delays the job
+        send_judging(app, policy, job_id)
     return verdict.action.value
 
 

@@ -12,12 +12,14 @@ stops because learning is unavailable.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 
 from tierflow.routing.analysis import job_text
 from tierflow.routing.answer_features import answer_features
 from tierflow.routing.experts import ExpertOutcome
+from tierflow.routing.grades import learning_target
 from tierflow.routing.kinds.spec import KindSpec
 from tierflow.routing.learning import LearnedRouting, cascade_gain
 from tierflow.routing.policy import Policy
@@ -74,9 +76,16 @@ def attempt_cascade_gain(
     return cascade_gain(learned, prompt, answer_features(job_text(kind, payload), answer), policy.ladder[-1])
 
 
-def outcome_rows(runtime: Runtime, encoder: str | None, records: list[JudgedAttempt]) -> list[OutcomeRow]:
+def outcome_rows(
+    runtime: Runtime,
+    encoder: str | None,
+    records: list[JudgedAttempt],
+    bars: Mapping[str, float] | None = None,
+) -> list[OutcomeRow]:
     """The learner's rows for judged attempts of the kinds in force: prompt features for all of them
-    in one encoder pass."""
+    in one encoder pass; each row's target is its graded quality, or with a quality bar for its
+    kind (`bars`, LearningSettings.quality_bar) whether the grade reaches it."""
+    bars = bars or {}
     usable = [r for r in records if r.kind in runtime.kinds and r.tier in Tier._value2member_map_]
     kinds = [runtime.kinds.get(r.kind) for r in usable]
     texts = [job_text(kind, r.payload) for kind, r in zip(kinds, usable, strict=True)]
@@ -84,19 +93,23 @@ def outcome_rows(runtime: Runtime, encoder: str | None, records: list[JudgedAtte
     rows = []
     for index, (record, kind, text) in enumerate(zip(usable, kinds, texts, strict=True)):
         answer = answer_text(kind, _outcomes(kind, record))
+        bar = bars.get(kind.name)
+        grade = record.grade
         rows.append(
             OutcomeRow(
                 job_id=record.job_id,
                 kind=kind.name,
                 tier=Tier(record.tier),
                 attempt=record.attempt,
-                good=record.good,
+                good=record.good if grade is None or bar is None else grade.good(bar),
                 features=features[index],
                 answer=None if answer is None else answer_features(text, answer),
                 action=record.verdict,
                 cost_usd=record.cost_usd,
                 latency_s=record.latency_s,
                 policy_version=record.policy_version,
+                quality=None if grade is None else learning_target(grade, bar),
+                source="verdict" if grade is None else grade.source.value,
             )
         )
     return rows

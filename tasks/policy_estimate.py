@@ -57,6 +57,6 @@ def estimate_version(
     and the number of jobs left out for want of a propensity; None when none is left."""
     with transaction(runtime.sessions) as session:
         records = judged_attempts(session, runtime.settings.reflect_window)
-    rows = outcome_rows(runtime, candidate.learning.encoder, records)
+    rows = outcome_rows(runtime, candidate.learning.encoder, records, candidate.learning.quality_bar)
     jobs, missing = logged_from_rows(runtime, rows, since)
     return (estimate_policy(candidate, jobs, missing) if jobs else None), missing

@@ -71,7 +71,7 @@ def run_reflect(runtime: Runtime) -> ReflectRun:
         policy, parent = Policy.model_validate(row.body), row.parent
         records = judged_attempts(session, runtime.settings.reflect_window)
     encoder = policy.learning.encoder
-    rows = outcome_rows(runtime, encoder, records)
+    rows = outcome_rows(runtime, encoder, records, policy.learning.quality_bar)
     reflection = reflect(policy, parent, rows, encoder, runtime.kinds.names)
     reflection = coach_reflection(runtime, policy, reflection, records)
     reflection = off_policy_gate(runtime, policy, reflection, rows)

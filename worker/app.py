@@ -27,6 +27,7 @@ TASK_MODULES = (
     "tierflow.tasks.attempts",
     "tierflow.tasks.experts",
     "tierflow.tasks.aggregate",
+    "tierflow.tasks.judging",
     "tierflow.tasks.reconcile",
     "tierflow.tasks.reflect",
     "tierflow.tasks.leases",

@@ -122,15 +122,14 @@ def routing_rows(
 ) -> RoutingRows:
     """The features and outcomes of a file's prompts, with `call_costs` when `prices` are given.
 
+    Outcomes are qualities on [0, 1]: correctness as 0 or 1, a graded file's scores by its
+    range, so the scorers learn the expected quality and correctness and graded files mix.
+
     Raises:
-        InputError: `router` needs small answers the file lacks, the file is graded, or a
-            tier has no price.
+        InputError: `router` needs small answers the file lacks, or a tier has no price.
         ConfigError: the encoder cannot be loaded.
     """
     records = labelled.records
-    if any(record.graded for record in records[:1]):
-        reason = f"--router {router.value} learns from correct / incorrect outcomes; this file is graded"
-        raise InputError(str(labelled.path), 0, "outcomes", reason)
     prompts = [record.text for record in records]
     cheap = prompt_features(prompts, None)
     embedding = _embed(encoder, prompts)
@@ -143,8 +142,8 @@ def routing_rows(
         cheap=cheap,
         embedding=embedding,
         answer=answer,
-        small_good=np.array([r.outcomes[tiers.small].correct for r in records], dtype=np.bool_),
-        large_good=np.array([r.outcomes[tiers.large].correct for r in records], dtype=np.bool_),
+        small_good=np.array([r.normalised_quality(tiers.small) for r in records], dtype=np.float64),
+        large_good=np.array([r.normalised_quality(tiers.large) for r in records], dtype=np.float64),
         costs=None if prices is None else call_costs(records, tiers, prices),
     )
 

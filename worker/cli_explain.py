@@ -96,7 +96,23 @@ def render_trace(trace: dict[str, Any]) -> Tree:
     if trace["result"]:
         result = trace["result"]
         _add(tree, f"result: {result['verdict']} at {result['tier']}: {json.dumps(result['output'])}")
+    _feedback_branch(tree, trace.get("feedback", []), trace.get("judgement"))
     return tree
+
+
+def _feedback_branch(tree: Tree, feedback: list[dict[str, Any]], judgement: dict[str, Any] | None) -> None:
+    for row in feedback:
+        said = {True: "correct", False: "incorrect", None: "-"}[row["correct"]]
+        score = f", score {row['score']:.2f}" if row["score"] is not None else ""
+        note = f": {row['note']}" if row["note"] else ""
+        _add(tree, f"feedback ({row['source']}, {row['tier'] or '-'}): {said}{score}{note}")
+    if judgement is not None:
+        score = f"{judgement['score']:g}/10" if judgement["score"] is not None else "no grade"
+        _add(
+            tree,
+            f"judge ({judgement['model'] or '-'}): {judgement['state']}, {score}, "
+            f"${judgement['cost_usd']:.6f}: {judgement['reason'] or '-'}",
+        )
 
 
 def register(cli: typer.Typer) -> None:

@@ -16,8 +16,10 @@ from enum import StrEnum
 from pathlib import Path
 
 from tierflow.providers import rules
+from tierflow.providers.judge_rules import offline_grade
 from tierflow.routing.errors import InputError
 from tierflow.routing.jsonl import strict_records
+from tierflow.routing.judging import JUDGE_TASK, read_judge_request
 from tierflow.routing.kinds.registry import builtin_registry
 
 WEAK_MARKERS = ("mini", "haiku", "small", "nano", "lite", "flash", "7b", "8b")
@@ -146,12 +148,22 @@ class Answerer:
         """The text `model` gives to this prompt, or None for a model the server does not serve."""
         if not self.knows(model):
             return None
+        if rules.task_of(system) == JUDGE_TASK:
+            return self._judge(model, user)
         recorded = self._replay.lookup(user, self._aliases.get(model, model))
         if recorded is not None:
             if self._envelope:
                 recorded = in_envelope(recorded, system, user, self.strength(model))
             return Answer(recorded, AnswerSource.REPLAY)
         return Answer(rules.answer(system, user, self.strength(model)), AnswerSource.RULES)
+
+    def _judge(self, model: str, user: str) -> Answer:
+        """The offline judge (providers/judge_rules.py), against this model's recorded response
+        to the job when the replay book has one (then the answer's source is the replay)."""
+        request = read_judge_request(user)
+        reference = self._replay.lookup(request[0], self._aliases.get(model, model)) if request else None
+        source = AnswerSource.REPLAY if reference is not None else AnswerSource.RULES
+        return Answer(offline_grade(user, rules.hardness, reference), source)
 
 
 def in_envelope(recorded: str, system: str, user: str, strength: float) -> str:

@@ -132,13 +132,26 @@ def test_a_graded_file_reports_mean_scores_and_the_95pct_quality_in_its_units(tm
     assert code == 2 and output.startswith(f"error: {path}:1: outcomes.weak-model.score: 2 is outside")
 
 
-def test_a_learned_router_refuses_a_graded_file_by_name(tmp_path: Path) -> None:
-    path = _graded_file(tmp_path)
-    code, output = _invoke(
-        "--test", str(path), "--router", "pre", "--folds", "3", "--encoder", "none", *PRICES
-    )
-    assert code == 2
-    assert output.startswith(f"error: {path}: outcomes: --router pre learns from correct / incorrect")
+@pytest.mark.parametrize("router", ["pre", "cascade", "combined"])
+def test_learned_routers_trained_on_correctness_score_a_graded_file(tmp_path: Path, router: str) -> None:
+    train = _learnable_file(tmp_path / "train.jsonl", range(60))
+    graded = []
+    for index in range(60, 90):  # the same prompts, judged 1 to 10: weak 2 on the hard ones
+        record = _learnable_record(index)
+        weak = dict(record["outcomes"]["weak-model"])  # type: ignore[index]
+        weak.pop("correct")
+        weak["score"] = 2 if index % 3 == 0 else 8
+        record["outcomes"] = {"weak-model": weak, "strong-model": {"score": 9, "response": "ok"}}
+        graded.append(json.dumps(record))
+    test = _write(tmp_path / "graded.jsonl", graded)
+    args = ("--train", str(train), "--test", str(test), "--score-range", "1,10")
+    report = _learned(router, *args)
+    assert report["graded"] is True
+    # Only the hard third gains (7 points of 9); the oracle sends it first, and so should the router.
+    oracle = _learned("oracle", *args)
+    assert report["apgr"] == pytest.approx(oracle["apgr"], abs=0.02)
+    folded = _learned(router, "--test", str(test), "--folds", "3", "--score-range", "1,10")
+    assert folded["graded"] is True and folded["apgr"] > 0.5
 
 
 def test_small_and_large_can_be_named(tmp_path: Path) -> None:
