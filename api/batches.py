@@ -45,7 +45,7 @@ def request_job_id(batch_id: str, custom_id: str) -> str:
 
 
 def read_input(
-    path: Path, batch_id: str, tenant: str | None
+    path: Path, batch_id: str, tenant: str | None, ladder: tuple[str, ...]
 ) -> tuple[list[str], list[tuple[int, str]], list[LineError]]:
     """The job lines (blank where the input line is blank), (line, custom_id) pairs, and errors."""
     lines: list[str] = []
@@ -63,7 +63,7 @@ def read_input(
             continue
         custom = record.get("custom_id") if isinstance(record, dict) else None
         try:
-            custom_id, job = line_job(record, request_job_id(batch_id, str(custom)), tenant)
+            custom_id, job = line_job(record, request_job_id(batch_id, str(custom)), tenant, ladder)
         except ValueError as exc:
             param, _, message = str(exc).partition(": ")
             errors.append(LineError(number, param, message))
@@ -112,7 +112,8 @@ class BatchRunner:
             source = session.get(ApiFile, row.input_file_id)
             assert source is not None
             tenant, path = row.tenant, Path(source.path)
-        lines, requests, errors = read_input(path, batch_id, tenant)
+        ladder = tuple(tier.value for tier in self.client.settings.ladder)
+        lines, requests, errors = read_input(path, batch_id, tenant, ladder)
         limit = self.client.settings.api_max_batch_requests
         if len(requests) > limit:
             errors.append(LineError(0, "<file>", f"{len(requests)} requests exceed the limit of {limit}"))
