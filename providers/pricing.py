@@ -66,7 +66,7 @@ class Price:
         return total / 1e6
 
 
-PriceOverride = tuple[float, float] | PriceSpec
+PriceOverride = tuple[float, float] | PriceSpec | Price
 
 
 @cache
@@ -90,6 +90,8 @@ def shipped_context_windows() -> dict[str, int]:
 
 
 def as_price(value: PriceOverride) -> Price:
+    if isinstance(value, Price):
+        return value
     return value.price() if isinstance(value, PriceSpec) else Price(*value)
 
 

@@ -22,7 +22,7 @@ from pydantic_settings import (
 )
 
 from tierflow.providers.deployments import DEPLOYMENT_NAME, RESERVED_NAMES, Deployment
-from tierflow.providers.pricing import PriceSpec, shipped_context_windows
+from tierflow.providers.pricing import PriceOverride, PriceSpec, shipped_context_windows, shipped_prices
 from tierflow.providers.resilience.config import BreakerConfig, RateLimit
 from tierflow.routing.errors import ConfigError
 from tierflow.routing.learning import LearningSettings
@@ -196,12 +196,14 @@ class Settings(BaseSettings):
             )
         return SecretStr(value)
 
-    def price_overrides(self) -> dict[str, tuple[float, float] | PriceSpec]:
-        """`prices`, then each deployment's own price under its model reference."""
-        table = dict(self.prices)
+    def price_overrides(self) -> dict[str, PriceOverride]:
+        """`prices`, then each deployment's price under its model reference: its own, else that
+        of the model it serves (from `prices`, else the shipped table)."""
+        table: dict[str, PriceOverride] = dict(self.prices)
+        shipped = shipped_prices()
         for name, deployment in self.deployments.items():
-            inherited = table.get(deployment.table_ref())
-            price = deployment.price or inherited
+            served = deployment.table_ref()
+            price = deployment.price or table.get(served) or shipped.get(served)
             if price is not None:
                 table[deployment.ref(name)] = price
         return table
