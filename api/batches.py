@@ -34,6 +34,8 @@ from tierflow.store.api_batches import (
 from tierflow.store.db import transaction
 from tierflow.store.models import ApiBatch, ApiFile, utcnow
 from tierflow.tasks.submission import submit_lines
+from tierflow.worker.logs import log_ids
+from tierflow.worker.tracing import traced
 
 log = logging.getLogger("tierflow.api")
 MAX_LISTED_ERRORS = 1000
@@ -96,7 +98,8 @@ class BatchRunner:
     def validate(self, batch_id: str) -> None:
         """Validate the input file and submit its lines; on any error the batch fails, storing no job."""
         try:
-            self._validate(batch_id)
+            with log_ids(batch_id=batch_id), traced("tierflow.batch.validate", api_batch_id=batch_id):
+                self._validate(batch_id)
         except (TierflowError, OSError) as exc:
             log.warning("batch %s failed in validating: %s", batch_id, exc, extra={"batch_id": batch_id})
             with self._session() as session:

@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     log_level: str = "WARNING"
     # text, or json: one object per line with the job, batch and attempt ids (worker.logs)
     log_format: Literal["text", "json"] = "text"
+    # OpenTelemetry traces (the otel extra, worker/tracing.py): off, console (stdout) or otlp
+    # (OTLP over HTTP, the endpoint from the OTEL_EXPORTER_OTLP_* variables)
+    traces: Literal["off", "console", "otlp"] = "off"
+    traces_service_name: str = "tierflow"
 
     # HTTP API (`tierflow serve`): where uploads and batch output files live, and the size limits
     api_files_dir: Path = Path(".tierflow/files")
