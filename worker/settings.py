@@ -315,8 +315,11 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "<settings>"
+        field, message = ".".join(str(part) for part in error["loc"]), str(error["msg"])
+        if not field:  # a check across settings names its field first: "Value error, tiers.small: ..."
+            named, _, reason = message.removeprefix("Value error, ").partition(": ")
+            field, message = (named, reason) if reason and " " not in named else ("<settings>", message)
         where = f" (in {config_file} or TIERFLOW_{field.split('.')[0].upper()})" if config_file else ""
-        raise ConfigError(field + where, error["msg"]) from None
+        raise ConfigError(field + where, message) from None
     except ValueError as exc:  # a TOML file that does not parse
         raise ConfigError(f"TIERFLOW_CONFIG={config_file}", str(exc)) from None

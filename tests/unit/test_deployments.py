@@ -3,6 +3,7 @@ windows the first policy carries: parsing, validation (errors name the key) and 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -132,8 +133,21 @@ def test_a_bad_deployment_is_refused_naming_its_key(
 
 def test_a_tier_naming_no_deployment_and_no_provider_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIERFLOW_TIERS", '{"small": ["nowhere"], "large": ["fake:fake-large"]}')
-    with pytest.raises(ConfigError, match=r"tiers\.small: 'nowhere' is not provider:model, nor a deployment"):
+    with pytest.raises(ConfigError, match=r"'nowhere' is not provider:model, nor a deployment") as caught:
         load_settings()
+    assert caught.value.field == "tiers.small"
+
+
+def test_deployments_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    local = {"provider": "openai", "model": "qwen", "base_url": "http://127.0.0.1:9/v1"}
+    monkeypatch.setenv("TIERFLOW_DEPLOYMENTS", json.dumps({"local": local}))
+    monkeypatch.setenv("TIERFLOW_TIERS", '{"small": ["local"], "large": ["fake:fake-large"]}')
+    monkeypatch.setenv("TIERFLOW_PRICES", '{"openai:qwen": [0.1, 0.2]}')
+    settings = load_settings()
+    assert settings.tier_refs()["small"] == ["local:qwen"]
+    assert price_table(settings.price_overrides())["local:qwen"] == Price(
+        0.1, 0.2
+    )  # from the model it serves
 
 
 def test_a_deployment_may_not_take_a_providers_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
