@@ -19,7 +19,9 @@ from tierflow.worker.metrics import metrics_registry
 
 DESCRIPTION = (
     "tierflow's HTTP API. `/v1/files`, `/v1/batches` and `/v1/chat/completions` follow OpenAI's "
-    "shapes, so the official SDKs work with `base_url` set here (model `tierflow/auto`); "
+    "shapes, so the official SDKs work with `base_url` set here (model `tierflow/auto`, or "
+    "`tierflow/small|medium|large` to pin a job to a tier: held for review, never escalated, "
+    "when its checks fail); "
     "`/v1/tierflow/...` are tierflow's own. Send `Authorization: Bearer <key>` once keys exist."
 )
 

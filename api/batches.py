@@ -35,6 +35,8 @@ from tierflow.store.api_batches import (
 from tierflow.store.db import transaction
 from tierflow.store.models import ApiBatch, ApiFile, utcnow
 from tierflow.tasks.submission import submit_lines
+from tierflow.worker.logs import log_ids
+from tierflow.worker.tracing import traced
 
 log = logging.getLogger("tierflow.api")
 MAX_LISTED_ERRORS = 1000
@@ -46,7 +48,7 @@ def request_job_id(batch_id: str, custom_id: str) -> str:
 
 
 def read_input(
-    path: Path, batch_id: str, tenant: str | None, kinds: KindRegistry | None = None
+    path: Path, batch_id: str, tenant: str | None, ladder: tuple[str, ...], kinds: KindRegistry | None = None
 ) -> tuple[list[str], list[tuple[int, str]], list[LineError]]:
     """The job lines (blank where the input line is blank), (line, custom_id) pairs, and errors."""
     lines: list[str] = []
@@ -64,7 +66,7 @@ def read_input(
             continue
         custom = record.get("custom_id") if isinstance(record, dict) else None
         try:
-            custom_id, job = line_job(record, request_job_id(batch_id, str(custom)), tenant, kinds)
+            custom_id, job = line_job(record, request_job_id(batch_id, str(custom)), tenant, kinds, ladder)
         except ValueError as exc:
             param, _, message = str(exc).partition(": ")
             errors.append(LineError(number, param, message))
@@ -97,7 +99,8 @@ class BatchRunner:
     def validate(self, batch_id: str) -> None:
         """Validate the input file and submit its lines; on any error the batch fails, storing no job."""
         try:
-            self._validate(batch_id)
+            with log_ids(batch_id=batch_id), traced("tierflow.batch.validate", api_batch_id=batch_id):
+                self._validate(batch_id)
         except (TierflowError, OSError) as exc:
             log.warning("batch %s failed in validating: %s", batch_id, exc, extra={"batch_id": batch_id})
             with self._session() as session:
@@ -113,7 +116,8 @@ class BatchRunner:
             source = session.get(ApiFile, row.input_file_id)
             assert source is not None
             tenant, path = row.tenant, Path(source.path)
-        lines, requests, errors = read_input(path, batch_id, tenant, self.client.runtime.kinds)
+        ladder = tuple(tier.value for tier in self.client.settings.ladder)
+        lines, requests, errors = read_input(path, batch_id, tenant, ladder, self.client.runtime.kinds)
         limit = self.client.settings.api_max_batch_requests
         if len(requests) > limit:
             errors.append(LineError(0, "<file>", f"{len(requests)} requests exceed the limit of {limit}"))

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
 
 from tierflow.api.auth import ApiError, caller_tenant
-from tierflow.api.shapes import chat_completion, job_error, prompt_of
+from tierflow.api.shapes import chat_completion, job_error, model_tier, prompt_of
 from tierflow.client import Client
 from tierflow.store.api_batches import job_outcomes
 from tierflow.store.db import transaction
@@ -29,18 +29,25 @@ class ChatRequest(BaseModel):
     stream: bool | None = None
 
 
-@router.post("/chat/completions", summary="One prompt, routed, judged and answered (model tierflow/auto)")
+@router.post(
+    "/chat/completions",
+    summary="One prompt, routed (tierflow/auto) or pinned (tierflow/small ...), judged, answered",
+)
 def chat_completions(request: Request, tenant: Tenant, body: ChatRequest) -> dict[str, Any]:
+    client: Client = request.app.state.client
+    ladder = tuple(tier.value for tier in client.settings.ladder)
     try:
         prompt = prompt_of(body.model_dump())
+        tier = model_tier(body.model_dump(), ladder)
     except ValueError as exc:
         param, _, message = str(exc).partition(": ")
         raise ApiError(
             400, message, "unsupported" if "stream" in param else "invalid_request", param
         ) from None
-    client: Client = request.app.state.client
     job_id = f"chat-{uuid.uuid4().hex}"
-    metadata = {"tenant": tenant} if tenant is not None else {}
+    metadata: dict[str, Any] = {"tenant": tenant} if tenant is not None else {}
+    if tier is not None:
+        metadata["tier"] = tier
     kind, payload = client.runtime.kinds.chat_job(prompt)
     job = {"id": job_id, "kind": kind, "payload": payload, "metadata": metadata}
     batch = client.submit([job], source="chat")

@@ -11,11 +11,13 @@ from datetime import datetime
 from typing import Any
 
 from tierflow.routing.kinds.registry import KindRegistry, builtin_registry, recorded_prompt_kind
+from tierflow.routing.states import Tier
 from tierflow.store.api_batches import Outcome
 from tierflow.store.models import ApiBatch, ApiFile
 
 CHAT_URL = "/v1/chat/completions"
 AUTO_MODELS = frozenset({"tierflow/auto", "auto"})
+TIERS = tuple(tier.value for tier in Tier)
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,7 @@ def prompt_of(body: Any) -> str:
         raise ValueError("body: a JSON object is required")
     if body.get("stream"):
         raise ValueError("body.stream: streaming is not supported; tierflow answers once the job is judged")
-    model = body.get("model")
-    if model not in AUTO_MODELS:
-        raise ValueError(f"body.model: {model!r} is not served; use tierflow/auto (tierflow picks the tier)")
+    model_tier(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ValueError("body.messages: a non-empty list of messages is required")
@@ -72,13 +72,35 @@ def prompt_of(body: Any) -> str:
     return prompt
 
 
+def model_tier(body: dict[str, Any], ladder: tuple[str, ...] = TIERS) -> str | None:
+    """The tier a request's `model` pins the job to, None for tierflow/auto; ValueError naming it.
+
+    `tierflow/small` (or the bare `small`) runs the job on that tier only: it is not routed,
+    and when its checks fail it is held for review, never escalated past the pin.
+    """
+    model = body.get("model")
+    if model in AUTO_MODELS:
+        return None
+    tier = model.removeprefix("tierflow/") if isinstance(model, str) else None
+    if tier not in TIERS:
+        served = ", ".join(["tierflow/auto", *(f"tierflow/{t}" for t in ladder)])
+        raise ValueError(f"body.model: {model!r} is not served; use one of {served}")
+    if tier not in ladder:
+        raise ValueError(f"body.model: tier {tier} is not on this deployment's ladder ({', '.join(ladder)})")
+    return tier
+
+
 def line_job(
-    raw: Any, job_id: str, tenant: str | None, kinds: KindRegistry | None = None
+    raw: Any,
+    job_id: str,
+    tenant: str | None,
+    kinds: KindRegistry | None = None,
+    ladder: tuple[str, ...] = TIERS,
 ) -> tuple[str, dict[str, Any]]:
     """One Batch API input line as (custom_id, JobSpec dict); ValueError('param: reason').
 
     The job is of the kind its `metadata.kind` names (one of `kinds`, the built-ins when None,
-    that takes chat messages), else of the recorded-prompt kind."""
+    that takes chat messages), else of the recorded-prompt kind; its `body.model` may pin a tier."""
     if not isinstance(raw, dict):
         raise ValueError("<line>: a JSON object is required")
     custom_id = raw.get("custom_id")
@@ -97,7 +119,10 @@ def line_job(
     if kind not in fields:
         raise ValueError(f"metadata.kind: {kind!r} is not a kind ({', '.join(fields)})")
     payload = {fields[kind]: prompt_of(raw.get("body"))}
-    metadata = {"tenant": tenant} if tenant is not None else {}
+    metadata: dict[str, Any] = {"tenant": tenant} if tenant is not None else {}
+    tier = model_tier(raw["body"], ladder)
+    if tier is not None:
+        metadata["tier"] = tier
     return custom_id, {"id": job_id, "kind": kind, "payload": payload, "metadata": metadata}
 
 

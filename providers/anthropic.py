@@ -84,11 +84,14 @@ class AnthropicProvider:
             raise ProviderUnavailable(self.name, model, f"{MALFORMED}: not JSON") from exc
         latency_s = time.perf_counter() - started
         text, input_tokens, output_tokens = self._read(model, message)
+        read, written = _cache_tokens(getattr(message, "usage", None))
         return Completion(
             text=text,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost_usd=price.cost(input_tokens, output_tokens),
+            cost_usd=price.cost(input_tokens, output_tokens, read, written),
+            cached_input_tokens=read,
+            cache_write_tokens=written,
             latency_s=latency_s,
             provider=self.name,
             model=model,
@@ -140,11 +143,16 @@ class AnthropicProvider:
 
 
 def _input_tokens(usage: object) -> int | None:
-    """All input tokens billed: uncached plus those written to and read from the prompt cache.
-
-    The price table has one input price, so cache writes and reads are priced as input.
-    """
+    """All input tokens billed: uncached plus those written to and read from the prompt cache
+    (each priced at its own rate: `_cache_tokens`)."""
     counts = [getattr(usage, field, None) for field in INPUT_TOKEN_FIELDS]
     if not isinstance(counts[0], int):
         return None
     return sum(count for count in counts if isinstance(count, int))
+
+
+def _cache_tokens(usage: object) -> tuple[int, int]:
+    """(cache_read_input_tokens, cache_creation_input_tokens), 0 where the usage has none."""
+    read = getattr(usage, "cache_read_input_tokens", None)
+    written = getattr(usage, "cache_creation_input_tokens", None)
+    return (read if isinstance(read, int) else 0), (written if isinstance(written, int) else 0)

@@ -32,6 +32,9 @@ class Completion:
     model: str
     request_id: str
     parsed: dict[str, Any] | None = None
+    # Of input_tokens: those read from, and those written to, the provider's prompt cache.
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def tokens(self) -> int:

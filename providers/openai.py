@@ -82,11 +82,13 @@ class OpenAIProvider:
             raise ProviderUnavailable(self.name, model, f"{MALFORMED}: not JSON") from exc
         latency_s = time.perf_counter() - started
         text, input_tokens, output_tokens = self._read(model, completion)
+        cached = _cached_tokens(completion, input_tokens)
         return Completion(
             text=text,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost_usd=price.cost(input_tokens, output_tokens),
+            cost_usd=price.cost(input_tokens, output_tokens, cached),
+            cached_input_tokens=cached,
             latency_s=latency_s,
             provider=self.name,
             model=model,
@@ -139,3 +141,10 @@ class OpenAIProvider:
                 self.name, model, exc.status_code, exc.response.headers, redact(str(detail), self._secrets)
             )
         return ProviderUnavailable(self.name, model, f"{MALFORMED}: {redact(exc.message, self._secrets)}")
+
+
+def _cached_tokens(completion: object, input_tokens: int) -> int:
+    """usage.prompt_tokens_details.cached_tokens: of the prompt tokens, those read from the cache."""
+    details = getattr(getattr(completion, "usage", None), "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None)
+    return min(cached, input_tokens) if isinstance(cached, int) and cached > 0 else 0

@@ -28,6 +28,8 @@ class DecisionContext:
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # USD per million in / out
     # The job's prompt features for the policy's learned scorers (routing.scorers); None: not computed.
     prompt_features: NDArray[np.float64] | None = None
+    # The tier the job's submitter pinned it to (JobMetadata.tier); None: the policy chooses.
+    pinned_tier: Tier | None = None
 
 
 def usable_models(

@@ -156,36 +156,31 @@ def _decide(
     floor: Tier | None,
     arm: str | None,
 ) -> Decision:
-    tier = floor or choose_tier(analysis.difficulty, policy)
-    reasons = [
-        f"escalated to {tier.value}"
-        if floor
-        else f"difficulty {analysis.difficulty:.2f} maps to {tier.value}"
-    ]
-    propensity = None
-    if floor is None:
-        tier, reasons = _first_tier(kind, analysis, policy, ctx, tier, reasons)
-        propensity = first_tier_choices(kind, analysis, policy, ctx).get(tier)
+    pin = ctx.pinned_tier
+    tier, reasons, propensity = _start(kind, analysis, policy, ctx, floor)
     chosen_first = tier
 
     def review(why: str) -> Decision:
         return Decision(tier, Strategy.REVIEW, (), (), policy.version, arm, (*reasons, why))
 
+    if pin is not None and pin not in policy.ladder:
+        return review(f"pinned to {pin.value}, which the ladder does not name")
     strategy, experts = _strategy(kind, analysis, policy)
     if strategy is Strategy.REVIEW:
         return review(f"risk {analysis.risk:.2f} >= {policy.review_risk:.2f}: straight to a person")
-    cap = policy.cap(kind.name, kind.routing.max_tier)
+    cap = pin or policy.cap(kind.name, kind.routing.max_tier)
     if policy.ladder.index(tier) > policy.ladder.index(cap):
         if floor is not None:
-            return review(f"{kind.name} jobs may not go above {cap.value}")
+            held = f"pinned to {cap.value}" if pin else f"{kind.name} jobs may not go above {cap.value}"
+            return review(held)
         reasons.append(f"capped at {cap.value} for {kind.name} jobs")
         tier = cap
-    calls = model_calls(kind, experts)
-    chosen = _first_fit(kind, tier, cap, policy, ctx, calls, floor is None, reasons)
+    calls, downward = model_calls(kind, experts), floor is None and pin is None
+    chosen = _first_fit(kind, tier, cap, policy, ctx, calls, downward, reasons)
     if chosen is None and ctx.seconds_left is not None:
         reasons.append("no tier meets the deadline: routed without it")
         chosen = _first_fit(
-            kind, tier, cap, policy, replace(ctx, seconds_left=None), calls, floor is None, reasons
+            kind, tier, cap, policy, replace(ctx, seconds_left=None), calls, downward, reasons
         )
     if chosen is None:
         return review("no tier fits the job's constraints")
@@ -198,6 +193,21 @@ def _decide(
     kept = propensity if candidate is chosen_first else None
     none_runs = bool(experts) and not running
     return _attempt(kind, strategy, running, none_runs, chosen, policy, ctx, arm, reasons, kept)
+
+
+def _start(
+    kind: KindSpec, analysis: Analysis, policy: Policy, ctx: DecisionContext, floor: Tier | None
+) -> tuple[Tier, list[str], float | None]:
+    """The tier an attempt starts from before the caps and constraints, why, and (for a first
+    attempt the policy chose) its propensity. A pinned first attempt starts on its pin."""
+    if floor is not None:
+        return floor, [f"escalated to {floor.value}"], None
+    if ctx.pinned_tier is not None:
+        return ctx.pinned_tier, [f"pinned to {ctx.pinned_tier.value} by its submitter"], None
+    tier = choose_tier(analysis.difficulty, policy)
+    reasons = [f"difficulty {analysis.difficulty:.2f} maps to {tier.value}"]
+    tier, reasons = _first_tier(kind, analysis, policy, ctx, tier, reasons)
+    return tier, reasons, first_tier_choices(kind, analysis, policy, ctx).get(tier)
 
 
 def _attempt(

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from tierflow.routing.jsonl import JsonValueError, field_name, loads
 from tierflow.routing.kinds.registry import KindRegistry, builtin_registry
 from tierflow.routing.kinds.spec import KindRouting
+from tierflow.routing.states import Tier
 
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 
@@ -36,6 +37,8 @@ class JobMetadata(_Strict):
     priority: int = Field(default=5, ge=0, le=9)
     budget_usd: float | None = Field(default=None, ge=0)
     deadline: datetime | None = None
+    # The tier the job runs on, chosen by the caller: no routing, no escalation past it.
+    tier: Tier | None = None
 
 
 class JobSpec(_Strict):

@@ -13,6 +13,7 @@ from tierflow.providers.tokens import count_tokens
 from tierflow.routing.analysis import job_text
 from tierflow.routing.constraints import DecisionContext
 from tierflow.routing.policy import Policy
+from tierflow.routing.states import Tier
 from tierflow.store.lifecycle import JobView
 from tierflow.store.models import ExpertResult, utcnow
 from tierflow.tasks.runtime import Runtime
@@ -41,7 +42,7 @@ def decision_context(session: Session, runtime: Runtime, policy: Policy, job: Jo
         due = datetime.fromisoformat(str(deadline))
         due = due if due.tzinfo else due.replace(tzinfo=UTC)  # a deadline without a zone is UTC
         seconds_left = (due - utcnow()).total_seconds()
-    prices = price_table(runtime.settings.prices)
+    prices = price_table(runtime.settings.price_overrides())
     return DecisionContext(
         job_id=job.id,
         job_tokens=count_tokens(job_text(runtime.kinds.get(job.kind), job.payload)),
@@ -49,4 +50,5 @@ def decision_context(session: Session, runtime: Runtime, policy: Policy, job: Jo
         seconds_left=seconds_left,
         unavailable=unavailable_models(runtime, policy),
         prices={ref: (p.input_per_million, p.output_per_million) for ref, p in prices.items()},
+        pinned_tier=Tier(metadata["tier"]) if metadata.get("tier") else None,
     )

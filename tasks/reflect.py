@@ -31,6 +31,7 @@ from tierflow.tasks.coaching import coach_reflection
 from tierflow.tasks.features import outcome_rows
 from tierflow.tasks.policy_estimate import off_policy_gate
 from tierflow.tasks.runtime import Runtime, default_policy, runtime_for
+from tierflow.worker.run_counts import count_reflect_run
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,9 @@ class ReflectRun:
 
 @shared_task(name="tierflow.reflect", bind=True, ignore_result=True)
 def reflect_task(self: Any) -> dict[str, Any]:
-    run = run_reflect(runtime_for(self.app))
+    runtime = runtime_for(self.app)
+    run = run_reflect(runtime)
+    count_reflect_run(runtime.settings, run.published is not None)
     log.info("reflect from version %s: published %s. %s", run.from_version, run.published, run.text)
     return run.as_dict()
 

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tierflow.providers.base import ModelRef, Provider
+from tierflow.providers.deployments import deployment_provider
 from tierflow.providers.fake import FakeProvider
 from tierflow.providers.pricing import Price, price_table
 from tierflow.providers.resilience.breaker import BreakerHealth
@@ -153,22 +154,28 @@ def default_policy(settings: Settings) -> Policy:
     if not settings.reflect_interval_s:
         learning = learning.model_copy(update={"explore_share": 0.0})
     return Policy(
-        tier_models={Tier(name): tuple(models) for name, models in settings.tiers.items()},
+        tier_models={Tier(name): tuple(models) for name, models in settings.tier_refs().items()},
         ladder=settings.ladder,
         learning=learning,
+        context_windows=settings.context_windows(),
+        model_capabilities=settings.model_capabilities(),
     )
 
 
 def build_providers(settings: Settings, kinds: KindRegistry | None = None) -> dict[str, Provider]:
     """The fake (answering the plug-in experts of `kinds` offline), plus an SDK adapter for every
-    other provider the tier map names."""
-    prices = price_table(settings.prices)
+    other provider or deployment the tier map names."""
+    prices = price_table(settings.price_overrides())
     providers: dict[str, Provider] = {
         "fake": FakeProvider(prices, settings.fake_latency_scale, settings.fake_failing_models, kinds)
     }
-    named = {ModelRef.parse(ref).provider for refs in settings.tiers.values() for ref in refs}
+    named = {ModelRef.parse(ref).provider for refs in settings.tier_refs().values() for ref in refs}
     for name in sorted(named - set(providers)):
-        providers[name] = _sdk_provider(name, settings, prices)
+        if name in settings.deployments:
+            key = settings.deployment_key(name)
+            providers[name] = deployment_provider(name, settings.deployments[name], key, prices)
+        else:
+            providers[name] = _sdk_provider(name, settings, prices)
     return providers
 
 
@@ -203,14 +210,14 @@ def build_tier_caller(
     )
     if settings.resilience_local:
         local = LocalBreakers(settings.breaker)
-        limits = LocalRateLimits(settings.rate_limits, default=settings.rate_limit_default)
+        limits = LocalRateLimits(settings.model_rate_limits(), default=settings.rate_limit_default)
         return TierCaller(providers, local, limits, retry), local
     url = settings.resilience_redis
     if url is None:
         return TierCaller(providers, None, None, retry), None
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     breakers, shared_limits = shared_with_fallback(
-        client, redact(url), settings.breaker, settings.rate_limits, settings.rate_limit_default
+        client, redact(url), settings.breaker, settings.model_rate_limits(), settings.rate_limit_default
     )
     return TierCaller(providers, breakers, shared_limits, retry), breakers
 

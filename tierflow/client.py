@@ -31,6 +31,7 @@ from tierflow.tasks.runtime import Runtime, forget_runtime, runtime_for
 from tierflow.tasks.submission import SubmitReport, submit_lines
 from tierflow.worker.app import TierflowCelery, create_app
 from tierflow.worker.settings import Settings, load_settings
+from tierflow.worker.tracing import traced
 
 TERMINAL = frozenset(state.value for state in JobState if state.terminal)
 
@@ -171,7 +172,10 @@ class Client:
         lines, issues = job_lines(jobs)
         if issues and not skip_invalid:
             raise BatchRejected(source, issues)
-        report = submit_lines(self.app, self.runtime, source, lines, skip_invalid=skip_invalid)
+        with traced("tierflow.submit", source=source) as span:
+            report = submit_lines(self.app, self.runtime, source, lines, skip_invalid=skip_invalid)
+            if span is not None and report.batch_id is not None:
+                span.set_attribute("tierflow.batch_id", report.batch_id)
         rejected = sorted(issues + _issues(report), key=lambda issue: int(str(issue["index"])))
         if report.batch_id is None:
             raise BatchRejected(source, rejected)

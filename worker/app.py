@@ -16,6 +16,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from tierflow.routing.states import Tier
 from tierflow.worker.logs import install as install_logging
 from tierflow.worker.settings import Settings
+from tierflow.worker.tracing import install as install_tracing
 
 CLASSIFY_QUEUE = "classify"
 MAINTENANCE_QUEUE = "maintenance"
@@ -128,6 +129,7 @@ def create_app(settings: Settings) -> TierflowCelery:
     app.config_from_object(celery_config(settings))
     app.conf.include = list(TASK_MODULES)
     install_logging(settings)
+    install_tracing(settings)
     for module in TASK_MODULES:
         __import__(module)
     return app

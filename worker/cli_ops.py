@@ -189,6 +189,9 @@ def register(cli: typer.Typer) -> None:
         faults: Annotated[Path | None, typer.Option(help="JSON fault plan file")] = None,
         latency: Annotated[Path | None, typer.Option(help="JSON latency file")] = None,
         seed: Annotated[int, typer.Option(help="Seed for latency jitter and random faults")] = 0,
+        prompt_cache: Annotated[
+            bool, typer.Option(help="Report cached input tokens (a repeated system text reads the cache)")
+        ] = False,
     ) -> None:
         """Serve the OpenAI and Anthropic HTTP APIs on loopback from replays and rules."""
         from tierflow.providers.server import FaultPlanSpec, LatencySpec, ProviderServer, serve
@@ -204,6 +207,7 @@ def register(cli: typer.Typer) -> None:
             faults=FaultPlanSpec.model_validate_json(faults.read_text()).rules if faults else (),
             latency=LatencySpec.model_validate_json(latency.read_text()) if latency else None,
             seed=seed,
+            prompt_cache=prompt_cache,
         )
         serve(server)
 

@@ -66,6 +66,11 @@ def log_ids(**ids: Any) -> Iterator[None]:
         _ids.reset(token)
 
 
+def current_ids() -> dict[str, Any]:
+    """The ids of the running task or request (worker.tracing copies them onto spans)."""
+    return dict(_ids.get())
+
+
 def task_ids(task: Any, args: Any, kwargs: Any) -> dict[str, Any]:
     """job_id, attempt and expert from a task's arguments, by their names in its signature."""
     try:

@@ -1,27 +1,33 @@
-"""tierflow's Prometheus metrics: a collector that reads the store and Redis at each scrape.
+"""tierflow's Prometheus metrics: a collector that reads the store, the broker and Redis at each scrape.
 
 Served on the API's `/metrics` and by `tierflow metrics --port` beside the workers. The
 figures come from the store (exact for the whole cluster, whichever worker did the work,
-and not reset by a restart), the queue lengths from the Redis broker, the breakers' state
-from Redis. Every name starts with `tierflow_`; the table is in the README.
+and not reset by a restart), the queue lengths from the broker (Redis or RabbitMQ), the
+breakers' state, reflect runs and rate-limiter refusals from Redis (worker/run_counts.py).
+Every name starts with `tierflow_`; the table is in the README.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 import redis
+from amqp.exceptions import ChannelError, NotFound
+from kombu.connection import Connection
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tierflow.providers.resilience.config import DEFAULT_RATE_LIMIT_PREFIX
 from tierflow.store import metrics as figures
 from tierflow.store.db import transaction
 from tierflow.tasks.runtime import Runtime
 from tierflow.worker.app import ALL_QUEUES
+from tierflow.worker.run_counts import REFLECT_RUNS_KEY, counts_redis, read_counts
 
 log = logging.getLogger("tierflow.metrics")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -54,6 +60,7 @@ class StoreCollector(Collector):
             yield from self._reviews_and_policy(session)
         yield from self._queues()
         yield from self._breakers()
+        yield from self._redis_counts()
 
     def _jobs(self, session: Any) -> Iterator[Metric]:
         jobs = GaugeMetricFamily(
@@ -125,18 +132,52 @@ class StoreCollector(Collector):
         )
 
     def _queues(self) -> Iterator[Metric]:
-        if self.broker is None:
-            return
         family = GaugeMetricFamily(
             "tierflow_queue_length", "Messages waiting in a broker queue", labels=["queue"]
         )
         try:
-            for queue in ALL_QUEUES:
-                family.add_metric([queue], sum(int(self.broker.llen(queue + s)) for s in PRIORITY_SUFFIXES))
-        except redis.RedisError as exc:
+            for queue, length in self._queue_lengths():
+                family.add_metric([queue], length)
+        except (redis.RedisError, OSError, ChannelError) as exc:
             log.warning("queue lengths not read: %s", exc)
             return
         yield family
+
+    def _queue_lengths(self) -> Iterator[tuple[str, int]]:
+        if self.broker is not None:
+            for queue in ALL_QUEUES:
+                yield queue, sum(int(self.broker.llen(queue + s)) for s in PRIORITY_SUFFIXES)
+        elif self.runtime.settings.broker_is_amqp:
+            # a passive declare answers the ready count of a queue without creating it
+            broker = Connection(self.runtime.settings.broker_url, connect_timeout=2)  # type: ignore[no-untyped-call]
+            with broker as connection:
+                for queue in ALL_QUEUES:
+                    yield queue, _amqp_length(connection, queue)
+
+    def _redis_counts(self) -> Iterator[Metric]:
+        client = counts_redis(self.runtime.settings)
+        if client is None:
+            return
+        try:
+            runs = read_counts(client, REFLECT_RUNS_KEY)
+            refused = read_counts(client, f"{DEFAULT_RATE_LIMIT_PREFIX}refused")
+        finally:
+            client.close()
+        reflect = CounterMetricFamily(
+            "tierflow_reflect_runs",
+            "Reflect runs by result (published a version, or unchanged)",
+            labels=["result"],
+        )
+        for result in ("published", "unchanged"):
+            reflect.add_metric([result], runs.get(result, 0))
+        limiter = CounterMetricFamily(
+            "tierflow_rate_limit_refusals",
+            "Calls the cluster rate limiter refused before sending them, by model",
+            labels=["model"],
+        )
+        for ref, n in sorted(refused.items()):
+            limiter.add_metric([ref], n)
+        yield from (reflect, limiter)
 
     def _breakers(self) -> Iterator[Metric]:
         breakers = self.runtime.breakers
@@ -146,7 +187,7 @@ class StoreCollector(Collector):
             "tierflow_breaker_state", "1 for the state each model's breaker is in", labels=["model", "state"]
         )
         try:
-            refs = [ref for refs in self.runtime.settings.tiers.values() for ref in refs]
+            refs = [ref for refs in self.runtime.settings.tier_refs().values() for ref in refs]
             for ref, status in sorted(breakers.snapshot(refs).items()):
                 for state in ("closed", "open", "half_open"):
                     family.add_metric([ref, state], 1.0 if status.state.value == state else 0.0)
@@ -154,6 +195,18 @@ class StoreCollector(Collector):
             log.warning("breakers not read: %s", exc)
             return
         yield family
+
+
+def _amqp_length(connection: Connection, queue: str) -> int:
+    """Messages ready in `queue` (0 when no one has declared it yet: nothing was sent to it)."""
+    channel = connection.channel()  # type: ignore[no-untyped-call]
+    try:
+        return int(channel.queue_declare(queue, passive=True).message_count)
+    except NotFound:  # the broker closes the channel on a 404; the next queue takes a new one
+        return 0
+    finally:
+        with contextlib.suppress(ChannelError, OSError):
+            channel.close()
 
 
 def metrics_registry(runtime: Runtime) -> CollectorRegistry:

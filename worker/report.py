@@ -40,7 +40,7 @@ def _large_price(session: Session, settings: Settings) -> tuple[str, Price]:
     models = policy.tier_models.get(policy.ladder[-1]) if policy else None
     ref = (models or settings.tiers[settings.ladder[-1].value])[0]
     provider, model = ref.split(":", 1)
-    return ref, price_for(price_table(settings.prices), provider, model)
+    return ref, price_for(price_table(settings.price_overrides()), provider, model)
 
 
 def write_report(

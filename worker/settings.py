@@ -8,10 +8,11 @@ This is the only module that reads the environment.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -20,6 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tierflow.providers.deployments import DEPLOYMENT_NAME, RESERVED_NAMES, Deployment
+from tierflow.providers.pricing import PriceOverride, PriceSpec, shipped_context_windows, shipped_prices
 from tierflow.providers.resilience.config import BreakerConfig, RateLimit
 from tierflow.routing.errors import ConfigError
 from tierflow.routing.learning import LearningSettings
@@ -85,9 +88,12 @@ class Settings(BaseSettings):
     # in a config file is read from the config file's folder.
     kinds: Annotated[tuple[Path, ...], NoDecode] = ()
 
-    # Models
+    # Models. A tier lists `provider:model` references (the short form: the provider's one key
+    # and base URL below) or the names of deployments, each an endpoint of its own
+    # (providers/deployments.py); prices override the shipped table (providers/prices.toml).
     tiers: dict[str, list[str]] = Field(default_factory=_default_tiers)
-    prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    deployments: dict[str, Deployment] = Field(default_factory=dict)
+    prices: dict[str, tuple[float, float] | PriceSpec] = Field(default_factory=dict)
     fake_latency_scale: float = Field(default=1.0, ge=0)
     fake_failing_models: list[str] = Field(default_factory=list)
     openai_api_key: SecretStr | None = None
@@ -112,6 +118,10 @@ class Settings(BaseSettings):
     log_level: str = "WARNING"
     # text, or json: one object per line with the job, batch and attempt ids (worker.logs)
     log_format: Literal["text", "json"] = "text"
+    # OpenTelemetry traces (the otel extra, worker/tracing.py): off, console (stdout) or otlp
+    # (OTLP over HTTP, the endpoint from the OTEL_EXPORTER_OTLP_* variables)
+    traces: Literal["off", "console", "otlp"] = "off"
+    traces_service_name: str = "tierflow"
 
     # HTTP API (`tierflow serve`): where uploads and batch output files live, and the size limits
     api_files_dir: Path = Path(".tierflow/files")
@@ -146,10 +156,85 @@ class Settings(BaseSettings):
                 continue  # the ladder leaves it out
             if not value[tier.value]:
                 raise ValueError(f"tier {tier.value} has no models")
-            for ref in value[tier.value]:
-                if ":" not in ref:
-                    raise ValueError(f"model {ref!r} of tier {tier.value} is not provider:model")
         return value
+
+    @field_validator("deployments")
+    @classmethod
+    def _deployment_names(cls, value: dict[str, Deployment]) -> dict[str, Deployment]:
+        for name in value:
+            if not re.match(DEPLOYMENT_NAME, name) or name in RESERVED_NAMES:
+                reserved = ", ".join(sorted(RESERVED_NAMES))
+                raise ValueError(
+                    f"deployment name {name!r}: lower-case letters, digits, - and _; not {reserved}"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _tier_entries(self) -> Settings:
+        for tier, refs in self.tiers.items():
+            for ref in refs:
+                if ":" not in ref and ref not in self.deployments:
+                    known = ", ".join(sorted(self.deployments)) or "none"
+                    raise ValueError(
+                        f"tiers.{tier}: {ref!r} is not provider:model, nor a deployment name"
+                        f" (deployments: {known})"
+                    )
+        return self
+
+    def tier_refs(self) -> dict[str, list[str]]:
+        """The tier map with each deployment name as its model reference `<name>:<model>`."""
+        return {
+            tier: [self.deployments[r].ref(r) if r in self.deployments else r for r in refs]
+            for tier, refs in self.tiers.items()
+        }
+
+    def deployment_key(self, name: str) -> SecretStr | None:
+        """The key of deployment `name`, read from the environment variable it names."""
+        variable = self.deployments[name].api_key_env
+        if variable is None:
+            return None
+        value = os.environ.get(variable)
+        if not value:
+            raise ConfigError(
+                f"deployments.{name}.api_key_env", f"the environment variable {variable} is not set"
+            )
+        return SecretStr(value)
+
+    def price_overrides(self) -> dict[str, PriceOverride]:
+        """`prices`, then each deployment's price under its model reference: its own, else that
+        of the model it serves (from `prices`, else the shipped table)."""
+        table: dict[str, PriceOverride] = dict(self.prices)
+        shipped = shipped_prices()
+        for name, deployment in self.deployments.items():
+            served = deployment.table_ref()
+            price = deployment.price or table.get(served) or shipped.get(served)
+            if price is not None:
+                table[deployment.ref(name)] = price
+        return table
+
+    def context_windows(self) -> dict[str, int]:
+        """Context windows of the tier map's models: the deployments', else the shipped table's."""
+        shipped = shipped_context_windows()
+        windows = {}
+        for tier_refs in self.tier_refs().values():
+            for ref in tier_refs:
+                deployment = self.deployments.get(ref.split(":", 1)[0])
+                table_ref = deployment.table_ref() if deployment else ref
+                window = deployment.context_window if deployment and deployment.context_window else None
+                window = window or shipped.get(table_ref)
+                if window is not None:
+                    windows[ref] = window
+        return windows
+
+    def model_capabilities(self) -> dict[str, tuple[str, ...]]:
+        return {
+            d.ref(name): d.capabilities for name, d in self.deployments.items() if d.capabilities is not None
+        }
+
+    def model_rate_limits(self) -> dict[str, RateLimit]:
+        """Each deployment's rate limit under its model reference, then `rate_limits` over them."""
+        limits = {d.ref(n): d.rate_limit for n, d in self.deployments.items() if d.rate_limit is not None}
+        return {**limits, **self.rate_limits}
 
     @field_validator("resilience_redis_url")
     @classmethod
@@ -230,8 +315,11 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "<settings>"
+        field, message = ".".join(str(part) for part in error["loc"]), str(error["msg"])
+        if not field:  # a check across settings names its field first: "Value error, tiers.small: ..."
+            named, _, reason = message.removeprefix("Value error, ").partition(": ")
+            field, message = (named, reason) if reason and " " not in named else ("<settings>", message)
         where = f" (in {config_file} or TIERFLOW_{field.split('.')[0].upper()})" if config_file else ""
-        raise ConfigError(field + where, error["msg"]) from None
+        raise ConfigError(field + where, message) from None
     except ValueError as exc:  # a TOML file that does not parse
         raise ConfigError(f"TIERFLOW_CONFIG={config_file}", str(exc)) from None

@@ -18,6 +18,7 @@ trip. Imports no SDK and no Celery.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 import redis
@@ -154,7 +155,17 @@ class RateLimits:
             keys=[self.key(model_ref)], args=self._args(limit, max(tokens_estimate, 0))
         )
         if not int(granted):
+            self._count_refusal(model_ref)
             raise refusal(model_ref, int(text(wait_ms)), text(dimension))
+
+    @property
+    def refused_key(self) -> str:
+        """The hash of refusals by model reference, for the metrics (`tierflow_rate_limit_refusals`)."""
+        return f"{self._prefix}refused"
+
+    def _count_refusal(self, model_ref: str) -> None:
+        with contextlib.suppress(redis.RedisError):  # a count lost, not a call: the refusal stands
+            self._client.hincrby(self.refused_key, model_ref, 1)
 
     def settle(self, model_ref: str, tokens_estimate: int, tokens_used: int) -> None:
         """Corrects the tokens taken by `acquire(model_ref, tokens_estimate)` to what the call used."""

@@ -38,6 +38,7 @@ from tierflow.providers.base import Completion, CompletionRequest, ModelRef, Pro
 from tierflow.providers.resilience.ratelimit import estimate_tokens
 from tierflow.providers.resilience.records import CallRecord, breaker_signal, outcome_of
 from tierflow.providers.retry import RetryPolicy, call_with_retries
+from tierflow.providers.tracing import call_span
 from tierflow.routing.errors import (
     ConfigError,
     ProviderError,
@@ -245,15 +246,19 @@ class TierCaller:
             raise _Skip(OutCause.RATE_LIMITED, attempt.after(refused.reason), refused.retry_after) from None
         attempt.attempts += 1
         started = time.perf_counter()
-        try:
-            completion = attempt.provider.complete(attempt.model.model, attempt.request)
-        except ProviderError as error:
-            self._failed(attempt, error, estimate, time.perf_counter() - started)
-            raise
-        except BaseException:  # not a call outcome (e.g. a model without a price): give all back
-            self._breakers.release(ref)
-            self._limits.settle(ref, estimate, 0)
-            raise
+        with call_span(ref, attempt.attempts) as span:
+            try:
+                completion = attempt.provider.complete(attempt.model.model, attempt.request)
+            except ProviderError as error:
+                span.failed(outcome_of(error).value)
+                self._failed(attempt, error, estimate, time.perf_counter() - started)
+                raise
+            except BaseException as error:  # not a call outcome (e.g. a model without a price): give all back
+                span.failed(type(error).__name__)
+                self._breakers.release(ref)
+                self._limits.settle(ref, estimate, 0)
+                raise
+            span.succeeded(completion)
         self._breakers.record(ref, True)
         self._limits.settle(ref, estimate, completion.tokens)
         _emit(attempt, CallRecord.succeeded(ref, attempt.attempts, completion))

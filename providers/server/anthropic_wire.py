@@ -68,10 +68,10 @@ class AnthropicWire:
             "stop_reason": "max_tokens" if reply.truncated else "end_turn",
             "stop_sequence": None,
             "usage": {
-                "input_tokens": reply.prompt_tokens,
+                "input_tokens": reply.prompt_tokens - reply.cache_read_tokens - reply.cache_write_tokens,
                 "output_tokens": reply.completion_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
+                "cache_creation_input_tokens": reply.cache_write_tokens,
+                "cache_read_input_tokens": reply.cache_read_tokens,
             },
         }
 

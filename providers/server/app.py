@@ -20,6 +20,7 @@ from typing import Any
 from tierflow.providers.server.answers import DEFAULT_MODELS, Answerer, ReplayBook
 from tierflow.providers.server.faults import FaultPlan, FaultRule, LatencyPlan, LatencySpec
 from tierflow.providers.server.handler import ServerState, StatefulHTTPServer
+from tierflow.providers.server.wire import PromptCache
 from tierflow.routing.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class ProviderServer:
         seed: seeds the fault and latency draws.
         api_key: when given, requests must carry it (Bearer or x-api-key), else 401.
         hang_s: how long a timeout fault holds the request before answering 504.
+        prompt_cache: report cached input tokens as a provider's prompt cache would: the first
+            call with a model and system text writes it, later ones read it
+            (`providers.server.wire.PromptCache`); off, usage reports none.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class ProviderServer:
         hang_s: float = 30.0,
         allow_remote: bool = False,
         replay_verbatim: bool = False,
+        prompt_cache: bool = False,
     ) -> None:
         self._address = (loopback_host(host, allow_remote), port)
         book = ReplayBook.load(replay_paths)
@@ -97,6 +102,7 @@ class ProviderServer:
             latency=LatencyPlan(latency, seed=seed + 1),
             api_key=api_key,
             hang_s=hang_s,
+            prompt_cache=PromptCache() if prompt_cache else None,
         )
         self._httpd: StatefulHTTPServer | None = None
         self._thread: threading.Thread | None = None

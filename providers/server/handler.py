@@ -34,7 +34,7 @@ from tierflow.providers.server.faults import (
     LatencySpec,
 )
 from tierflow.providers.server.openai_wire import OpenAIWire
-from tierflow.providers.server.wire import ChatCall, ErrorKind, Wire, WireError, reply_to
+from tierflow.providers.server.wire import ChatCall, ErrorKind, PromptCache, Wire, WireError, reply_to
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class ServerState:
     latency: LatencyPlan
     api_key: str | None = None
     hang_s: float = 30.0
+    prompt_cache: PromptCache | None = None  # None: usage reports no cached tokens
     stats: ServerStats = field(default_factory=ServerStats)
     embedder: Embedder = field(default_factory=Embedder)
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -187,7 +188,10 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
             self._send_error(wire, WireError(ErrorKind.NOT_FOUND, message), request_id)
             return
         self.state.stats.record(route, call.model, answer.source.value)
-        body = wire.chat_body(call, reply_to(call, answer.text), request_id)
+        reply = reply_to(call, answer.text)
+        if self.state.prompt_cache is not None:
+            reply = self.state.prompt_cache.usage(call, reply)
+        body = wire.chat_body(call, reply, request_id)
         headers = {wire.request_id_header: request_id, "x-tierflow-answer-source": answer.source.value}
         self._send_json(200, body, headers)
 

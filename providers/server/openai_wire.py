@@ -80,6 +80,7 @@ class OpenAIWire:
                 "prompt_tokens": reply.prompt_tokens,
                 "completion_tokens": reply.completion_tokens,
                 "total_tokens": reply.total_tokens,
+                "prompt_tokens_details": {"cached_tokens": reply.cache_read_tokens},
             },
         }
 

@@ -1,15 +1,16 @@
 """What both wire protocols of the local provider server share.
 
 Owns the protocol-neutral view of a chat call (`ChatCall`), of its reply
-(`Reply`, with usage and truncation at max_tokens), the error kinds the server
+(`Reply`, with usage and truncation at max_tokens), the prompt cache's usage, the error kinds the server
 answers with, and the `Wire` protocol that the OpenAI and Anthropic modules
 implement. Knows nothing of sockets or handlers.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -73,10 +74,35 @@ class Reply:
     prompt_tokens: int
     completion_tokens: int
     truncated: bool
+    # Of prompt_tokens: those read from, and those written to, the prompt cache (PromptCache).
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+class PromptCache:
+    """A deterministic prompt cache: a call's system text is the cached prefix. The first call
+    with a (model, system text) writes it, every later one reads it; an empty system caches nothing.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def usage(self, call: ChatCall, reply: Reply) -> Reply:
+        """`reply` with the tokens it read from or wrote to the cache."""
+        if not call.system:
+            return reply
+        tokens = min(text_tokens(call.system), reply.prompt_tokens)
+        with self._lock:
+            seen = (call.model, call.system) in self._seen
+            self._seen.add((call.model, call.system))
+        if seen:
+            return replace(reply, cache_read_tokens=tokens)
+        return replace(reply, cache_write_tokens=tokens)
 
 
 def text_tokens(text: str) -> int:
