@@ -6,19 +6,23 @@ from the response, cost from `providers.pricing`, and the translation of SDK
 exceptions into ProviderErrors. The 2.x SDK has no sampling temperature, so
 `CompletionRequest.temperature` is not sent. It never retries (`max_retries=0`): retries,
 breakers and fallbacks belong to the resilience layer.
+
+The SDK is the transport (connection pool, headers, timeouts, typed errors), but a
+2xx body is decoded once as JSON and read as plain data, not built into the SDK's
+pydantic models: the adapter checks every field it reads anyway.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import anthropic
-from anthropic.types import Message
 from pydantic import SecretStr
 
-from tierflow.providers.base import Completion, CompletionRequest, json_object, string_id
+from tierflow.providers.base import Completion, CompletionRequest, count, field, json_object
 from tierflow.providers.failures import MALFORMED, error_for_status, redact
 from tierflow.providers.pricing import Price, price_for
 from tierflow.routing.errors import (
@@ -77,7 +81,7 @@ class AnthropicProvider:
             raw = self._client.messages.with_raw_response.create(
                 **self._params(model, request), timeout=request.timeout_s
             )
-            message = raw.parse()
+            message = json.loads(raw.http_response.content)
         except anthropic.APIError as exc:
             raise self._error(model, exc) from exc
         except ValueError as exc:  # a 2xx body that is not JSON
@@ -92,7 +96,7 @@ class AnthropicProvider:
             latency_s=latency_s,
             provider=self.name,
             model=model,
-            request_id=raw.request_id or string_id(message),
+            request_id=raw.request_id or _string(field(message, "id")),
             parsed=json_object(text) if request.json_schema is not None else None,
         )
 
@@ -109,17 +113,15 @@ class AnthropicProvider:
         return params
 
     def _read(self, model: str, message: object) -> tuple[str, int, int]:
-        """(text, input tokens, output tokens) of a response, or the error it amounts to."""
-        # the SDK builds responses without validating them, so every field is checked here
-        blocks = message.content if isinstance(message, Message) else None
-        usage = getattr(message, "usage", None)
-        input_tokens = _input_tokens(usage)
-        output_tokens = getattr(usage, "output_tokens", None)
-        if not isinstance(blocks, list) or input_tokens is None or not isinstance(output_tokens, int):
+        """(text, input tokens, output tokens) of a decoded response, or the error it amounts to."""
+        blocks = field(message, "content")
+        usage = field(message, "usage")
+        input_tokens, output_tokens = _input_tokens(usage), count(usage, "output_tokens")
+        if not isinstance(blocks, list) or input_tokens is None or output_tokens is None:
             raise ProviderUnavailable(self.name, model, f"{MALFORMED}: no content or no usage")
-        if getattr(message, "stop_reason", None) == "refusal":
+        if field(message, "stop_reason") == "refusal":
             raise ProviderRejected(self.name, model, "refused")
-        texts = [text for text in (getattr(block, "text", None) for block in blocks) if isinstance(text, str)]
+        texts = [text for text in (field(block, "text") for block in blocks) if isinstance(text, str)]
         if not texts:
             raise ProviderUnavailable(self.name, model, f"{MALFORMED}: no text content")
         return "".join(texts), input_tokens, output_tokens
@@ -144,7 +146,11 @@ def _input_tokens(usage: object) -> int | None:
 
     The price table has one input price, so cache writes and reads are priced as input.
     """
-    counts = [getattr(usage, field, None) for field in INPUT_TOKEN_FIELDS]
-    if not isinstance(counts[0], int):
+    counts = [count(usage, name) for name in INPUT_TOKEN_FIELDS]
+    if counts[0] is None:
         return None
-    return sum(count for count in counts if isinstance(count, int))
+    return sum(n for n in counts if n is not None)
+
+
+def _string(value: object) -> str:
+    return value if isinstance(value, str) else ""
