@@ -7,9 +7,11 @@ exceptions into ProviderErrors. The 2.x SDK has no sampling temperature, so
 `CompletionRequest.temperature` is not sent. It never retries (`max_retries=0`): retries,
 breakers and fallbacks belong to the resilience layer.
 
-The SDK is the transport (connection pool, headers, timeouts, typed errors), but a
-2xx body is decoded once as JSON and read as plain data, not built into the SDK's
-pydantic models: the adapter checks every field it reads anyway.
+The SDK is the transport (connection pool, auth and version headers, timeouts, typed
+errors): the request goes through the client's own `post`, which skips the resource
+method's transformation of the parameters (built here as plain JSON already), and a 2xx
+body is decoded once as JSON and read as plain data, not built into the SDK's pydantic
+models: the adapter checks every field it reads anyway.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import anthropic
+import httpx2
 from pydantic import SecretStr
 
 from tierflow.providers.base import Completion, CompletionRequest, count, field, json_object
@@ -78,10 +81,13 @@ class AnthropicProvider:
         price = price_for(self._prices, self.name, model)
         started = time.perf_counter()
         try:
-            raw = self._client.messages.with_raw_response.create(
-                **self._params(model, request), timeout=request.timeout_s
+            response = self._client.post(
+                "/v1/messages",
+                body=self._params(model, request),
+                cast_to=httpx2.Response,
+                options={"timeout": request.timeout_s},
             )
-            message = json.loads(raw.http_response.content)
+            message = json.loads(response.content)
         except anthropic.APIError as exc:
             raise self._error(model, exc) from exc
         except ValueError as exc:  # a 2xx body that is not JSON
@@ -96,7 +102,7 @@ class AnthropicProvider:
             latency_s=latency_s,
             provider=self.name,
             model=model,
-            request_id=raw.request_id or _string(field(message, "id")),
+            request_id=response.headers.get("request-id") or _string(field(message, "id")),
             parsed=json_object(text) if request.json_schema is not None else None,
         )
 

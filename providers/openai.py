@@ -6,10 +6,12 @@ text and usage from the response, cost from `providers.pricing`, and the
 translation of SDK exceptions into ProviderErrors. It never retries
 (`max_retries=0`): retries, breakers and fallbacks belong to the resilience layer.
 
-The SDK is the transport (connection pool, headers, timeouts, typed errors), but a
-2xx body is decoded once as JSON and read as plain data: the SDK's pydantic models
-cost more CPU per call than the rest of the call's client side, and the adapter
-checks every field it reads anyway.
+The SDK is the transport (connection pool, auth headers, timeouts, typed errors): the
+request goes through the client's own `post`, which skips the resource method's
+transformation of the parameters (the adapter builds them as plain JSON already), and
+a 2xx body is decoded once as JSON and read as plain data instead of the SDK's pydantic
+models. Both cost more client CPU per call than the rest of the call; the adapter checks
+every field it reads anyway.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import httpx2
 import openai
 from pydantic import SecretStr
 
@@ -77,10 +80,13 @@ class OpenAIProvider:
         price = price_for(self._prices, self.name, model)
         started = time.perf_counter()
         try:
-            raw = self._client.chat.completions.with_raw_response.create(
-                **self._params(model, request), timeout=request.timeout_s
+            response = self._client.post(
+                "/chat/completions",
+                body=self._params(model, request),
+                cast_to=httpx2.Response,
+                options={"timeout": request.timeout_s},
             )
-            completion = json.loads(raw.http_response.content)
+            completion = json.loads(response.content)
         except openai.APIError as exc:
             raise self._error(model, exc) from exc
         except ValueError as exc:  # a 2xx body that is not JSON
@@ -95,7 +101,7 @@ class OpenAIProvider:
             latency_s=latency_s,
             provider=self.name,
             model=model,
-            request_id=raw.request_id or _string(field(completion, "id")),
+            request_id=response.headers.get("x-request-id") or _string(field(completion, "id")),
             parsed=json_object(text) if request.json_schema is not None else None,
         )
 
