@@ -134,6 +134,7 @@ def _sigmoid(z: Vector) -> Vector:
 BLOCK_ROWS = 512
 MAX_STEPS = 2_000
 NEWTON_WIDTH = 32
+SINGLE_TOLERANCE = 1e-5  # what single-precision gradients resolve; enough to compare penalties
 
 
 class _Objective:
@@ -220,6 +221,8 @@ def _solve(
     (a step costs two passes over the rows)."""
     if z.shape[1] <= NEWTON_WIDTH:
         return _newton(z, y, l2, start)
+    if not single:  # most of the way in single precision, the last digits in double
+        start = _fit(z, y, l2, start, SINGLE_TOLERANCE, single=True)
     return _fit(z, y, l2, start, tolerance, single)
 
 
@@ -266,7 +269,8 @@ def fit_scorer(
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[0] != y.shape[0]:
         raise ValueError(f"need rows of features and one label per row, got {x.shape} and {y.shape}")
     mean = x.mean(axis=0)
-    scale = np.where(x.std(axis=0) > 1e-9, x.std(axis=0), 1.0)
+    spread = x.std(axis=0)
+    scale = np.where(spread > 1e-9, spread, 1.0)
     z = (x - mean) / scale
     l2, start = _choose_l2(z, y, l2_grid, seed)
     beta = _solve(z, y, l2, start)
@@ -315,7 +319,7 @@ def _choose_l2(z: Matrix, y: Vector, grid: Sequence[float], seed: int) -> tuple[
         train, train_y, test, test_y = z[~held], y[~held], z[held], y[held]
         start, fits = None, []
         for index, l2 in enumerate(penalties):
-            start = _solve(train, train_y, l2, start, tolerance=1e-5, single=True)
+            start = _solve(train, train_y, l2, start, SINGLE_TOLERANCE, single=True)
             fits.append(start)
             losses[index] += _log_loss(_sigmoid(test @ start[:-1] + start[-1]), test_y)
     best = int(np.argmin(losses))
