@@ -1,9 +1,11 @@
-"""The two arms of the throughput benchmark, each run once against fresh workers.
+"""The arms of the throughput benchmark, each run once against fresh workers.
 
 Arm A ("tierflow"): `tierflow worker` processes as a user starts them, a batch submitted
 through tierflow's submit path, timed until every job of it is terminal in the store.
 Arm B ("bare"): the same shape of work in plain Celery (bench/bare_app.py), timed until
 every job has its row.
+Arm C ("bare-durable"): tierflow's canvas (the attempts and experts its run of the same
+repeat took) in plain Celery, each expert's result and the final result INSERTed.
 
 In both arms a job's latency runs from the moment its batch was submitted to the
 moment its terminal write was made: tierflow's jobs.finished_at - jobs.created_at,
@@ -297,3 +299,57 @@ def bare_outcome(database_url: str, run: str) -> tuple[list[float], dict[str, An
         "experts": len(rows) * len(bare_app.EXPERTS),
     }
     return [float(latency) for latency, _ in rows], detail
+
+
+# --- arm C: bare-durable ------------------------------------------------------------
+
+
+def tierflow_plans(database_url: str, id_pattern: str) -> list[bare_app.Plan]:
+    """Per job of a tierflow run, in job order: its attempts as [tier, number of experts]."""
+    with psycopg.connect(conninfo(database_url)) as connection:
+        rows = connection.execute(
+            "SELECT job_id, tier, json_array_length(decision->'experts') FROM attempts "
+            "WHERE job_id LIKE %s ORDER BY job_id, number",
+            (id_pattern,),
+        ).fetchall()
+    plans: dict[str, bare_app.Plan] = {}
+    for job_id, tier, experts in rows:
+        plans.setdefault(job_id, []).append([tier, max(int(experts or 0), 1)])
+    return list(plans.values())
+
+
+def durable_batch(jobs: list[dict[str, Any]], run: str, plans: list[bare_app.Plan]) -> Batch:
+    """One bare.durable_classify message per job; job i takes plan i (cycling if fewer)."""
+
+    def send() -> tuple[Any, ...]:
+        submitted_at = time.time()
+        for index, job in enumerate(jobs):
+            args = (job["id"], run, plans[index % len(plans)], submitted_at)
+            bare_app.app.send_task("bare.durable_classify", args=args, queue="classify")
+        return (run,)
+
+    return Batch(len(jobs), send, f"SELECT count(*) FROM {bare_app.RESULTS_TABLE} WHERE run = %s")
+
+
+def run_bare_durable(
+    config: BenchConfig, examples: list[dict[str, Any]], count: int, tag: str, plans: list[bare_app.Plan]
+) -> ArmResult:
+    """Arm C: tierflow's canvas (`plans`, from its run) on plain Celery, every result stored."""
+    if not plans:
+        raise RuntimeError("bare-durable needs tierflow's attempts of the same repeat; it took none")
+    flush_redis(config.redis_url)
+    with psycopg.connect(conninfo(config.database_url), autocommit=True) as connection:
+        connection.execute(bare_app.CREATE_TABLE)
+        connection.execute(bare_app.CREATE_EXPERTS_TABLE)
+    bare_app.app.conf.update(broker_url=config.redis_url, result_backend=config.redis_url)
+    batches = [durable_batch(make_jobs(examples, count, tag), tag, plans)]
+    if config.warmup:
+        batches.insert(0, durable_batch(make_jobs(examples, config.warmup, f"{tag}w"), f"{tag}w", plans))
+    try:
+        result = measure(config, "bare-durable", bare_workers(config, tag), bare_env(config), batches)
+    finally:
+        bare_app.app.close()
+    result.latencies, result.detail = bare_outcome(config.database_url, tag)
+    result.detail["attempts"] = sum(len(plans[i % len(plans)]) for i in range(count))
+    result.detail["experts"] = sum(n for i in range(count) for _, n in plans[i % len(plans)])
+    return result

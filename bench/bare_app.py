@@ -5,6 +5,11 @@ writes one row to PostgreSQL. The Celery settings mirror tierflow's (explicit qu
 a direct exchange, JSON, late acks, prefetch 1, Redis result backend) so that the
 difference between the arms is tierflow's own work, not a different Celery setup.
 
+Arm C ("bare-durable", the `durable_*` tasks) runs tierflow's canvas instead: per job the
+attempts (tier, number of experts) tierflow's run of the same repeat took, each expert
+INSERTing its result before it returns and the last aggregate INSERTing the job's row:
+what plain Celery needs not to lose work.
+
 Workers: `celery -A bench.bare_app worker -Q classify --pool prefork ...`. The URLs come
 from BENCH_BROKER_URL, BENCH_RESULT_BACKEND and BENCH_DATABASE_URL (a psycopg conninfo).
 """
@@ -96,5 +101,62 @@ def aggregate(markers: list[dict[str, Any]], job_id: str, run: str, tier: str, s
     _connection().execute(
         f"INSERT INTO {RESULTS_TABLE} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO NOTHING",
         (job_id, run, tier, verdict, submitted_at, time.time()),
+    )
+    return verdict
+
+
+# --- arm C, bare-durable: tierflow's canvas, each expert's result and the final result stored ---
+
+EXPERTS_TABLE = "bench_bare_expert_results"
+CREATE_EXPERTS_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {EXPERTS_TABLE} (job_id text NOT NULL, attempt integer NOT NULL, "
+    "expert integer NOT NULL, output text NOT NULL, PRIMARY KEY (job_id, attempt, expert))"
+)
+Plan = list[list[Any]]  # per attempt: [tier, number of experts], as tierflow's run took them
+
+
+@app.task(name="bare.durable_classify", ignore_result=True)
+def durable_classify(job_id: str, run: str, plan: Plan, submitted_at: float) -> None:
+    tier = plan[0][0]
+    app.send_task("bare.durable_run_job", args=(job_id, run, plan, 0, submitted_at), queue=f"tier.{tier}")
+
+
+@app.task(name="bare.durable_run_job", ignore_result=True)
+def durable_run_job(job_id: str, run: str, plan: Plan, attempt: int, submitted_at: float) -> None:
+    tier, experts = plan[attempt]
+    queue = f"tier.{tier}"
+    group_ = group(
+        app.signature("bare.durable_expert", args=(job_id, attempt, index), queue=queue)
+        for index in range(experts)
+    )
+    args = (job_id, run, plan, attempt, submitted_at)
+    callback = app.signature("bare.durable_aggregate", args=args, queue=queue)
+    chord(group_)(callback)
+
+
+@app.task(name="bare.durable_expert")
+def durable_expert(job_id: str, attempt: int, index: int) -> dict[str, Any]:
+    """Stores its result before it returns (a redelivery writes nothing twice), returns a marker."""
+    _connection().execute(
+        f"INSERT INTO {EXPERTS_TABLE} VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (job_id, attempt, index, f"answer {index} of attempt {attempt}"),
+    )
+    return {"expert": index, "ok": True}
+
+
+@app.task(name="bare.durable_aggregate")
+def durable_aggregate(
+    markers: list[dict[str, Any]], job_id: str, run: str, plan: Plan, attempt: int, submitted_at: float
+) -> str:
+    """The next attempt on its tier's queue while tierflow's run took one, else the final row."""
+    if attempt + 1 < len(plan):
+        tier = plan[attempt + 1][0]
+        args = (job_id, run, plan, attempt + 1, submitted_at)
+        app.send_task("bare.durable_run_job", args=args, queue=f"tier.{tier}")
+        return "escalate"
+    verdict = "accept" if all(marker["ok"] for marker in markers) else "fail"
+    _connection().execute(
+        f"INSERT INTO {RESULTS_TABLE} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO NOTHING",
+        (job_id, run, plan[0][0], verdict, submitted_at, time.time()),
     )
     return verdict

@@ -9,7 +9,7 @@ The local provider server runs as a separate process (`tierflow provider-server
 1. Overhead, server at zero latency: calls/s through `providers.openai.OpenAIProvider`
    and through a bare `openai.OpenAI` client sending the same request, the same
    number of threads, arms interleaved (bare, adapter, adapter, bare, ...); the
-   ratio adapter/bare is the issue's figure (goal >= 0.9). Client and server CPU
+   ratio adapter/bare is the issue's figure (goal >= 0.95). Client and server CPU
    per call tell where the time goes.
 2. Server capacity: the same server hammered by a minimal keep-alive http.client
    loop, so that what limits the arms above can be told apart from the SDK's cost.
@@ -200,14 +200,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "arms": [bare, adapter],
             "calls_per_s_ratio": adapter["calls_per_s"] / bare["calls_per_s"],
             "client_cpu_ratio": adapter["client_cpu_ms_per_call"] / bare["client_cpu_ms_per_call"],
-            "goal": ">= 0.9",
+            "goal": ">= 0.95",
         },
         "server_capacity": capacity.as_dict(),
         "latency": {
             **latency.as_dict(),
             "ceiling_calls_per_s": ceiling,
             "share_of_ceiling": latency.calls_per_s / ceiling,
-            "goal": ">= 0.9",
+            "goal": ">= 0.6, ahead of the bare SDK",
             "bare_sdk": {**latency_bare.as_dict(), "share_of_ceiling": latency_bare.calls_per_s / ceiling},
             "raw_client": {**latency_raw.as_dict(), "share_of_ceiling": latency_raw.calls_per_s / ceiling},
         },
@@ -246,7 +246,7 @@ def print_report(report: dict[str, Any]) -> None:
     for arm in arms:
         print(row(arm))
     print()
-    print(f"adapter / bare SDK, calls/s:        {overhead['calls_per_s_ratio']:.3f}   (goal >= 0.9)")
+    print(f"adapter / bare SDK, calls/s:        {overhead['calls_per_s_ratio']:.3f}   (goal >= 0.95)")
     print(f"adapter / bare SDK, client CPU/call: {overhead['client_cpu_ratio']:.3f}")
     print(
         f"server alone (raw client):          {capacity['calls_per_s']:.0f} calls/s, "
@@ -255,7 +255,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"{latency['threads']} threads at {report['settings']['latency_ms']:g} ms: "
         f"{latency['calls_per_s']:.0f} calls/s of a {latency['ceiling_calls_per_s']:.0f} calls/s ceiling "
-        f"= {latency['share_of_ceiling']:.1%}   (goal >= 90%; bare SDK "
+        f"= {latency['share_of_ceiling']:.1%}   (goal >= 60%, ahead of the bare SDK; bare SDK "
         f"{latency['bare_sdk']['share_of_ceiling']:.1%}, "
         f"raw client {latency['raw_client']['share_of_ceiling']:.1%})"
     )

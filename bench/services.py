@@ -37,9 +37,9 @@ def conninfo(sqlalchemy_url: str) -> str:
 
 
 @contextlib.contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    """Create `tierflow_bench_<random>`, yield its SQLAlchemy URL, always drop it."""
-    name = f"tierflow_bench_{secrets.token_hex(5)}"
+def fresh_database(admin_url: str, prefix: str = "tierflow_bench_") -> Iterator[str]:
+    """Create `<prefix><random>` (tierflow_bench_ by default), yield its SQLAlchemy URL, always drop it."""
+    name = f"{prefix}{secrets.token_hex(5)}"
     admin = conninfo(admin_url)
     with psycopg.connect(admin, autocommit=True, connect_timeout=ADMIN_CONNECT_TIMEOUT_S) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')

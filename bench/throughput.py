@@ -2,6 +2,10 @@
 
     python bench/throughput.py [--jobs 300] [--repeats 1] [--concurrency 8] [--json]
 
+Three arms: tierflow; `bare`, the chord's shape with one row written per job; and
+`bare-durable`, the canvas tierflow's run of the same repeat took (its attempts and
+experts per job) with each expert's result and the final result written to PostgreSQL.
+
 One fresh PostgreSQL database for the run (dropped at the end, always) and one Redis
 database number (flushed before each arm). Per arm and repeat: start the workers as
 subprocesses, wait until each answers a ping, run a few warm-up jobs, then time a batch
@@ -32,7 +36,15 @@ import celery  # noqa: E402
 import psycopg  # noqa: E402
 import redis  # noqa: E402
 
-from bench.arms import ArmResult, BenchConfig, run_bare, run_tierflow, tierflow_db_upgrade  # noqa: E402
+from bench.arms import (  # noqa: E402
+    ArmResult,
+    BenchConfig,
+    run_bare,
+    run_bare_durable,
+    run_tierflow,
+    tierflow_db_upgrade,
+    tierflow_plans,
+)
 from bench.services import WorkerFailed, flush_redis, fresh_database, run_bounded  # noqa: E402
 from bench.workload import load_examples  # noqa: E402
 
@@ -49,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loglevel", default="WARNING", help="workers' log level (default WARNING)")
     parser.add_argument("--timeout", type=float, default=300.0, help="global limit in seconds (default 300)")
     parser.add_argument("--admin-url", default=ADMIN_URL, help="PostgreSQL database to create the run's in")
-    parser.add_argument("--redis-url", default=REDIS_URL, help="Redis database for both arms (flushed)")
+    parser.add_argument("--redis-url", default=REDIS_URL, help="Redis database for all arms (flushed)")
+    parser.add_argument("--db-prefix", default="tierflow_bench_", help="name prefix of the run's database")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = parser.parse_args(argv)
     for name in ("jobs", "repeats", "concurrency"):
@@ -84,16 +97,19 @@ def summarize(runs: list[ArmResult]) -> dict[str, Any]:
     }
 
 
-def compare(results: dict[str, list[ArmResult]]) -> dict[str, Any]:
-    """tierflow over bare: of the medians, and the median of each repeat's A/B pair (noise cancels)."""
-    tierflow, bare = summarize(results["tierflow"]), summarize(results["bare"])
-    paired = [a.jobs_per_s / b.jobs_per_s for a, b in zip(results["tierflow"], results["bare"], strict=True)]
+def compare(results: dict[str, list[ArmResult]], other: str = "bare") -> dict[str, Any]:
+    """tierflow over `other`: of the medians, and the median of each repeat's pair (noise cancels)."""
+    tierflow, bare = summarize(results["tierflow"]), summarize(results[other])
+    paired = [a.jobs_per_s / b.jobs_per_s for a, b in zip(results["tierflow"], results[other], strict=True)]
     return {
         "jobs_per_s_ratio": tierflow["jobs_per_s"] / bare["jobs_per_s"],
         "jobs_per_s_ratio_paired": statistics.median(paired),
         "paired_ratios": [round(ratio, 3) for ratio in paired],
         "overhead_ms_per_job": (tierflow["seconds"] - bare["seconds"]) / tierflow["jobs"] * 1000,
         "p50_ratio": tierflow["p50_s"] / bare["p50_s"],
+        "worker_cpu_ratio": (
+            tierflow["usage"]["worker_cpu_ms_per_job"] / bare["usage"]["worker_cpu_ms_per_job"]
+        ),
     }
 
 
@@ -109,8 +125,8 @@ def machine() -> dict[str, Any]:
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Both arms, interleaved, in one fresh database; the figures as one dict."""
     examples = load_examples(ROOT / "examples")
-    results: dict[str, list[ArmResult]] = {"tierflow": [], "bare": []}
-    with fresh_database(args.admin_url) as database_url:
+    results: dict[str, list[ArmResult]] = {"tierflow": [], "bare": [], "bare-durable": []}
+    with fresh_database(args.admin_url, args.db_prefix) as database_url:
         config = BenchConfig(
             root=ROOT,
             workdir=workdir,
@@ -123,17 +139,24 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         )
         tierflow_db_upgrade(config)
         for repeat in range(args.repeats):
-            for arm, runner in (("tierflow", run_tierflow), ("bare", run_bare)):
+            for arm in results:
                 log(args, f"repeat {repeat + 1}/{args.repeats}: {arm} ...")
-                result = runner(config, examples, args.jobs, f"{arm[0]}{repeat}")
+                tag = f"{'tbd'[list(results).index(arm)]}{repeat}"
+                if arm == "bare-durable":
+                    plans = tierflow_plans(database_url, f"t{repeat}-%")
+                    result = run_bare_durable(config, examples, args.jobs, tag, plans)
+                else:
+                    runner = run_tierflow if arm == "tierflow" else run_bare
+                    result = runner(config, examples, args.jobs, tag)
                 log(args, f"  {result.jobs} jobs in {result.seconds:.2f}s ({result.jobs_per_s:.1f} jobs/s)")
                 results[arm].append(result)
     flush_redis(args.redis_url)  # leave the Redis database as empty as we found it
     return {
         "machine": machine(),
         "settings": {k: getattr(args, k) for k in ("jobs", "repeats", "warmup", "concurrency", "loglevel")},
-        "arms": [summarize(results["tierflow"]), summarize(results["bare"])],
+        "arms": [summarize(runs) for runs in results.values()],
         "comparison": compare(results),
+        "comparison_durable": compare(results, "bare-durable"),
     }
 
 
@@ -148,24 +171,25 @@ def print_report(figures: dict[str, Any]) -> None:
         f"workload: {s['jobs']} jobs per batch, median of {s['repeats']} run(s) per arm, "
         f"{s['warmup']} warm-up jobs, concurrency {s['concurrency']} per worker, log level {s['loglevel']}"
     )
-    header = f"{'arm':<10}{'jobs':>6}{'seconds':>10}{'submit s':>10}{'jobs/s':>9}{'p50 s':>9}{'p95 s':>9}"
+    header = f"{'arm':<14}{'jobs':>6}{'seconds':>10}{'submit s':>10}{'jobs/s':>9}{'p50 s':>9}{'p95 s':>9}"
     print("\n" + header + "\n" + "-" * len(header))
     for arm in figures["arms"]:
         print(
-            f"{arm['arm']:<10}{arm['jobs']:>6}{arm['seconds']:>10.2f}{arm['submit_s']:>10.3f}"
+            f"{arm['arm']:<14}{arm['jobs']:>6}{arm['seconds']:>10.2f}{arm['submit_s']:>10.3f}"
             f"{arm['jobs_per_s']:>9.1f}{arm['p50_s']:>9.3f}{arm['p95_s']:>9.3f}"
         )
-    c = figures["comparison"]
-    print(
-        f"\ntierflow/bare jobs/s: {c['jobs_per_s_ratio']:.3f} of the medians, "
-        f"{c['jobs_per_s_ratio_paired']:.3f} median of the paired runs {c['paired_ratios']}\n"
-        f"p50 latency ratio: {c['p50_ratio']:.2f}   overhead per job: {c['overhead_ms_per_job']:.1f} ms"
-    )
+    for other, c in (("bare-durable", figures["comparison_durable"]), ("bare", figures["comparison"])):
+        print(
+            f"\ntierflow/{other} jobs/s: {c['jobs_per_s_ratio']:.3f} of the medians, "
+            f"{c['jobs_per_s_ratio_paired']:.3f} median of the paired runs {c['paired_ratios']}\n"
+            f"  p50 latency ratio: {c['p50_ratio']:.2f}   overhead per job: {c['overhead_ms_per_job']:.1f} ms"
+            f"   worker CPU per job ratio: {c['worker_cpu_ratio']:.2f}"
+        )
     print_usage(figures["arms"])
     for arm in figures["arms"]:
         d = arm["detail"]
         print(
-            f"{arm['arm']:<10}runs {arm['runs_s']} s; states {d['states']}; first tier {d['first_tier']}; "
+            f"{arm['arm']:<14}runs {arm['runs_s']} s; states {d['states']}; first tier {d['first_tier']}; "
             f"{d['attempts'] / arm['jobs']:.2f} attempts and {d['experts'] / arm['jobs']:.2f} experts per job"
         )
         for error, count in d.get("errors", {}).items():
@@ -183,10 +207,10 @@ USAGE_COLUMNS = (
 
 def print_usage(arms: list[dict[str, Any]]) -> None:
     """Per job: what each arm's workers and its PostgreSQL backends spent."""
-    header = f"{'per job':<10}" + "".join(f"{title:>17}" for _, title in USAGE_COLUMNS)
+    header = f"{'per job':<14}" + "".join(f"{title:>17}" for _, title in USAGE_COLUMNS)
     print("\n" + header + "\n" + "-" * len(header))
     for arm in arms:
-        print(f"{arm['arm']:<10}" + "".join(f"{arm['usage'][key]:>17.2f}" for key, _ in USAGE_COLUMNS))
+        print(f"{arm['arm']:<14}" + "".join(f"{arm['usage'][key]:>17.2f}" for key, _ in USAGE_COLUMNS))
     print()
 
 

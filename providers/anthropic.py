@@ -6,19 +6,26 @@ from the response, cost from `providers.pricing`, and the translation of SDK
 exceptions into ProviderErrors. The 2.x SDK has no sampling temperature, so
 `CompletionRequest.temperature` is not sent. It never retries (`max_retries=0`): retries,
 breakers and fallbacks belong to the resilience layer.
+
+The SDK is the transport (connection pool, auth and version headers, timeouts, typed
+errors): the request goes through the client's own `post`, which skips the resource
+method's transformation of the parameters (built here as plain JSON already), and a 2xx
+body is decoded once as JSON and read as plain data, not built into the SDK's pydantic
+models: the adapter checks every field it reads anyway.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import anthropic
-from anthropic.types import Message
+import httpx2
 from pydantic import SecretStr
 
-from tierflow.providers.base import Completion, CompletionRequest, json_object, string_id
+from tierflow.providers.base import Completion, CompletionRequest, count, field, json_object
 from tierflow.providers.failures import MALFORMED, error_for_status, redact
 from tierflow.providers.pricing import Price, price_for
 from tierflow.routing.errors import (
@@ -74,17 +81,20 @@ class AnthropicProvider:
         price = price_for(self._prices, self.name, model)
         started = time.perf_counter()
         try:
-            raw = self._client.messages.with_raw_response.create(
-                **self._params(model, request), timeout=request.timeout_s
+            response = self._client.post(
+                "/v1/messages",
+                body=self._params(model, request),
+                cast_to=httpx2.Response,
+                options={"timeout": request.timeout_s},
             )
-            message = raw.parse()
+            message = json.loads(response.content)
         except anthropic.APIError as exc:
             raise self._error(model, exc) from exc
         except ValueError as exc:  # a 2xx body that is not JSON
             raise ProviderUnavailable(self.name, model, f"{MALFORMED}: not JSON") from exc
         latency_s = time.perf_counter() - started
         text, input_tokens, output_tokens = self._read(model, message)
-        read, written = _cache_tokens(getattr(message, "usage", None))
+        read, written = _cache_tokens(field(message, "usage"))
         return Completion(
             text=text,
             input_tokens=input_tokens,
@@ -95,7 +105,7 @@ class AnthropicProvider:
             latency_s=latency_s,
             provider=self.name,
             model=model,
-            request_id=raw.request_id or string_id(message),
+            request_id=response.headers.get("request-id") or _string(field(message, "id")),
             parsed=json_object(text) if request.json_schema is not None else None,
         )
 
@@ -112,17 +122,15 @@ class AnthropicProvider:
         return params
 
     def _read(self, model: str, message: object) -> tuple[str, int, int]:
-        """(text, input tokens, output tokens) of a response, or the error it amounts to."""
-        # the SDK builds responses without validating them, so every field is checked here
-        blocks = message.content if isinstance(message, Message) else None
-        usage = getattr(message, "usage", None)
-        input_tokens = _input_tokens(usage)
-        output_tokens = getattr(usage, "output_tokens", None)
-        if not isinstance(blocks, list) or input_tokens is None or not isinstance(output_tokens, int):
+        """(text, input tokens, output tokens) of a decoded response, or the error it amounts to."""
+        blocks = field(message, "content")
+        usage = field(message, "usage")
+        input_tokens, output_tokens = _input_tokens(usage), count(usage, "output_tokens")
+        if not isinstance(blocks, list) or input_tokens is None or output_tokens is None:
             raise ProviderUnavailable(self.name, model, f"{MALFORMED}: no content or no usage")
-        if getattr(message, "stop_reason", None) == "refusal":
+        if field(message, "stop_reason") == "refusal":
             raise ProviderRejected(self.name, model, "refused")
-        texts = [text for text in (getattr(block, "text", None) for block in blocks) if isinstance(text, str)]
+        texts = [text for text in (field(block, "text") for block in blocks) if isinstance(text, str)]
         if not texts:
             raise ProviderUnavailable(self.name, model, f"{MALFORMED}: no text content")
         return "".join(texts), input_tokens, output_tokens
@@ -145,14 +153,16 @@ class AnthropicProvider:
 def _input_tokens(usage: object) -> int | None:
     """All input tokens billed: uncached plus those written to and read from the prompt cache
     (each priced at its own rate: `_cache_tokens`)."""
-    counts = [getattr(usage, field, None) for field in INPUT_TOKEN_FIELDS]
-    if not isinstance(counts[0], int):
+    counts = [count(usage, name) for name in INPUT_TOKEN_FIELDS]
+    if counts[0] is None:
         return None
-    return sum(count for count in counts if isinstance(count, int))
+    return sum(n for n in counts if n is not None)
 
 
 def _cache_tokens(usage: object) -> tuple[int, int]:
     """(cache_read_input_tokens, cache_creation_input_tokens), 0 where the usage has none."""
-    read = getattr(usage, "cache_read_input_tokens", None)
-    written = getattr(usage, "cache_creation_input_tokens", None)
-    return (read if isinstance(read, int) else 0), (written if isinstance(written, int) else 0)
+    return count(usage, "cache_read_input_tokens") or 0, count(usage, "cache_creation_input_tokens") or 0
+
+
+def _string(value: object) -> str:
+    return value if isinstance(value, str) else ""

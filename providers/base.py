@@ -74,7 +74,12 @@ def json_object(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def string_id(response: object) -> str:
-    """A response's `id`, or "" when the SDK object has none."""
-    value = getattr(response, "id", None)
-    return value if isinstance(value, str) else ""
+def field(body: object, name: str) -> object:
+    """`body[name]` of a decoded JSON object, or None when `body` is not an object or lacks it."""
+    return body.get(name) if isinstance(body, dict) else None
+
+
+def count(body: object, name: str) -> int | None:
+    """A token count `body[name]`: a non-negative int (not a bool), else None."""
+    value = field(body, name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

@@ -5,19 +5,27 @@ vLLM, Ollama, the local provider server), the request it sends, the reading of
 text and usage from the response, cost from `providers.pricing`, and the
 translation of SDK exceptions into ProviderErrors. It never retries
 (`max_retries=0`): retries, breakers and fallbacks belong to the resilience layer.
+
+The SDK is the transport (connection pool, auth headers, timeouts, typed errors): the
+request goes through the client's own `post`, which skips the resource method's
+transformation of the parameters (the adapter builds them as plain JSON already), and
+a 2xx body is decoded once as JSON and read as plain data instead of the SDK's pydantic
+models. Both cost more client CPU per call than the rest of the call; the adapter checks
+every field it reads anyway.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import httpx2
 import openai
-from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 
-from tierflow.providers.base import Completion, CompletionRequest, json_object, string_id
+from tierflow.providers.base import Completion, CompletionRequest, count, field, json_object
 from tierflow.providers.failures import MALFORMED, error_for_status, redact
 from tierflow.providers.pricing import Price, price_for
 from tierflow.routing.errors import (
@@ -72,10 +80,13 @@ class OpenAIProvider:
         price = price_for(self._prices, self.name, model)
         started = time.perf_counter()
         try:
-            raw = self._client.chat.completions.with_raw_response.create(
-                **self._params(model, request), timeout=request.timeout_s
+            response = self._client.post(
+                "/chat/completions",
+                body=self._params(model, request),
+                cast_to=httpx2.Response,
+                options={"timeout": request.timeout_s},
             )
-            completion = raw.parse()
+            completion = json.loads(response.content)
         except openai.APIError as exc:
             raise self._error(model, exc) from exc
         except ValueError as exc:  # a 2xx body that is not JSON
@@ -92,7 +103,7 @@ class OpenAIProvider:
             latency_s=latency_s,
             provider=self.name,
             model=model,
-            request_id=raw.request_id or string_id(completion),
+            request_id=response.headers.get("x-request-id") or _string(field(completion, "id")),
             parsed=json_object(text) if request.json_schema is not None else None,
         )
 
@@ -113,16 +124,14 @@ class OpenAIProvider:
         return params
 
     def _read(self, model: str, completion: object) -> tuple[str, int, int]:
-        """(text, input tokens, output tokens) of a response, or the error it amounts to."""
-        # the SDK builds responses without validating them, so every field is checked here
-        choices = completion.choices if isinstance(completion, ChatCompletion) else None
-        message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
-        usage = getattr(completion, "usage", None)
-        input_tokens = getattr(usage, "prompt_tokens", None)
-        output_tokens = getattr(usage, "completion_tokens", None)
-        if message is None or not isinstance(input_tokens, int) or not isinstance(output_tokens, int):
+        """(text, input tokens, output tokens) of a decoded response, or the error it amounts to."""
+        choices = field(completion, "choices")
+        message = field(choices[0], "message") if isinstance(choices, list) and choices else None
+        usage = field(completion, "usage")
+        input_tokens, output_tokens = count(usage, "prompt_tokens"), count(usage, "completion_tokens")
+        if not isinstance(message, dict) or input_tokens is None or output_tokens is None:
             raise ProviderUnavailable(self.name, model, f"{MALFORMED}: no choices or no usage")
-        content, refusal = getattr(message, "content", None), getattr(message, "refusal", None)
+        content, refusal = message.get("content"), message.get("refusal")
         if content is None and isinstance(refusal, str) and refusal:
             raise ProviderRejected(self.name, model, f"refused: {redact(refusal, self._secrets)}")
         if not isinstance(content, str):
@@ -145,6 +154,9 @@ class OpenAIProvider:
 
 def _cached_tokens(completion: object, input_tokens: int) -> int:
     """usage.prompt_tokens_details.cached_tokens: of the prompt tokens, those read from the cache."""
-    details = getattr(getattr(completion, "usage", None), "prompt_tokens_details", None)
-    cached = getattr(details, "cached_tokens", None)
-    return min(cached, input_tokens) if isinstance(cached, int) and cached > 0 else 0
+    cached = count(field(field(completion, "usage"), "prompt_tokens_details"), "cached_tokens")
+    return min(cached, input_tokens) if cached else 0
+
+
+def _string(value: object) -> str:
+    return value if isinstance(value, str) else ""
