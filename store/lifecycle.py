@@ -20,8 +20,9 @@ from tierflow.routing.states import JobState, sources_of
 from tierflow.store.db import insert_ignore, insert_stmt
 from tierflow.store.models import Attempt, ExpertResult, Feedback, Job, Result, utcnow
 
-# The state changes are Core UPDATEs of the tables: an ORM-enabled UPDATE would also search the
-# session for loaded objects to synchronise, work that a compare-and-set on one row never needs.
+# The state changes are Core UPDATEs of the tables, their criteria on the tables' columns: an
+# ORM-enabled UPDATE (an entity or its attributes anywhere in it) would also search the session
+# for loaded objects to synchronise, work that a compare-and-set on one row never needs.
 JOBS = cast(Table, Job.__table__)
 ATTEMPTS = cast(Table, Attempt.__table__)
 
@@ -101,7 +102,9 @@ def move_job(
     if target.terminal:
         values["finished_at"] = now
     allowed = [state.value for state in sources_of(target)]
-    result = session.execute(update(JOBS).where(Job.id == job_id, Job.state.in_(allowed)).values(**values))
+    result = session.execute(
+        update(JOBS).where(JOBS.c.id == job_id, JOBS.c.state.in_(allowed)).values(**values)
+    )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -109,7 +112,9 @@ def touch_job(session: Session, job_id: str, stale_in: timedelta) -> None:
     """Push the job's stale deadline forward: it is moving."""
     now = utcnow()
     session.execute(
-        update(JOBS).where(Job.id == job_id).values(updated_at=now, sent_at=now, stale_after=now + stale_in)
+        update(JOBS)
+        .where(JOBS.c.id == job_id)
+        .values(updated_at=now, sent_at=now, stale_after=now + stale_in)
     )
 
 
@@ -127,7 +132,9 @@ def start_attempt(session: Session, job_id: str, number: int, queue: str | None,
     result = session.execute(
         update(ATTEMPTS)
         .where(
-            Attempt.job_id == job_id, Attempt.number == number, Attempt.state.in_(["dispatched", "running"])
+            ATTEMPTS.c.job_id == job_id,
+            ATTEMPTS.c.number == number,
+            ATTEMPTS.c.state.in_(["dispatched", "running"]),
         )
         .values(state="running", started_at=utcnow(), queue=queue, worker=worker)
     )
@@ -139,7 +146,9 @@ def claim_attempt(session: Session, job_id: str, number: int) -> bool:
     result = session.execute(
         update(ATTEMPTS)
         .where(
-            Attempt.job_id == job_id, Attempt.number == number, Attempt.state.in_(["dispatched", "running"])
+            ATTEMPTS.c.job_id == job_id,
+            ATTEMPTS.c.number == number,
+            ATTEMPTS.c.state.in_(["dispatched", "running"]),
         )
         .values(state="judged", finished_at=utcnow())
     )
@@ -151,7 +160,7 @@ def record_verdict(
 ) -> None:
     session.execute(
         update(ATTEMPTS)
-        .where(Attempt.job_id == job_id, Attempt.number == number)
+        .where(ATTEMPTS.c.job_id == job_id, ATTEMPTS.c.number == number)
         .values(verdict=verdict, quality=quality, reasons={"reasons": reasons})
     )
 
@@ -180,7 +189,7 @@ def upsert_expert_result(session: Session, row: dict[str, Any]) -> None:
     )
     session.execute(stmt)
     # The last expert of an attempt sends the chord's callback after this write.
-    session.execute(update(JOBS).where(Job.id == row["job_id"]).values(sent_at=utcnow()))
+    session.execute(update(JOBS).where(JOBS.c.id == row["job_id"]).values(sent_at=utcnow()))
 
 
 def last_expert_error(session: Session, job_id: str) -> str | None:
