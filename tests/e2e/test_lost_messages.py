@@ -33,7 +33,7 @@ from tierflow.worker.app import TierflowCelery
 pytestmark = pytest.mark.e2e
 
 FEED_EVERY_S = 0.5
-FEED_BATCH = 20
+FEED_BATCH = 40  # more than the workers take: the slowest stage's queue grows all along
 FEED_MAX_S = 150.0  # the feeder stops by itself after this long at the latest
 BACKLOG = 40  # drop once the busiest queue holds this many messages
 DROPPED = 5
@@ -88,16 +88,20 @@ def drop_from_head(connection: Connection, name: str, count: int) -> list[str]:
 
 
 def wait_for_backlog(connection: Connection, processes: Processes, feeder: Feeder) -> str:
-    deadline = time.monotonic() + 60
+    """The queue of the slowest stage: the busiest, at BACKLOG or more and growing, three looks
+    in a row (the faster stage's queue only fills in bursts, and drains again)."""
+    deadline = time.monotonic() + 90
+    history: list[dict[str, int]] = []
     while time.monotonic() < deadline:
         processes.check_alive()
         assert feeder.error is None, feeder.error
-        lengths = {name: queue_length(connection, name) for name in QUEUES}
-        busiest = max(lengths, key=lambda name: lengths[name])
-        if lengths[busiest] >= BACKLOG:
+        history = [*history[-2:], {name: queue_length(connection, name) for name in QUEUES}]
+        busiest = max(history[-1], key=lambda name: history[-1][name])
+        seen = [lengths[busiest] for lengths in history]
+        if len(seen) == 3 and min(seen) >= BACKLOG and seen[-1] > seen[0]:
             return busiest
-        time.sleep(0.1)
-    pytest.fail(f"no backlog of {BACKLOG} built up in 60 s: {lengths}")
+        time.sleep(0.5)
+    pytest.fail(f"no growing backlog of {BACKLOG} built up in 90 s: {history}")
 
 
 def wait_resent(
