@@ -2,7 +2,7 @@
 
 Owns `LinearRoutes`, a softmax classifier fitted on the route examples' vectors
 (standardised per dimension, L2-penalised, trained by mini-batch Adam with a
-cosine step schedule and a fixed seed, so a fit is reproducible), whose score
+cosine step schedule, at least `min_steps` steps, and a fixed seed, so a fit is reproducible), whose score
 for a route is its probability. The fitted weights are plain arrays
 (`LinearRoutes.weights`), and `classify` answers with the same `SemanticMatch`
 as `routing.semantic.SemanticRoutes`.
@@ -37,6 +37,7 @@ class LinearConfig(BaseModel):
 
     l2: float = Field(default=1e-3, ge=0.0, description="weight penalty per example")
     epochs: int = Field(default=30, ge=1)
+    min_steps: int = Field(default=1200, ge=1, description="more epochs when the examples are few")
     batch_size: int = Field(default=256, ge=1)
     learning_rate: float = Field(default=0.01, gt=0.0)
     folds: int = Field(default=3, ge=2, description="folds for the held-out scores that fit thresholds")
@@ -174,8 +175,10 @@ def train_softmax(vectors: Matrix, labels: Labels, n_routes: int, training: Line
     targets = np.eye(n_routes, dtype=np.float32)[labels]
     rng = np.random.default_rng(training.seed)
     step = 0
-    for epoch in range(training.epochs):
-        rate = training.learning_rate * 0.5 * (1 + np.cos(np.pi * epoch / training.epochs))
+    batches = -(-len(inputs) // training.batch_size)
+    epochs = max(training.epochs, -(-training.min_steps // batches))
+    for epoch in range(epochs):
+        rate = training.learning_rate * 0.5 * (1 + np.cos(np.pi * epoch / epochs))
         order = rng.permutation(len(inputs))
         for start in range(0, len(order), training.batch_size):
             batch = order[start : start + training.batch_size]
