@@ -18,7 +18,7 @@ Pure: numpy and pydantic only. Knows nothing of encoders, files or datasets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,11 +73,14 @@ class LinearRoutes:
         weights: LinearWeights,
         thresholds: Mapping[str, float],
         config: SemanticConfig,
+        membership: Matrix | None = None,
     ) -> None:
-        if not names or weights.weights.shape[1] != len(names):
-            raise ValueError("one weight column per route is needed")
+        columns = weights.weights.shape[1] if membership is None else membership.shape[1]
+        if not names or columns != len(names):
+            raise ValueError("one weight column (or one group) per route is needed")
         self.names = names
         self.weights = weights
+        self.membership = membership  # (classes, routes): which fitted class belongs to which route
         self.config = config
         self.thresholds = np.array([thresholds[name] for name in names], dtype=np.float32)
 
@@ -92,39 +95,52 @@ class LinearRoutes:
         config: SemanticConfig | None = None,
         negatives: Matrix | None = None,
         training: LinearConfig | None = None,
+        groups: Mapping[str, Sequence[str]] | None = None,
     ) -> LinearRoutes:
         """The classifier fitted on `examples`, thresholds fitted on held-out scores.
 
         Args:
-            examples: route name -> unit-length example vectors.
+            examples: class name -> unit-length example vectors.
             config: the thresholds' objective and margin (scoring is not used).
             negatives: out-of-scope vectors, which the thresholds are fitted to refuse.
             training: how the classifier is trained (default: `LinearConfig()`).
+            groups: route -> the classes it is made of (default: each class is a route). A
+                route's score is then the sum of its classes' probabilities: a domain is
+                scored through its intents, since a union of intents is seldom linearly apart.
         """
         config = config or SemanticConfig()
         training = training or LinearConfig()
-        names = tuple(examples)
-        if not names:
+        classes = tuple(examples)
+        if not classes:
             raise ValueError("routes need at least one route with examples")
+        groups = groups or {name: (name,) for name in classes}
+        names = tuple(groups)
+        membership = np.zeros((len(classes), len(names)), dtype=np.float32)
+        for route, members in enumerate(groups.values()):
+            membership[[classes.index(member) for member in members], route] = 1.0
         vectors = np.ascontiguousarray(
-            np.concatenate([np.asarray(examples[n], np.float32) for n in names]), dtype=np.float32
+            np.concatenate([np.asarray(examples[n], np.float32) for n in classes]), dtype=np.float32
         )
-        sizes = np.array([len(examples[n]) for n in names])
-        labels = np.repeat(np.arange(len(names)), sizes).astype(np.intp)
-        final = train_softmax(vectors, labels, len(names), training)
-        scores, truth = _held_out(vectors, labels, len(names), training), labels
+        labels = np.repeat(np.arange(len(classes)), [len(examples[n]) for n in classes]).astype(np.intp)
+        final = train_softmax(vectors, labels, len(classes), training)
+        scores = _held_out(vectors, labels, len(classes), training) @ membership
+        truth = np.argmax(membership[labels], axis=1).astype(np.intp)
         if negatives is not None and len(negatives):
-            scores = np.concatenate([scores, final.probabilities(np.asarray(negatives, np.float32))])
+            scores = np.concatenate(
+                [scores, final.probabilities(np.asarray(negatives, np.float32)) @ membership]
+            )
             truth = np.concatenate([truth, np.full(len(negatives), -1, dtype=np.intp)])
+        sizes = np.bincount(truth[truth >= 0], minlength=len(names))
         thresholds = fit_thresholds(scores, truth, sizes, config)
-        return cls(names, final, dict(zip(names, thresholds.tolist(), strict=True)), config)
+        return cls(names, final, dict(zip(names, thresholds.tolist(), strict=True)), config, membership)
 
     def scores(self, vectors: Matrix) -> Matrix:
         """(n queries, n routes) probabilities of unit-length query vectors, in `names` order."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"expected an (n, {self.dim}) matrix of query vectors, got {vectors.shape}")
-        return self.weights.probabilities(vectors)
+        probabilities = self.weights.probabilities(vectors)
+        return probabilities if self.membership is None else probabilities @ self.membership
 
     def classify(self, vectors: Matrix) -> list[SemanticMatch]:
         """The most probable route of each query vector, decided or unsure, in one batch."""

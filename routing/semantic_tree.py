@@ -21,8 +21,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-
 from tierflow.routing.errors import InputError
 from tierflow.routing.semantic import Matrix, SemanticMatch
 
@@ -37,7 +35,8 @@ class Classifier(Protocol):
     def classify(self, vectors: Matrix) -> list[SemanticMatch]: ...
 
 
-Fit = Callable[[dict[str, Matrix], Matrix | None], Classifier]
+# (class examples, route -> its classes, negatives) -> a classifier over the routes
+Fit = Callable[[dict[str, Matrix], dict[str, tuple[str, ...]], Matrix | None], Classifier]
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,7 @@ class TreeRoutes:
     def fit(
         cls, tree: RouteTree, examples: Mapping[str, Matrix], fit: Fit, negatives: Matrix | None = None
     ) -> TreeRoutes:
-        """A classifier per inner node over its children's leaves' examples.
+        """A classifier per inner node over its children, given the examples of the leaves below.
 
         Every leaf must have examples (callers check, to name the file). Negatives fit each
         level's thresholds to refuse them: out-of-scope queries can reach any level.
@@ -156,10 +155,9 @@ class TreeRoutes:
         for node, kids in tree.children.items():
             if len(kids) < 2:
                 continue  # one way down: nothing to decide
-            grouped = {
-                kid: np.concatenate([examples[leaf] for leaf in tree.leaves_under(kid)]) for kid in kids
-            }
-            levels[node] = fit(grouped, negatives)
+            groups = {kid: tree.leaves_under(kid) for kid in kids}
+            below = {leaf: examples[leaf] for leaves in groups.values() for leaf in leaves}
+            levels[node] = fit(below, groups, negatives)
         return cls(tree, levels)
 
     def classify(self, vectors: Matrix) -> list[TreeMatch]:

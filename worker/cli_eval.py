@@ -185,8 +185,13 @@ def semantic(
 def fit_level(kind: ClassifierKind) -> Fit:
     """How one level (or the flat routes) is fitted from route examples and negatives."""
     if kind is ClassifierKind.LINEAR:
-        return lambda examples, negatives: LinearRoutes.fit(examples, negatives=negatives)
-    return lambda examples, negatives: SemanticRoutes.fit(examples, negatives=negatives)
+        return lambda examples, groups, negatives: LinearRoutes.fit(
+            examples, negatives=negatives, groups=groups
+        )
+    return lambda examples, groups, negatives: SemanticRoutes.fit(
+        {route: np.concatenate([examples[name] for name in names]) for route, names in groups.items()},
+        negatives=negatives,
+    )
 
 
 def fit_any(
@@ -212,7 +217,7 @@ def fit_flat(encoder: Encoder, rows: list[LabelledText], path: Path, fit: Fit) -
     if not by_intent:
         raise InputError(str(path), 0, "intent", "no in-scope examples: every intent is oos")
     examples = {intent: vectors[found] for intent, found in sorted(by_intent.items())}
-    return fit(examples, vectors[negatives] if negatives else None)
+    return fit(examples, {name: (name,) for name in examples}, vectors[negatives] if negatives else None)
 
 
 def register(cli: typer.Typer) -> None:

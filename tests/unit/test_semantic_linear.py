@@ -49,3 +49,13 @@ def test_a_fit_is_reproducible() -> None:
     first = train_softmax(vectors, labels, 3, LinearConfig(epochs=5))
     second = train_softmax(vectors, labels, 3, LinearConfig(epochs=5))
     assert np.array_equal(first.weights, second.weights)
+
+
+def test_grouped_classes_score_a_route_by_the_sum_of_its_classes() -> None:
+    train, test = routes_and_queries()
+    routes = LinearRoutes.fit(train, groups={"home": ("alarm", "weather"), "money": ("balance",)})
+    assert routes.names == ("home", "money")
+    scores = routes.scores(test["weather"])
+    assert scores.shape == (30, 2) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-4)
+    assert np.mean([m.route == "home" for m in routes.classify(test["alarm"])]) >= 0.9
+    assert np.mean([m.route == "money" for m in routes.classify(test["balance"])]) >= 0.9

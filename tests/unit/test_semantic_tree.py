@@ -82,11 +82,20 @@ def separated() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     return train, test
 
 
-@pytest.mark.parametrize("fit", [SemanticRoutes.fit, LinearRoutes.fit])
+def nearest(examples, groups, negatives):  # type: ignore[no-untyped-def]
+    merged = {route: np.concatenate([examples[n] for n in names]) for route, names in groups.items()}
+    return SemanticRoutes.fit(merged, negatives=negatives)
+
+
+def linear(examples, groups, negatives):  # type: ignore[no-untyped-def]
+    return LinearRoutes.fit(examples, negatives=negatives, groups=groups)
+
+
+@pytest.mark.parametrize("fit", [nearest, linear])
 def test_each_level_decides_its_own_children(separated, fit) -> None:  # type: ignore[no-untyped-def]
     train, test = separated
     tree = tree_of({"bank": ["bank_a", "bank_b"], "travel": ["travel_a", "travel_b"]})
-    routes = TreeRoutes.fit(tree, train, lambda examples, negatives: fit(examples, negatives=negatives))
+    routes = TreeRoutes.fit(tree, train, fit)
     assert set(routes.levels) == {ROOT, "bank", "travel"}
     assert routes.levels[ROOT].names == ("bank", "travel")
     assert routes.levels["bank"].names == ("bank_a", "bank_b")
@@ -101,7 +110,7 @@ def test_each_level_decides_its_own_children(separated, fit) -> None:  # type: i
 def test_an_unsure_level_stops_there_and_hands_over_to_its_general_specialist(separated) -> None:  # type: ignore[no-untyped-def]
     train, _ = separated
     tree = tree_of({"bank": ["bank_a", "bank_b"], "travel": ["travel_a", "travel_b"]})
-    routes = TreeRoutes.fit(tree, train, lambda ex, neg: LinearRoutes.fit(ex, negatives=neg))
+    routes = TreeRoutes.fit(tree, train, linear)
     means = {name: vectors.mean(axis=0) for name, vectors in train.items()}
     rng = np.random.default_rng(0)
     noise = 0.01 * rng.standard_normal((5, len(means["bank_a"])))
@@ -120,7 +129,7 @@ def test_a_single_child_needs_no_classifier(separated) -> None:  # type: ignore[
     train, test = separated
     tree = tree_of({"bank": ["bank_a", "bank_b"], "travel": ["travel_a"]})
     examples = {k: v for k, v in train.items() if k != "travel_b"}
-    routes = TreeRoutes.fit(tree, examples, lambda ex, neg: SemanticRoutes.fit(ex, negatives=neg))
+    routes = TreeRoutes.fit(tree, examples, nearest)
     assert "travel" not in routes.levels
     matches = routes.classify(test["travel_a"])
     assert sum(m.leaf == "travel_a" for m in matches) >= 18
@@ -130,4 +139,4 @@ def test_a_leaf_without_examples_cannot_be_fitted(separated) -> None:  # type: i
     train, _ = separated
     tree = tree_of({"bank": ["bank_a", "bank_b", "bank_c"]})
     with pytest.raises(ValueError, match="bank_c"):
-        TreeRoutes.fit(tree, train, lambda ex, neg: SemanticRoutes.fit(ex, negatives=neg))
+        TreeRoutes.fit(tree, train, nearest)
