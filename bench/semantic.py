@@ -98,7 +98,7 @@ def run_ours(
 ) -> tuple[SemanticReport, list[Latency]]:
     routes = fit_routes(CachedEncoder(encoder, cache), train)
     encoder.encode([row.text for row in test[:BATCH]])  # warm-up: loading the model is not query time
-    matches, seconds = classify_texts(routes, encoder, [row.text for row in test], BATCH)
+    matches, seconds, _ = classify_texts(routes, encoder, [row.text for row in test], BATCH)
     result = report(matches, test, seconds)
     decided = sum(match.decided for match in matches)
     batched = Latency("tierflow", "batched", len(test) / seconds, decided / seconds, None, None)

@@ -63,6 +63,7 @@ _ITEM = re.compile(
 def _company(lines: list[str]) -> tuple[Evidence | None, bool]:
     """The company heading the document, and whether it is a strong finding (legal form, whole name)."""
     for number, line in enumerate(lines[:COMPANY_LINES]):
+        line = _wrapped(lines, number)
         name = company_name(line)
         if name is None:
             continue
@@ -87,10 +88,23 @@ def _shop(lines: list[str]) -> tuple[Evidence | None, bool]:
     ]
     traded = [n for n, line in enumerate(heading) if trade_name(line)]
     for number in registered[:1] or traded[:1]:
-        line, previous = lines[number], lines[number - 1] if number else ""
+        line, previous = _wrapped(lines, number), lines[number - 1] if number else ""
         whole = not line.endswith(("&", "-", ",")) and balanced(line) and not misread_words(line)
         return Evidence(value=line, line_no=number, line=line), whole and not name_like(previous)
     return None, False
+
+
+def _wrapped(lines: list[str], number: int) -> str:
+    """The line with its continuation when the name wraps: an open "(" that the next line closes
+    before a legal form ("ACME (SETIA" / "ALAM) SDN BHD"), or a trailing "&" before a name-like line."""
+    line = lines[number]
+    following = lines[number + 1] if number + 1 < len(lines) else ""
+    opens = line.count("(") > line.count(")") and following.count(")") > following.count("(")
+    if opens and company_name(following) is not None and following.find(")") < following.upper().rfind(" "):
+        return f"{line} {following}"
+    if line.endswith("&") and name_like(following) and company_name(following) is None:
+        return f"{line} {following}"
+    return line
 
 
 def _repeats_brand(previous: str, name: str) -> bool:

@@ -18,7 +18,15 @@ import pytest
 pytestmark = pytest.mark.timeout(300)
 
 TIERFLOW = str(Path(sys.executable).with_name("tierflow"))
-KEYS = ["n", "accuracy", "decided_share", "decided_accuracy", "oos_recall", "queries_per_s"]
+KEYS = [
+    "n",
+    "accuracy",
+    "decided_share",
+    "decided_accuracy",
+    "oos_recall",
+    "queries_per_s",
+    "decisions_per_s",
+]
 
 TRAIN = {
     "weather": [
@@ -170,3 +178,70 @@ def test_the_openai_encoder_through_the_local_provider_server_gives_the_local_fi
     for key in ("n", "accuracy", "decided_share", "oos_recall"):
         assert theirs[key] == ours[key]
     assert (tmp_path / "openai" / "openai_text-embedding-3-small").is_dir()
+
+
+TREE = {"daily": ["weather", "alarm"], "money": ["balance"], "kitchen": ["recipe"]}
+
+
+def write_tree(path: Path, tree: object) -> Path:
+    path.write_text(json.dumps(tree, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("classifier", ["nearest", "linear"])
+def test_a_hierarchy_routes_domain_first_and_reports_the_same_metrics(
+    files: tuple[Path, Path], tmp_path: Path, classifier: str
+) -> None:
+    require_embeddings_extra()
+    train, test = files
+    tree = write_tree(tmp_path / "domains.json", TREE)
+    common = ["--train", train, "--test", test, "--json", "--cache-dir", tmp_path / "cache"]
+    done = run_eval(*common, "--classifier", classifier, "--hierarchy", tree)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert list(result) == KEYS
+    assert result["n"] == len(TEST)
+    assert result["accuracy"] >= 0.75
+    assert 0.0 <= result["decided_share"] <= 1.0
+    assert 0.0 <= result["oos_recall"] <= 1.0
+    assert result["decisions_per_s"] > 0
+
+
+def test_a_tree_with_a_cycle_is_refused_naming_the_file_line_and_node(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, test = files
+    tree = write_tree(tmp_path / "cycle.json", {**TREE, "a": ["b"], "b": ["a", "other"]})
+    done = run_eval("--train", train, "--test", test, "--json", "--hierarchy", tree)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    message = done.stderr.strip()
+    line = next(
+        n for n, text in enumerate(tree.read_text().splitlines(), 1) if text.strip().startswith('"a"')
+    )
+    assert message.startswith(f"error: {tree}:{line}: a: ") or message.startswith(
+        f"error: {tree}:{line + 4}: b: "
+    )
+    assert "cycle" in message
+
+
+def test_an_intent_under_no_domain_is_refused_naming_the_train_line(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, test = files
+    tree = write_tree(tmp_path / "partial.json", {"daily": ["weather", "alarm"], "money": ["balance"]})
+    done = run_eval("--train", train, "--test", test, "--json", "--hierarchy", tree)
+    assert done.returncode == 2
+    first_recipe = 1 + [text for intent, texts in TRAIN.items() for text in texts].index(TRAIN["recipe"][0])
+    assert done.stderr.strip().startswith(
+        f"error: {train}:{first_recipe}: intent: 'recipe' is under no domain"
+    )
+
+
+def test_a_leaf_without_train_examples_is_unreachable(files: tuple[Path, Path], tmp_path: Path) -> None:
+    train, test = files
+    tree = write_tree(tmp_path / "extra.json", {**TREE, "money": ["balance", "transfer"]})
+    done = run_eval("--train", train, "--test", test, "--json", "--hierarchy", tree)
+    assert done.returncode == 2
+    line = next(n for n, text in enumerate(tree.read_text().splitlines(), 1) if '"transfer"' in text)
+    assert done.stderr.strip().startswith(f"error: {tree}:{line}: transfer: has no examples")

@@ -203,8 +203,25 @@ def test_a_shop_name_under_another_name_is_weak() -> None:
     assert not decide_document(extract_fields(text)).accept
 
 
-def test_a_name_cut_at_an_ampersand_is_weak() -> None:
-    assert IssueCode.COMPANY_WEAK in _codes("SINAR HARDWARE &\nELECTRICAL\n01/02/2020\n")
+def test_a_name_cut_at_an_ampersand_with_nothing_after_it_is_weak() -> None:
+    assert IssueCode.COMPANY_WEAK in _codes("SINAR HARDWARE &\nNO 3 JALAN C\n01/02/2020\n")
+
+
+def test_a_name_wrapped_after_an_ampersand_is_joined() -> None:
+    doc = extract_fields("SINAR HARDWARE &\nELECTRICAL\nNO 3 JALAN C\n01/02/2020\n")
+    assert doc.company is not None and doc.company.value == "SINAR HARDWARE & ELECTRICAL"
+    assert doc.company_strong
+
+
+def test_a_name_wrapped_inside_its_brackets_is_joined_up_to_the_legal_form() -> None:
+    doc = extract_fields("SINAR HARDWARE\nENTERPRISE (BANDAR\nBARU) SDN BHD\n822737-X\nNO 3 JALAN C\n")
+    assert doc.company is not None and doc.company.value == "SINAR HARDWARE ENTERPRISE (BANDAR BARU) SDN BHD"
+    assert doc.company_strong
+
+
+def test_an_open_bracket_that_the_next_line_does_not_close_stays_weak() -> None:
+    doc = extract_fields("SINAR HARDWARE\nENTERPRISE (BANDAR\nNO 3 JALAN C\n")
+    assert doc.company is not None and not doc.company_strong
 
 
 def test_labels_printed_as_a_column_get_the_next_column_of_amounts() -> None:
