@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
+from tests.e2e.compose_runner import truncate_store
 from tests.e2e.conftest import Processes, wait_for_workers
 from tierflow.providers.server import ProviderServer
 from tierflow.worker.app import ALL_QUEUES, TierflowCelery
@@ -59,6 +61,16 @@ def configure(processes: Processes, server: ProviderServer, tmp_path: Path, **ex
         TIERFLOW_REFLECT_INTERVAL_S="0",
         **extra,
     )
+
+
+def fresh_stack(
+    processes: Processes, server: ProviderServer, store_engine: Engine, tmp_path: Path, **extra: str
+) -> None:
+    """`configure`, then the session's database migrated and emptied (a policy seeded by another
+    test names other models)."""
+    configure(processes, server, tmp_path, **extra)
+    processes.run("db", "upgrade")
+    truncate_store(store_engine)
 
 
 def create_key(processes: Processes, tenant: str) -> str:

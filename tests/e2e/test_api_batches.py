@@ -28,14 +28,13 @@ from tests.e2e.api_support import (
     MODELS,
     STRENGTHS,
     chat_line,
-    configure,
     create_key,
     free_port,
+    fresh_stack,
     http,
     start_service,
     write_lines,
 )
-from tests.e2e.compose_runner import truncate_store
 from tests.e2e.conftest import TIERFLOW, Processes
 from tierflow.providers.server import ProviderServer
 from tierflow.providers.server.faults import Latency, LatencySpec
@@ -111,9 +110,7 @@ def test_the_openai_sdk_runs_a_batch_through_tierflow_and_cancels_another(
     store_engine: Engine,
     tmp_path: Path,
 ) -> None:
-    configure(processes, provider_server, tmp_path)
-    processes.run("db", "upgrade")
-    truncate_store(store_engine)  # the session's database: a policy seeded by another test names other models
+    fresh_stack(processes, provider_server, store_engine, tmp_path)
     key = create_key(processes, "acme")
     client = openai.OpenAI(base_url=start_service(processes, control_app), api_key=key)
 
@@ -169,9 +166,7 @@ def test_bad_batches_fail_in_validating_and_bad_calls_are_refused(
     store_engine: Engine,
     tmp_path: Path,
 ) -> None:
-    configure(processes, provider_server, tmp_path, TIERFLOW_API_MAX_UPLOAD_BYTES="20000")
-    processes.run("db", "upgrade")
-    truncate_store(store_engine)  # the session's database: a policy seeded by another test names other models
+    fresh_stack(processes, provider_server, store_engine, tmp_path, TIERFLOW_API_MAX_UPLOAD_BYTES="20000")
     refused = subprocess.run(
         [str(TIERFLOW), "serve", "--host", "0.0.0.0", "--port", str(free_port())],
         env=processes.env,
@@ -243,9 +238,7 @@ def test_each_key_sees_only_its_tenants_objects_and_the_native_endpoints_serve_i
     store_engine: Engine,
     tmp_path: Path,
 ) -> None:
-    configure(processes, provider_server, tmp_path)
-    processes.run("db", "upgrade")
-    truncate_store(store_engine)  # the session's database: a policy seeded by another test names other models
+    fresh_stack(processes, provider_server, store_engine, tmp_path)
     key_a, key_b = create_key(processes, "tenant-a"), create_key(processes, "tenant-b")
     base = start_service(processes, control_app)
     a, b = openai.OpenAI(base_url=base, api_key=key_a), openai.OpenAI(base_url=base, api_key=key_b)

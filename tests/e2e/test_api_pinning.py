@@ -11,8 +11,7 @@ import openai
 import pytest
 from sqlalchemy import Engine, select
 
-from tests.e2e.api_support import MODELS, configure, create_key, start_service, write_lines
-from tests.e2e.compose_runner import truncate_store
+from tests.e2e.api_support import MODELS, create_key, fresh_stack, start_service, write_lines
 from tests.e2e.conftest import Processes
 from tests.e2e.test_api_batches import read_lines, wait_ended
 from tierflow.providers.server import ProviderServer
@@ -47,9 +46,7 @@ def test_a_pinned_tier_answers_and_a_pinned_job_that_fails_its_checks_is_held(
     store_engine: Engine,
     tmp_path: Path,
 ) -> None:
-    configure(processes, weak_small, tmp_path)
-    processes.run("db", "upgrade")
-    truncate_store(store_engine)
+    fresh_stack(processes, weak_small, store_engine, tmp_path)
     client = openai.OpenAI(
         base_url=start_service(processes, control_app), api_key=create_key(processes, "acme")
     )

@@ -21,8 +21,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from sqlalchemy import Engine
 
-from tests.e2e.api_support import MODELS, STRENGTHS, configure, create_key, start_service
-from tests.e2e.compose_runner import truncate_store
+from tests.e2e.api_support import MODELS, STRENGTHS, create_key, fresh_stack, start_service
 from tests.e2e.conftest import Processes
 from tierflow.providers.server import ProviderServer
 from tierflow.worker.app import TierflowCelery
@@ -45,9 +44,7 @@ def test_no_generated_request_gets_a_server_error(
     store_engine: Engine,
     tmp_path: Path,
 ) -> None:
-    configure(processes, provider_server, tmp_path, TIERFLOW_API_CHAT_TIMEOUT_S="60")
-    processes.run("db", "upgrade")
-    truncate_store(store_engine)
+    fresh_stack(processes, provider_server, store_engine, tmp_path)
     key = create_key(processes, "fuzz")
     base = start_service(processes, control_app).removesuffix("/v1")
     schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
