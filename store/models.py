@@ -54,7 +54,9 @@ class Job(Base):
     payload: Mapped[dict[str, Any]]
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
     content_hash: Mapped[str] = mapped_column(String(64), index=True)
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    # A decomposed job's children name it here; None for every other job.
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
     tier: Mapped[str | None] = mapped_column(String(8))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     analysis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -81,9 +83,9 @@ class Attempt(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
     number: Mapped[int] = mapped_column(Integer)
     tier: Mapped[str] = mapped_column(String(8))
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(32))
     decision: Mapped[dict[str, Any]]
-    verdict: Mapped[str | None] = mapped_column(String(16))
+    verdict: Mapped[str | None] = mapped_column(String(32))
     quality: Mapped[float | None] = mapped_column(Float)
     reasons: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     queue: Mapped[str | None] = mapped_column(String(32))
@@ -125,7 +127,7 @@ class Result(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
     attempt: Mapped[int] = mapped_column(Integer)
     tier: Mapped[str] = mapped_column(String(8))
-    verdict: Mapped[str] = mapped_column(String(16))
+    verdict: Mapped[str] = mapped_column(String(32))
     quality: Mapped[float] = mapped_column(Float)
     output: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
