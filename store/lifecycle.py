@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
 from tierflow.routing.analysis import Analysis
@@ -141,8 +141,9 @@ def start_attempt(session: Session, job_id: str, number: int, queue: str | None,
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def claim_attempt(session: Session, job_id: str, number: int) -> bool:
-    """Take the right to judge the attempt; exactly one caller ever gets True."""
+def claim_attempt(session: Session, job_id: str, number: int, worker: str | None = None) -> bool:
+    """Take the right to judge the attempt; exactly one caller ever gets True. An attempt that
+    an escalation fanned out names no worker yet: the judging worker, on the tier's queue, is it."""
     result = session.execute(
         update(ATTEMPTS)
         .where(
@@ -150,7 +151,7 @@ def claim_attempt(session: Session, job_id: str, number: int) -> bool:
             ATTEMPTS.c.number == number,
             ATTEMPTS.c.state.in_(["dispatched", "running"]),
         )
-        .values(state="judged", finished_at=utcnow())
+        .values(state="judged", finished_at=utcnow(), worker=func.coalesce(ATTEMPTS.c.worker, worker))
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -165,19 +166,6 @@ def record_verdict(
     )
 
 
-def has_expert_result(session: Session, job_id: str, attempt: int, expert: str) -> bool:
-    """True when the expert already succeeded for this attempt: a redelivery need not call again."""
-    found = session.execute(
-        select(ExpertResult.id).where(
-            ExpertResult.job_id == job_id,
-            ExpertResult.attempt == attempt,
-            ExpertResult.expert == expert,
-            ExpertResult.error.is_(None),
-        )
-    ).first()
-    return found is not None
-
-
 def upsert_expert_result(session: Session, row: dict[str, Any]) -> None:
     """Insert the expert's result; a success replaces an earlier failure, never another success."""
     stmt = insert_stmt(session, ExpertResult, row)
@@ -188,8 +176,32 @@ def upsert_expert_result(session: Session, row: dict[str, Any]) -> None:
         where=ExpertResult.__table__.c.error.is_not(None),
     )
     session.execute(stmt)
-    # The last expert of an attempt sends the chord's callback after this write.
-    session.execute(update(JOBS).where(JOBS.c.id == row["job_id"]).values(sent_at=utcnow()))
+
+
+def write_expert_results(session: Session, rows: list[dict[str, Any]]) -> None:
+    """An attempt's expert rows, as its chord returned them, in one statement; a row already
+    stored for the same expert (written by an earlier release's expert task) is kept."""
+    insert_ignore(session, ExpertResult, [EXPERT_ROW | row for row in rows], ["job_id", "attempt", "expert"])
+
+
+# One multi-row INSERT needs every row to name the same columns: what an expert leaves out.
+EXPERT_ROW: dict[str, Any] = {
+    "provider": None,
+    "model": None,
+    "output": None,
+    "confidence": None,
+    "cost_usd": 0.0,
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "latency_s": 0.0,
+    "error": None,
+    "calls": [],
+}
+
+
+def callback_sent(session: Session, job_id: str) -> None:
+    """The attempt's chord has sent its callback: the job waits on that message from now."""
+    session.execute(update(JOBS).where(JOBS.c.id == job_id).values(sent_at=utcnow()))
 
 
 def last_expert_error(session: Session, job_id: str) -> str | None:

@@ -1,8 +1,10 @@
 """aggregate (chord callback) and attempt_failed (chord error handler), one path for both.
 
-Both end the attempt through `finish_attempt`: read the expert results from the
-store, judge, and apply the verdict in one transaction guarded by claiming the
-attempt, so a second delivery or a second chord for the same attempt does nothing.
+Both end the attempt through `finish_attempt`: in one transaction guarded by claiming
+the attempt, write the expert rows the chord returned, judge, and apply the verdict,
+so a second delivery or a second chord for the same attempt writes nothing. An
+escalation creates the next attempt in that transaction and fans it out after the
+commit, with no run_job in between.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from celery import current_app, shared_task
+from celery import current_app, shared_task, signals
+from sqlalchemy.exc import OperationalError
 
 from tierflow.routing.analysis import Analysis, analyze_rules, job_text
-from tierflow.routing.decision import Strategy, decide
+from tierflow.routing.decision import Decision, Strategy, decide
 from tierflow.routing.errors import UnknownKind
 from tierflow.routing.experts import ExpertOutcome
 from tierflow.routing.kinds.spec import KindSpec
@@ -24,6 +27,7 @@ from tierflow.routing.verdict import Verdict, VerdictAction, judge
 from tierflow.store.db import transaction
 from tierflow.store.lifecycle import (
     JobView,
+    callback_sent,
     claim_attempt,
     create_attempt,
     expert_results,
@@ -31,11 +35,13 @@ from tierflow.store.lifecycle import (
     load_job,
     move_job,
     record_verdict,
+    start_attempt,
+    write_expert_results,
     write_feedback,
     write_result,
 )
+from tierflow.tasks.attempts import fan_out
 from tierflow.tasks.context import decision_context
-from tierflow.tasks.dispatch import send_attempt
 from tierflow.tasks.features import attempt_cascade_gain
 from tierflow.tasks.judging import send_judging
 from tierflow.tasks.runtime import Runtime, runtime_for
@@ -51,7 +57,8 @@ FINAL_STATE = {
 
 @shared_task(name="tierflow.aggregate", bind=True)
 def aggregate(self: Any, markers: list[dict[str, Any]], job_id: str, attempt: int) -> dict[str, Any]:
-    verdict = finish_attempt(self.app, job_id, attempt, failure=None)
+    rows = chord_rows(markers)
+    verdict = finish_attempt(self.app, job_id, attempt, None, rows, self.request.hostname)
     return {"job_id": job_id, "attempt": attempt, "verdict": verdict}
 
 
@@ -59,18 +66,61 @@ def aggregate(self: Any, markers: list[dict[str, Any]], job_id: str, attempt: in
 @shared_task(name="tierflow.attempt_failed", ignore_result=True)
 def attempt_failed(request: Any, exc: BaseException, traceback: Any, job_id: str, attempt: int) -> None:
     log.warning("attempt %s of %s failed in its chord: %r", attempt, job_id, exc)
-    finish_attempt(current_app, job_id, attempt, failure=f"chord failed: {type(exc).__name__}: {exc}")
+    failure = f"chord failed: {type(exc).__name__}: {exc}"
+    finish_attempt(current_app, job_id, attempt, failure, None, getattr(request, "hostname", None))
 
 
-def finish_attempt(app: Any, job_id: str, attempt: int, failure: str | None) -> str | None:
+def chord_rows(markers: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The expert rows a chord returned, by expert: a redelivered expert may have returned
+    twice, and a success counts over a failure."""
+    rows: dict[str, dict[str, Any]] = {}
+    for marker in markers:
+        row = marker.get("row") if isinstance(marker, dict) else None
+        if row is None:
+            continue
+        held = rows.get(row["expert"])
+        if held is None or (held["error"] is not None and row["error"] is None):
+            rows[row["expert"]] = row
+    return rows
+
+
+@signals.before_task_publish.connect
+def note_callback_sent(sender: str | None = None, body: Any = None, **_: Any) -> None:
+    """A chord's last expert publishes the aggregate: record that the job waits on it now, so
+    that recovery does not take a callback queued behind a backlog for a lost message."""
+    if sender != "tierflow.aggregate" or not isinstance(body, list | tuple) or not body:
+        return
+    args = body[0]
+    if not isinstance(args, list | tuple) or len(args) < 2 or not isinstance(args[1], str):
+        return
+    runtime = runtime_for(current_app)
+    for tries_left in (1, 0):  # once more on a connection the server dropped (pools do not ping)
+        try:
+            with transaction(runtime.sessions) as session:
+                callback_sent(session, args[1])
+            return
+        except OperationalError as exc:
+            if not tries_left:
+                # Not fatal: the callback goes out all the same; at worst recovery re-sends the attempt.
+                log.warning("could not record the callback of %s as sent: %s", args[1], type(exc).__name__)
+
+
+def finish_attempt(
+    app: Any,
+    job_id: str,
+    attempt: int,
+    failure: str | None,
+    returned: dict[str, dict[str, Any]] | None = None,
+    worker: str | None = None,
+) -> str | None:
     """Judge the attempt once and apply the verdict; return the verdict, None if already judged."""
     runtime = runtime_for(app)
     policy = runtime.policy()
-    escalated_to: Tier | None = None
+    escalated: Decision | None = None
     with transaction(runtime.sessions) as session:
         job = load_job(session, job_id)
         current = load_attempt(session, job_id, attempt)
-        if job is None or current is None or not claim_attempt(session, job_id, attempt):
+        if job is None or current is None or not claim_attempt(session, job_id, attempt, worker):
             return None
         tier = Tier(current.tier)
         if job.kind not in runtime.kinds:
@@ -79,7 +129,9 @@ def finish_attempt(app: Any, job_id: str, attempt: int, failure: str | None) -> 
             _conclude(session, job_id, attempt, tier, verdict)
             return verdict.action.value
         kind = runtime.kinds.get(job.kind)
-        outcomes = _outcomes(session, kind, job_id, attempt, current.decision["experts"], failure)
+        names = current.decision["experts"]
+        rows = _rows(session, job_id, attempt, names, returned or {})
+        outcomes = _outcomes(kind, names, rows, failure)
         gain = (
             attempt_cascade_gain(runtime, policy, kind, job.payload, outcomes)
             if tier is not policy.ladder[-1]
@@ -87,22 +139,40 @@ def finish_attempt(app: Any, job_id: str, attempt: int, failure: str | None) -> 
         )
         verdict = judge(kind, outcomes, tier, policy, gain, job_text(kind, job.payload))
         if verdict.action is VerdictAction.ESCALATE and verdict.next_tier is not None:
-            verdict, escalated_to = _escalate(session, runtime, policy, job, attempt, verdict)
+            verdict, escalated = _escalate(session, runtime, policy, job, attempt, verdict)
         record_verdict(session, job_id, attempt, verdict.action.value, verdict.quality, list(verdict.reasons))
         _feedback(session, job_id, attempt, tier, verdict)
-        if escalated_to is None:
+        if escalated is None:
             _conclude(session, job_id, attempt, tier, verdict)
-    if escalated_to is not None:
-        send_attempt(app, job_id, attempt + 1, escalated_to.value)
+    if escalated is not None:
+        context = {"kind": job.kind, "payload": job.payload, "models": list(escalated.models)}
+        fan_out(app, job_id, attempt + 1, escalated.tier.value, list(escalated.experts), context)
     elif verdict.action is VerdictAction.ACCEPT:  # after the commit: the judge never delays the job
         send_judging(app, policy, job_id)
     return verdict.action.value
 
 
+def _rows(
+    session: Any, job_id: str, attempt: int, names: list[str], returned: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The attempt's expert rows: what the chord returned, written now, and what the store has
+    for any expert the chord did not return (a failed chord, a message of an earlier release)."""
+    if returned:
+        write_expert_results(session, list(returned.values()))
+    rows: dict[str, Any] = dict(returned)
+    if any(name not in rows for name in names):
+        stored = {row.expert: row for row in expert_results(session, job_id, attempt)}
+        rows = {**{name: _as_dict(row) for name, row in stored.items()}, **rows}
+    return rows
+
+
+def _as_dict(row: Any) -> dict[str, Any]:
+    return {"output": row.output, "confidence": row.confidence, "error": row.error}
+
+
 def _outcomes(
-    session: Any, kind: KindSpec, job_id: str, attempt: int, names: list[str], failure: str | None
+    kind: KindSpec, names: list[str], rows: dict[str, dict[str, Any]], failure: str | None
 ) -> list[ExpertOutcome]:
-    rows = {row.expert: row for row in expert_results(session, job_id, attempt)}
     outcomes = []
     for name in names:
         row = rows.get(name)
@@ -111,14 +181,17 @@ def _outcomes(
         if row is None:
             outcomes.append(ExpertOutcome(name, uses_model, None, None, failure or "no result recorded"))
         else:
-            outcomes.append(ExpertOutcome(name, uses_model, row.output, row.confidence, row.error))
+            outcomes.append(ExpertOutcome(name, uses_model, row["output"], row["confidence"], row["error"]))
     return outcomes
 
 
 def _escalate(
     session: Any, runtime: Runtime, policy: Policy, job: JobView, attempt: int, verdict: Verdict
-) -> tuple[Verdict, Tier | None]:
-    """Create the next attempt where the policy and the constraints allow one; else hold for review."""
+) -> tuple[Verdict, Decision | None]:
+    """Start the next attempt where the policy and the constraints allow one; else hold for review.
+
+    The attempt is created running and the job passes through escalated to running in this
+    transaction: the caller fans the attempt out after the commit, with no run_job between."""
     assert verdict.next_tier is not None
     kind = runtime.kinds.get(job.kind)
     analysis = Analysis.from_dict(job.analysis) if job.analysis else analyze_rules(kind, job.payload)
@@ -128,15 +201,11 @@ def _escalate(
         held = (*verdict.reasons, f"not escalated: {decision.reasons[-1]}")
         return replace(verdict, action=VerdictAction.NEEDS_REVIEW, reasons=held, next_tier=None), None
     create_attempt(session, job.id, attempt + 1, decision.tier.value, decision.as_dict())
-    move_job(
-        session,
-        job.id,
-        JobState.ESCALATED,
-        runtime.stage_timeout,
-        tier=decision.tier.value,
-        attempt=attempt + 1,
-    )
-    return verdict, decision.tier
+    start_attempt(session, job.id, attempt + 1, decision.tier.queue, None)
+    fields = {"tier": decision.tier.value, "attempt": attempt + 1}
+    move_job(session, job.id, JobState.ESCALATED, runtime.stage_timeout, **fields)
+    move_job(session, job.id, JobState.RUNNING, runtime.stage_timeout)
+    return verdict, decision
 
 
 def undeclared(kind: str) -> Verdict:

@@ -32,19 +32,21 @@ def run_job(self: Any, job_id: str, attempt: int) -> None:
         moved = move_job(session, job_id, JobState.RUNNING, runtime.stage_timeout)
         if not moved:
             touch_job(session, job_id, runtime.stage_timeout)
-    # What every expert needs, read once here: on a first run an expert then reads nothing. An
-    # attempt that was running already (a re-sent run_job) is a rerun: its experts look first.
-    context = {
-        "kind": job.kind,
-        "payload": job.payload,
-        "models": current.decision["models"],
-        "rerun": current.state != "dispatched",
-    }
-    queue = f"tier.{current.tier}"
-    experts = group(
-        self.app.signature("tierflow.expert", args=(job_id, attempt, name, context), queue=queue)
-        for name in current.decision["experts"]
+    # What every expert needs, read once here: an expert then reads nothing.
+    context = {"kind": job.kind, "payload": job.payload, "models": current.decision["models"]}
+    fan_out(self.app, job_id, attempt, current.tier, current.decision["experts"], context)
+
+
+def fan_out(
+    app: Any, job_id: str, attempt: int, tier: str, experts: list[str], context: dict[str, Any]
+) -> None:
+    """Send the attempt's chord: its experts on the tier's queue, then the aggregate (and, if the
+    chord fails, attempt_failed). Called after the commit that marked the attempt running."""
+    queue = f"tier.{tier}"
+    header = group(
+        app.signature("tierflow.expert", args=(job_id, attempt, name, context), queue=queue)
+        for name in experts
     )
-    callback = self.app.signature("tierflow.aggregate", args=(job_id, attempt), queue=queue)
-    callback.on_error(self.app.signature("tierflow.attempt_failed", args=(job_id, attempt), queue=queue))
-    chord(experts)(callback)
+    callback = app.signature("tierflow.aggregate", args=(job_id, attempt), queue=queue)
+    callback.on_error(app.signature("tierflow.attempt_failed", args=(job_id, attempt), queue=queue))
+    chord(header)(callback)

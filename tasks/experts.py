@@ -1,9 +1,10 @@
 """expert (queue `tier.<tier>`): one expert of an attempt; its result goes to the store.
 
-The task returns only a small marker: the aggregate reads the results from the
-store, so a redelivered expert cannot corrupt the chord. Every model call the
-expert made (retries and fallbacks included) is recorded with its outcome, tokens,
-cost and latency.
+The task writes nothing: its result row (output, confidence, error, and every model
+call it made, retries and fallbacks included, with outcome, tokens, cost and latency)
+is its chord result, and the aggregate writes all of an attempt's rows at once, in the
+transaction that claims and judges the attempt, so a redelivered expert or a second
+chord can never write a row twice.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tierflow.routing.experts import ExpertOutput, Prompt
 from tierflow.routing.kinds.prompts import expert_prompt
 from tierflow.routing.kinds.spec import ExpertSpec, ExpertType, KindSpec
 from tierflow.store.db import transaction
-from tierflow.store.lifecycle import has_expert_result, load_attempt, load_job, upsert_expert_result
+from tierflow.store.lifecycle import load_attempt, load_job
 from tierflow.tasks.runtime import Runtime, runtime_for
 
 log = logging.getLogger(__name__)
@@ -37,20 +38,22 @@ RATE_LIMIT_RETRIES = 20
 def expert(
     self: Any, job_id: str, attempt: int, name: str, context: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """One expert of an attempt. `context` is what run_job read for it (the job's kind and
-    payload, the tier's models, whether the attempt is a rerun): on a first delivery of a first
-    run the expert reads nothing and writes once. Without it, or on any redelivery, it reads the
-    job and skips an expert that already succeeded."""
+    """One expert of an attempt; its result row travels in the chord to the aggregate, which
+    writes every expert's row in the transaction that judges the attempt.
+
+    `context` is what run_job read for it (the job's kind and payload, the tier's models): a
+    first delivery reads nothing and writes nothing. A redelivered expert (its worker died)
+    first looks whether the attempt is judged already, so that it does not call a model for
+    nothing; without a context (a message from before contexts) it reads the job."""
     runtime = runtime_for(self.app)
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    if context is None or context["rerun"] or redelivered:
+    if context is None or redelivered:
         with transaction(runtime.sessions) as session:
-            if has_expert_result(session, job_id, attempt, name):
-                return {"expert": name, "ok": True, "reused": True}
             job = load_job(session, job_id)
             current = load_attempt(session, job_id, attempt)
-        if job is None or current is None:
-            return {"expert": name, "ok": False, "reused": False}
+        if job is None or current is None or current.state == "judged":
+            gone = "the attempt is judged" if current is not None and job is not None else "no such attempt"
+            return {"expert": name, "ok": False, "row": None, "skipped": gone}
         context = {"kind": job.kind, "payload": job.payload, "models": current.decision["models"]}
     try:
         row = run_expert(runtime, context["kind"], context["payload"], name, context["models"])
@@ -58,9 +61,7 @@ def expert(
         # The whole tier is at its cluster-wide limit: come back later instead of holding a slot.
         raise self.retry(exc=exc.error, countdown=exc.error.retry_after or 1.0) from None
     row.update(job_id=job_id, attempt=attempt, expert=name)
-    with transaction(runtime.sessions) as session:
-        upsert_expert_result(session, row)
-    return {"expert": name, "ok": row["error"] is None, "reused": False}
+    return {"expert": name, "ok": row["error"] is None, "row": row}
 
 
 def _local(output: dict[str, Any], confidence: float, started: float) -> dict[str, Any]:

@@ -243,7 +243,10 @@ _runtimes_lock = threading.Lock()
 
 
 def runtime_for(app: Any) -> Runtime:
-    """The runtime of this process for this app (rebuilt after a fork: engines do not cross forks)."""
+    """The runtime of this process for this app (rebuilt after a fork: engines do not cross forks).
+
+    `celery.current_app` is a proxy, a new object each time: the key is the app behind it."""
+    app = app._get_current_object() if hasattr(app, "_get_current_object") else app
     key = (os.getpid(), id(app))
     with _runtimes_lock:
         if key not in _runtimes:

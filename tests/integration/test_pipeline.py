@@ -125,7 +125,9 @@ def test_duplicate_deliveries_leave_one_expert_result_and_one_result(make_app, t
         wait_terminal(runtime, stored.batch_id)
         time.sleep(1.0)  # let the duplicates finish too
         late = app.send_task("tierflow.expert", args=("dup-1", 1, "drafter"), queue="tier.small")
-        assert late.get(timeout=30)["reused"] is True
+        assert late.get(timeout=30) | {"expert": None} == {
+            "expert": None, "ok": False, "row": None, "skipped": "the attempt is judged"
+        }  # fmt: skip
         again = app.send_task("tierflow.aggregate", args=([], "dup-1", 1), queue="tier.small")
         assert again.get(timeout=30)["verdict"] is None
     assert _count(runtime, ExpertResult, job_id="dup-1") == 2
