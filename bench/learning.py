@@ -1,7 +1,7 @@
 """The learned scorers' speed: training on N rows, and scoring one job once it is embedded.
 
     .venv/bin/python bench/learning.py [--rows 10000] [--width 397] [--repeat 2000]
-                                       [--before-rev 35ff1ca] [--json]
+                                       [--before-rev 35ff1ca] [--fit-repeats 1] [--json]
 
 Rows are synthetic (a known logistic model over standard-normal features, the
 width of tierflow's prompt features with the MiniLM embedding: 13 cheap + 384), so
@@ -15,7 +15,9 @@ nothing is read. Side by side in the same run, on the same rows:
 - score: one job through `routing.decision.decide` with a learned policy of three
   tier scorers, p50 and p99 in microseconds, against the rule-only decision.
 
-Also reports the held-out accuracy of each fit, so speed is not bought with quality.
+Also reports the held-out accuracy and log loss of each fit, so speed is not bought with
+quality. With `--fit-repeats N` each fit runs N times, the arms taking turns, and the
+fastest run is reported with the median and the least CPU time.
 """
 
 from __future__ import annotations
@@ -69,33 +71,49 @@ def scorers_at(rev: str) -> Any:
     return module
 
 
-def _tierflow_fits(fit: Any, x: np.ndarray, good: np.ndarray, prefix: str) -> dict[str, Any]:
-    train, test = slice(0, x.shape[0] - 2000), slice(x.shape[0] - 2000, None)
-    figures: dict[str, Any] = {}
-    seconds, chosen = _timed(lambda: fit(x[train], good[train]))
-    figures[f"{prefix}_choose_l2"] = {
-        "seconds": seconds,
-        "accuracy": float(np.mean((chosen.probability(x[test]) > 0.5) == good[test])),
-        "l2": chosen.l2,
-        "weights": np.array(chosen.weights),
-    }
-    seconds, fixed = _timed(lambda: fit(x[train], good[train], (chosen.l2,)))
-    figures[f"{prefix}_fixed_l2"] = {
-        "seconds": seconds,
-        "accuracy": float(np.mean((fixed.probability(x[test]) > 0.5) == good[test])),
-        "l2": fixed.l2,
-    }
-    return figures
+def _quality(model: Any, x: np.ndarray, good: np.ndarray) -> dict[str, float]:
+    """Held-out accuracy and log loss of a fitted scorer."""
+    p = np.clip(model.probability(x), 1e-12, 1 - 1e-12)
+    loss = -np.mean(good * np.log(p) + (1 - good) * np.log(1 - p))
+    return {"accuracy": float(np.mean((p > 0.5) == good)), "log_loss": float(loss)}
 
 
-def fits(rows: int, width: int, before_rev: str = "") -> dict[str, Any]:
+def _timings(seconds: list[float], cpu: list[float]) -> dict[str, float]:
+    return {
+        "seconds": min(seconds),
+        "median_s": statistics.median(seconds),
+        "cpu_s": min(cpu),
+        "runs": len(seconds),
+    }
+
+
+def fits(rows: int, width: int, before_rev: str = "", repeats: int = 1) -> dict[str, Any]:
+    """Each arm `repeats` times, the arms taking turns (a busy machine slows them alike); the
+    fastest run of each (`seconds`), its median and the least CPU time."""
     x, good = synthetic(rows + 2000, width)
     train, test = slice(0, rows), slice(rows, rows + 2000)
-    figures = _tierflow_fits(fit_scorer, x, good, "tierflow")
-    after = figures["tierflow_choose_l2"].pop("weights")
+    arms = {"tierflow": fit_scorer}
     if before_rev:
-        figures.update(_tierflow_fits(scorers_at(before_rev).fit_scorer, x, good, "before"))
-        before = figures["before_choose_l2"].pop("weights")
+        arms["before"] = scorers_at(before_rev).fit_scorer
+    chosen = fit_scorer(x[train], good[train])
+    runs: dict[str, tuple[list[float], list[float]]] = {}
+    models: dict[str, Any] = {}
+    for _ in range(repeats):
+        for prefix, fit in arms.items():
+            for kind, grid in (("choose_l2", None), ("fixed_l2", (chosen.l2,))):
+                args = (x[train], good[train]) if grid is None else (x[train], good[train], grid)
+                cpu = time.process_time()
+                seconds, model = _timed(lambda fit=fit, args=args: fit(*args))
+                wall, spent = runs.setdefault(f"{prefix}_{kind}", ([], []))
+                wall.append(seconds)
+                spent.append(time.process_time() - cpu)
+                models[f"{prefix}_{kind}"] = model
+    figures: dict[str, Any] = {}
+    for name, (wall, spent) in runs.items():
+        figures[name] = {**_timings(wall, spent), **_quality(models[name], x[test], good[test])}
+        figures[name]["l2"] = models[name].l2
+    if before_rev:
+        after, before = (np.array(models[f"{p}_choose_l2"].weights) for p in ("tierflow", "before"))
         figures["max_weight_difference"] = float(np.max(np.abs(after - before)))
         for kind in ("choose_l2", "fixed_l2"):
             figures[f"ratio_{kind}_before_vs_after"] = (
@@ -105,10 +123,19 @@ def fits(rows: int, width: int, before_rev: str = "") -> dict[str, Any]:
         from sklearn.linear_model import LogisticRegression
     except ImportError:
         return figures
-    seconds, anchor = _timed(lambda: LogisticRegression(max_iter=1000).fit(x[train], good[train]))
-    figures["sklearn_lbfgs"] = {"seconds": seconds, "accuracy": float(anchor.score(x[test], good[test]))}
-    figures["ratio_fixed_vs_sklearn"] = figures["tierflow_fixed_l2"]["seconds"] / seconds
-    figures["ratio_choose_vs_sklearn"] = figures["tierflow_choose_l2"]["seconds"] / seconds
+    wall, spent = [], []
+    for _ in range(repeats):
+        cpu = time.process_time()
+        seconds, anchor = _timed(lambda: LogisticRegression(max_iter=1000).fit(x[train], good[train]))
+        wall.append(seconds)
+        spent.append(time.process_time() - cpu)
+    figures["sklearn_lbfgs"] = {**_timings(wall, spent), "accuracy": float(anchor.score(x[test], good[test]))}
+    figures["ratio_fixed_vs_sklearn"] = (
+        figures["tierflow_fixed_l2"]["seconds"] / figures["sklearn_lbfgs"]["seconds"]
+    )
+    figures["ratio_choose_vs_sklearn"] = (
+        figures["tierflow_choose_l2"]["seconds"] / figures["sklearn_lbfgs"]["seconds"]
+    )
     return figures
 
 
@@ -142,13 +169,14 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=397)
     parser.add_argument("--repeat", type=int, default=2000)
     parser.add_argument("--before-rev", default="35ff1ca", help='a git revision to fit beside; "": none')
+    parser.add_argument("--fit-repeats", type=int, default=1, help="runs of each fit, taking turns")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     report = {
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
         "rows": args.rows,
         "width": args.width,
-        "fit": fits(args.rows, args.width, args.before_rev),
+        "fit": fits(args.rows, args.width, args.before_rev, args.fit_repeats),
         "decide": scoring(args.width, args.repeat),
     }
     if args.json:
@@ -157,7 +185,11 @@ def main() -> None:
     fit, score = report["fit"], report["decide"]
     for name, figures in fit.items():
         if isinstance(figures, dict):
-            print(f"fit {name:<20} {figures['seconds']:8.3f} s   held-out accuracy {figures['accuracy']:.3f}")
+            loss = f"  log loss {figures['log_loss']:.4f}" if "log_loss" in figures else ""
+            print(
+                f"fit {name:<20} {figures['seconds']:8.3f} s (median {figures['median_s']:.3f}, "
+                f"CPU {figures['cpu_s']:.3f})   held-out accuracy {figures['accuracy']:.3f}{loss}"
+            )
     if "max_weight_difference" in fit:
         print(f"{'max |weight after - before|':<36} {fit['max_weight_difference']:.1e}")
     for key in (

@@ -74,6 +74,7 @@ class StagedBatch:
     staged: int = 0
     issues: list[LineIssue] = field(default_factory=list)
     refused: bool = False
+    sent_at: datetime | None = None  # what the new jobs' sent_at says
 
 
 class _Refused(Exception):
@@ -97,6 +98,7 @@ def store_stream(
     stale_after: datetime,
     skip_invalid: bool = False,
     before_commit: Callable[[], None] | None = None,
+    sent_at_for: Callable[[int], datetime] | None = None,
 ) -> StagedBatch:
     """Stage, check and store a stream of parsed lines; all or nothing unless skip_invalid.
 
@@ -104,6 +106,8 @@ def store_stream(
     reused for other content) refuses the whole batch: `refused` is set, nothing is
     stored. With it, the lines at fault are left out and reported. `before_commit` runs
     when there is something to commit; whatever it raises rolls the batch back.
+    `sent_at_for(jobs)` gives the new jobs' sent_at (default: the time of their INSERT),
+    for a caller that publishes them by then (tasks.submission).
     """
     result = StagedBatch()
     try:
@@ -113,7 +117,7 @@ def store_stream(
             _STAGING.drop(session.connection(), checkfirst=True)
             _STAGING.create(session.connection())
             result.staged = _stage(session, items, result.issues, skip_invalid)
-            _store_staged(session, source, stale_after, skip_invalid, result)
+            _store_staged(session, source, stale_after, skip_invalid, result, sent_at_for)
             if result.refused:
                 raise _Refused
             _STAGING.drop(session.connection())
@@ -125,12 +129,17 @@ def store_stream(
 
 
 def _store_staged(
-    session: Session, source: str, stale_after: datetime, skip_invalid: bool, result: StagedBatch
+    session: Session,
+    source: str,
+    stale_after: datetime,
+    skip_invalid: bool,
+    result: StagedBatch,
+    sent_at_for: Callable[[int], datetime] | None,
 ) -> None:
     if result.issues and not skip_invalid:
         result.refused = True
         return
-    _index_staging(session)
+    _analyze_staging(session)
     result.issues.extend(_repeated_ids(session, drop=skip_invalid))
     result.issues.extend(_conflicts(session))
     result.issues.sort(key=lambda issue: issue.line)
@@ -143,7 +152,8 @@ def _store_staged(
     result.duplicates = _duplicates(session)
     result.batch_id = _batch_id(session)
     insert_ignore(session, Batch, {"id": result.batch_id, "source": source, "job_count": count}, ["id"])
-    result.accepted = _insert_new(session, result.batch_id, stale_after)
+    result.sent_at = utcnow() if sent_at_for is None else sent_at_for(count)
+    result.accepted = _insert_new(session, result.batch_id, stale_after, result.sent_at)
 
 
 def _stage(
@@ -194,14 +204,20 @@ def _write_rows(session: Session, rows: list[tuple[Any, ...]]) -> int:
     return len(rows)
 
 
-def _index_staging(session: Session) -> None:
-    session.connection().exec_driver_sql(f"CREATE INDEX {_STAGING.name}_id ON {_STAGING.name} (id, line)")
+def _analyze_staging(session: Session) -> None:
     if session.connection().dialect.name == "postgresql":
         session.connection().exec_driver_sql(f"ANALYZE {_STAGING.name}")
 
 
 def _repeated_ids(session: Session, drop: bool) -> list[LineIssue]:
-    """A job id on more than one line: the first line keeps it, the later ones are issues."""
+    """A job id on more than one line: the first line keeps it, the later ones are issues.
+
+    One hash aggregate tells whether any id repeats; only then is the staging table indexed
+    for the query that names each repeat's first line."""
+    repeated = select(_STAGING.c.id).group_by(_STAGING.c.id).having(func.count() > 1).limit(1)
+    if session.execute(repeated).first() is None:
+        return []
+    session.connection().exec_driver_sql(f"CREATE INDEX {_STAGING.name}_id ON {_STAGING.name} (id, line)")
     earlier = _STAGING.alias("earlier")
     first = (
         select(func.min(earlier.c.line))
@@ -250,7 +266,7 @@ def _batch_id(session: Session) -> str:
     return f"batch-{digest.hexdigest()[:16]}"
 
 
-def _insert_new(session: Session, batch_id: str, stale_after: datetime) -> int:
+def _insert_new(session: Session, batch_id: str, stale_after: datetime, sent_at: datetime) -> int:
     """The staged jobs not stored yet, as queued jobs of the batch; returns how many went in."""
     dialect = session.connection().dialect.name
     as_json = (lambda column: cast(column, JSON)) if dialect == "postgresql" else (lambda column: column)
@@ -269,7 +285,7 @@ def _insert_new(session: Session, batch_id: str, stale_after: datetime) -> int:
             literal(stale_after),
             literal(now),
             literal(now),
-            literal(now),
+            literal(sent_at),
             literal(0),
         )
         .where(~exists().where(Job.id == _STAGING.c.id))

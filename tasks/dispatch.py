@@ -11,6 +11,7 @@ from celery.utils import uuid
 from celery.utils.nodenames import anon_nodename
 
 from tierflow.tasks.leases import SENT_HEADER
+from tierflow.tasks.redis_publish import push_classify, redis_channel
 from tierflow.worker.app import CLASSIFY_QUEUE
 
 PUBLISH_BATCH = 1000
@@ -23,10 +24,10 @@ def send_classify(app: Any, job_id: str) -> None:
 def send_classify_many(app: Any, job_ids: Iterable[str]) -> int:
     """One classify message per job, published in batches; returns how many were sent.
 
-    The message is the one `send_classify` sends (Celery's own `create_task_message`),
-    published through one producer inside kombu's `Producer.batch()`: on Redis a
-    pipeline of LPUSHes per PUBLISH_BATCH messages, on other transports one publish
-    each. What this skips of `send_task` is per-message work that a classify message
+    The message is the one `send_classify` sends (Celery's own `create_task_message`).
+    On Redis, tasks.redis_publish writes them many per LPUSH from one envelope; on other
+    transports they are published through one producer inside kombu's `Producer.batch()`,
+    one publish each. What this skips of `send_task` is per-message work that a classify message
     does not need: routing (the queue is known), a repr of the arguments, and the
     result backend's subscription (classify ignores its result).
     """
@@ -37,6 +38,10 @@ def send_classify_many(app: Any, job_ids: Iterable[str]) -> int:
     sent = 0
     with app.producer_or_acquire() as producer:
         producer.maybe_declare(queue)
+        channel = redis_channel(producer)
+        pushed = None if channel is None else push_classify(app, channel, queue, origin, job_ids)
+        if pushed is not None:
+            return pushed
         with producer.batch(max_size=PUBLISH_BATCH):
             for job_id in job_ids:
                 task_id = uuid()

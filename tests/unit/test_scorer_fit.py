@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tierflow.routing.scorers import L2_GRID, NEWTON_WIDTH, SMALL_DATA, LogisticScorer, fit_scorer
+from tierflow.routing.logistic_fit import NEWTON_WIDTH, SMALL_DATA
+from tierflow.routing.scorers import L2_GRID, LogisticScorer, fit_scorer
 
 
 def _newton(z: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
