@@ -78,7 +78,8 @@ def finish_attempt(app: Any, job_id: str, attempt: int, failure: str | None) -> 
             record_verdict(session, job_id, attempt, verdict.action.value, 0.0, list(verdict.reasons))
             _conclude(session, job_id, attempt, tier, verdict)
             return verdict.action.value
-        kind = runtime.kinds.get(job.kind)
+        # judged as the attempt's specialist runs the kind: its checks and tier limits
+        kind = runtime.kinds.get(job.kind).as_specialist(current.decision.get("specialist"))
         outcomes = _outcomes(session, kind, job_id, attempt, current.decision["experts"], failure)
         gain = (
             attempt_cascade_gain(runtime, policy, kind, job.payload, outcomes)

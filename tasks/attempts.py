@@ -38,6 +38,7 @@ def run_job(self: Any, job_id: str, attempt: int) -> None:
         "kind": job.kind,
         "payload": job.payload,
         "models": current.decision["models"],
+        "specialist": current.decision.get("specialist"),
         "rerun": current.state != "dispatched",
     }
     queue = f"tier.{current.tier}"
