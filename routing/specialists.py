@@ -92,7 +92,7 @@ def specialist_problems(kind: KindSpec, checks: Collection[str]) -> list[tuple[K
     generals = [i for i, s in enumerate(kind.specialists) if s.general]
     if not generals:
         why = "a kind with specialists needs a general one (general = true) for the jobs no intent selects"
-        problems.append((("specialists",), why))
+        problems.append((("specialists", 0), why))
     for i in generals[1:]:
         first = kind.specialists[generals[0]].name
         why = f"a second general specialist (the first is {first})"

@@ -50,10 +50,11 @@ KIND_KEYS = {
 }
 EXPERT_KEYS = {"answer": "answer_schema"}
 SPECIALIST_KEYS = {"check": "checks"}
-BACK = {
-    **{v: k for k, v in KIND_KEYS.items()},
-    **{v: k for k, v in EXPERT_KEYS.items()},
-    **{v: k for k, v in SPECIALIST_KEYS.items()},
+BACK = {v: k for k, v in KIND_KEYS.items()}
+# the keys of an expert's or a specialist's table (the third part of a path: experts, 0, key)
+BACK_WITHIN = {
+    "experts": {v: k for k, v in EXPERT_KEYS.items()},
+    "specialists": {v: k for k, v in SPECIALIST_KEYS.items()},
 }
 HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?")
 ASSIGNMENT = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=")
@@ -128,7 +129,13 @@ class Problems:
 
 def _toml_path(loc: Sequence[str | int]) -> Path:
     """A pydantic error location in a KindSpec -> the path of the same key in the file."""
-    return tuple(BACK.get(part, part) if isinstance(part, str) else part for part in loc)
+    path = list(loc)
+    if path and isinstance(path[0], str):
+        within = BACK_WITHIN.get(path[0], {})
+        path[0] = BACK.get(path[0], path[0])
+        if len(path) > 2 and isinstance(path[2], str):
+            path[2] = within.get(path[2], path[2])
+    return tuple(path)
 
 
 def _spec_body(raw: Mapping[str, Any]) -> dict[str, Any]:
