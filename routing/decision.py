@@ -18,7 +18,13 @@ from tierflow.routing.experiments import ExperimentMode, bucket, in_treatment
 from tierflow.routing.kinds.spec import KindSpec
 from tierflow.routing.learning import first_tier, tier_probabilities
 from tierflow.routing.policy import Policy
-from tierflow.routing.specialists import SpecialistChoice, lowest_start, raised_to, specialist_view
+from tierflow.routing.specialists import (
+    SpecialistChoice,
+    lowest_start,
+    raised_choices,
+    raised_to,
+    specialist_view,
+)
 from tierflow.routing.states import TIER_LADDER, Tier, next_tier
 
 # Hashes job ids for exploration; "/" cannot be in an experiment's name, so it splits jobs independently.
@@ -91,10 +97,8 @@ def decide(
     ctx: DecisionContext | None = None,
     floor: Tier | None = None,
 ) -> Decision:
-    """Decide a first attempt, or (with `floor`, the tier to escalate to) a later one.
-
-    A kind with specialists is decided as the specialist the analysis selects runs it; the same
-    analysis selects the same specialist again for every later attempt."""
+    """Decide a first attempt, or (with `floor`, the tier to escalate to) a later one; as the
+    specialist the analysis selects runs the kind (the same one for every attempt of a job)."""
     ctx = ctx or DecisionContext()
     view, choice = specialist_view(kind, analysis)
     effective, arm = _arm(policy, ctx.job_id)
@@ -304,12 +308,7 @@ def first_tier_choices(
     exploration draw, which hashes the job id: a share of ids explores, the rest do not. A kind
     with specialists is routed as the one the analysis selects, its min_tier raising the start."""
     kind = specialist_view(kind, analysis)[0]
-    lowest = lowest_start(kind, policy)
-    choices: dict[Tier, float] = {}
-    for tier, share in _tier_choices(kind, analysis, policy, ctx).items():
-        raised = raised_to(tier, lowest)
-        choices[raised] = choices.get(raised, 0.0) + share
-    return choices
+    return raised_choices(_tier_choices(kind, analysis, policy, ctx), lowest_start(kind, policy))
 
 
 def _tier_choices(

@@ -83,6 +83,14 @@ def raised_to(tier: Tier, lowest: Tier | None) -> Tier:
     return lowest if lowest is not None and order(tier) < order(lowest) else tier
 
 
+def raised_choices(choices: dict[Tier, float], lowest: Tier | None) -> dict[Tier, float]:
+    """First-tier probabilities with the tiers below `lowest` moved up to it."""
+    raised: dict[Tier, float] = {}
+    for tier, share in choices.items():
+        raised[raised_to(tier, lowest)] = raised.get(raised_to(tier, lowest), 0.0) + share
+    return raised
+
+
 def specialist_problems(kind: KindSpec, checks: Collection[str]) -> list[tuple[Key, str]]:
     """(key, reason) for each way the kind's specialists do not fit the kind; `checks` are the
     check types the registry offers."""

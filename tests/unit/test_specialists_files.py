@@ -13,6 +13,7 @@ from tierflow.routing.decision import decide
 from tierflow.routing.errors import KindsRejected
 from tierflow.routing.policy import Policy
 from tierflow.routing.states import Tier
+from tierflow.worker.cli_kinds import describe
 from tierflow.worker.kinds import registry_from
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "kinds"
@@ -149,3 +150,6 @@ def test_the_example_email_triage_routes_by_team_to_its_specialists() -> None:
     hello = {"sender": "a@b.example", "subject": "Hello", "body": "Just saying thanks for the help."}
     other = decide(triage, analyze_rules(triage, hello, metadata={}), Policy())
     assert other.specialist == "general_desk" and other.tier is Tier.SMALL
+    listed = describe(registry)
+    assert "  specialist technical_desk: intents technical; +1 check(s); tiers medium..-" in listed
+    assert "  specialist general_support: general" in listed
