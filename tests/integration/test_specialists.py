@@ -5,14 +5,20 @@ shows the specialist, the intent and the stage that decided."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
-from tests.integration.conftest import run, running_worker, write_jobs
+from tests.integration.conftest import run, running_worker, wait_terminal, write_jobs
+from tierflow.routing.policy import Policy
 from tierflow.store.db import transaction
 from tierflow.store.knowledge import load_articles, read_articles, search_postgres
-from tierflow.store.models import Attempt, ExpertResult
+from tierflow.store.models import Attempt, ExpertResult, Job
+from tierflow.store.policies import publish_policy
+from tierflow.tasks.runtime import default_policy
+from tierflow.tasks.submission import submit_file
 
 KB = Path(__file__).resolve().parents[2] / "examples" / "kb"
 SECTION = {article.id: article.section for article in read_articles(KB)}
@@ -72,3 +78,40 @@ def test_a_refund_and_a_crash_go_to_their_own_specialists_and_knowledge(env, mak
     assert crash["attempts"][0]["decision"]["specialist"] == "technical_issues"
     shown = run(env, "explain", "crash-1", check=True).stdout
     assert "specialist technical_issues: intent technical, decided by the rules stage" in shown
+
+
+ROUTES = Path(__file__).resolve().parents[2] / "examples" / "routes" / "support_intents.jsonl"
+
+
+def test_the_semantic_stage_routes_to_a_specialist_and_an_out_of_scope_job_to_the_general_one(
+    make_app, tmp_path
+):
+    if os.environ.get("CI", "").lower() != "true":  # under CI the embeddings extra must be there
+        pytest.importorskip("sentence_transformers")
+    app, runtime = make_app(semantic_routes=ROUTES, embeddings_cache_dir=tmp_path / "cache")
+    with transaction(runtime.sessions) as session:
+        base: Policy = default_policy(runtime.settings)
+        publish_policy(session, base.model_copy(update={"rules_confidence": 0.99}), "test: semantic stage")
+    jobs = [
+        {
+            "id": "swap-1",
+            "kind": "support",
+            "payload": {"text": "Where do I drop off the return for my boots?"},
+        },
+        {"id": "far-1", "kind": "support", "payload": {"text": "What will the weather be like in Lisbon?"}},
+    ]
+    with running_worker(app):
+        report = submit_file(app, runtime, write_jobs(tmp_path / "jobs.jsonl", jobs))
+        wait_terminal(runtime, report.batch_id, timeout_s=180)
+    swap = _attempts(runtime, "swap-1")[0]
+    assert (swap.decision["specialist"], swap.decision["intent"], swap.decision["stage"]) == (
+        "shipping_returns",
+        "returns",
+        "semantic",
+    )
+    far = _attempts(runtime, "far-1")[0]
+    assert (far.decision["specialist"], far.decision["stage"]) == ("general_support", "semantic")
+    assert "out of scope" in far.decision["reasons"][0]
+    with transaction(runtime.sessions) as session:
+        analysis = session.get(Job, "far-1").analysis
+    assert analysis["out_of_scope"] is True and analysis["stage"] == "rules"
