@@ -251,8 +251,9 @@ SUPPORT_SPECIALISTS = (
         ("refund", "billing"),
         "billing",
         "billing and refunds",
-        # money is paid out on this answer: a drafter that is not sure goes to a stronger tier
-        checks=(CheckSpec(type="confidence", threshold=0.6),),
+        # money is paid out on this answer: a drafter less sure than the policy's usual bar (0.7
+        # by default) goes to a stronger tier
+        checks=(CheckSpec(type="confidence", threshold=0.8),),
     ),
     _support_desk("technical_issues", ("technical",), "technical", "technical issues"),
     _support_desk("account_access", ("account", "account_closure"), "account", "account and access"),

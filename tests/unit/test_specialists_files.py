@@ -151,5 +151,5 @@ def test_the_example_email_triage_routes_by_team_to_its_specialists() -> None:
     other = decide(triage, analyze_rules(triage, hello, metadata={}), Policy())
     assert other.specialist == "general_desk" and other.tier is Tier.SMALL
     listed = describe(registry)
-    assert "  specialist technical_desk: intents technical; +1 check(s); tiers medium..-" in listed
+    assert "  specialist technical_desk: intents technical; +2 check(s); tiers medium..-" in listed
     assert "  specialist general_support: general" in listed
