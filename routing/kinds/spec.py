@@ -151,8 +151,9 @@ class SpecialistSpec(_Frozen):
     every job the semantic stage finds out of scope. Its own parts replace or add to the kind's:
     the experts it fans out to, an instruction per model expert added to that expert's prompt,
     the knowledge-base sections its retriever and grounded experts search, checks added to the
-    kind's, and tier limits (the policy's max_tier for the kind overrides max_tier, as it
-    overrides the kind's own)."""
+    kind's, and tier limits that narrow the kind's own. The policy's settings for the kind
+    override a specialist's as they override the kind's: its max_tier the limit, its experts
+    the experts."""
 
     name: str = Field(pattern=NAME)
     description: str = ""

@@ -27,8 +27,15 @@ SECTION = {article.id: article.section for article in read_articles(KB)}
 REFUND = "Please refund my order NW-4410: the app crashed during payment and I was charged twice."
 CRASH = "The app crashes with an error every time I open my basket on Android. Reinstalling did not help."
 WARRANTY = "The zip on my tent failed after two trips. Is that covered by the warranty?"
+# Sure enough for the policy's usual bar on small, not for the billing specialist's stricter check.
+LATE_REFUND = (
+    "I returned the blue rain jacket two weeks ago, however the money has still not reached my card. "
+    "The tracking shows your warehouse received the parcel last Monday. Could you refund it to my "
+    "original card please? Thanks, Ana"
+)
 JOBS = [
     {"id": "refund-1", "kind": "support", "payload": {"text": REFUND}},
+    {"id": "refund-2", "kind": "support", "payload": {"text": LATE_REFUND}},
     {"id": "crash-1", "kind": "support", "payload": {"text": CRASH}},
     {"id": "zip-1", "kind": "support", "payload": {"text": WARRANTY}},
 ]
@@ -60,6 +67,7 @@ def test_a_refund_and_a_crash_go_to_their_own_specialists_and_knowledge(env, mak
         run(env, "submit", str(write_jobs(tmp_path / "jobs.jsonl", JOBS)), "--wait", check=True)
     expected = {
         "refund-1": ("billing_refunds", "refund", {"billing"}),
+        "refund-2": ("billing_refunds", "refund", {"billing"}),
         "crash-1": ("technical_issues", "technical", {"technical"}),
         "zip-1": ("general_support", "general", None),
     }
@@ -71,6 +79,14 @@ def test_a_refund_and_a_crash_go_to_their_own_specialists_and_knowledge(env, mak
         if sections is not None:
             assert _retrieved(runtime, job_id) == sections
     assert "" in _retrieved(runtime, "zip-1"), "the general specialist sees the articles of no section"
+    first, second = _attempts(runtime, "refund-2")
+    assert (first.tier, first.verdict, second.tier, second.verdict) == (
+        "small",
+        "escalate",
+        "medium",
+        "accept",
+    )
+    assert any("below 0.80" in reason for reason in first.reasons["reasons"]), first.reasons
     shown = run(env, "explain", "refund-1", check=True).stdout
     assert "specialist billing_refunds: intent refund, decided by the rules stage" in shown
     assert "intent refund (rules) selects the specialist billing_refunds" in shown
