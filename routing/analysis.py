@@ -51,6 +51,9 @@ class Analysis:
     reasons: tuple[str, ...] = field(default_factory=tuple)
     stronger: bool = False  # the analysis failed: start the job on a stronger tier
     rules_answered: bool = False  # the rules alone produced a validated answer: no model needed
+    # The semantic stage found no route near enough (the best below its fitted threshold) and
+    # no later stage named an intent: the kind's general specialist takes it.
+    out_of_scope: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Analysis:
@@ -69,6 +72,7 @@ class Analysis:
             "reasons": list(self.reasons),
             "stronger": self.stronger,
             "rules_answered": self.rules_answered,
+            "out_of_scope": self.out_of_scope,
         }
 
 

@@ -18,6 +18,13 @@ from tierflow.routing.experiments import ExperimentMode, bucket, in_treatment
 from tierflow.routing.kinds.spec import KindSpec
 from tierflow.routing.learning import first_tier, tier_probabilities
 from tierflow.routing.policy import Policy
+from tierflow.routing.specialists import (
+    SpecialistChoice,
+    lowest_start,
+    raised_choices,
+    raised_to,
+    specialist_view,
+)
 from tierflow.routing.states import TIER_LADDER, Tier, next_tier
 
 # Hashes job ids for exploration; "/" cannot be in an experiment's name, so it splits jobs independently.
@@ -46,6 +53,11 @@ class Decision:
     # P(this first tier) under the policy, over the exploration draw; None: a later attempt, or
     # the caps or constraints moved the job off the tier the policy chose.
     propensity: float | None = None
+    # The kind's specialist whose experts, prompts, checks and tier limits the attempt uses, the
+    # intent that chose it and the analysis stage that decided; None: the kind has no specialists.
+    specialist: str | None = None
+    intent: str | None = None
+    stage: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +71,9 @@ class Decision:
             "estimated_cost_usd": self.estimated_cost_usd,
             "shadow": self.shadow,
             "propensity": self.propensity,
+            "specialist": self.specialist,
+            "intent": self.intent,
+            "stage": self.stage,
         }
 
 
@@ -82,18 +97,33 @@ def decide(
     ctx: DecisionContext | None = None,
     floor: Tier | None = None,
 ) -> Decision:
-    """Decide a first attempt, or (with `floor`, the tier to escalate to) a later one."""
+    """Decide a first attempt, or (with `floor`, the tier to escalate to) a later one; as the
+    specialist the analysis selects runs the kind (the same one for every attempt of a job)."""
     ctx = ctx or DecisionContext()
+    view, choice = specialist_view(kind, analysis)
     effective, arm = _arm(policy, ctx.job_id)
-    decision = _decide(kind, analysis, effective, ctx, floor, arm)
+    decision = _chosen(_decide(view, analysis, effective, ctx, floor, arm), choice)
     shadows = [e for e in policy.experiments if e.mode is ExperimentMode.SHADOW]
     if not shadows:
         return decision
     shadow = shadows[0]
     twin = _decide(
-        kind, analysis, policy.with_overrides(shadow.overrides), ctx, floor, f"{shadow.name}:shadow"
+        view, analysis, policy.with_overrides(shadow.overrides), ctx, floor, f"{shadow.name}:shadow"
     )
-    return replace(decision, shadow=twin.as_dict())
+    return replace(decision, shadow=_chosen(twin, choice).as_dict())
+
+
+def _chosen(decision: Decision, choice: SpecialistChoice | None) -> Decision:
+    """The decision naming its specialist, intent and deciding stage, the choice's reason first."""
+    if choice is None:
+        return decision
+    return replace(
+        decision,
+        specialist=choice.specialist,
+        intent=choice.intent,
+        stage=choice.stage,
+        reasons=(choice.reason, *decision.reasons),
+    )
 
 
 def _arm(policy: Policy, job_id: str) -> tuple[Policy, str | None]:
@@ -175,13 +205,13 @@ def _decide(
             return review(held)
         reasons.append(f"capped at {cap.value} for {kind.name} jobs")
         tier = cap
-    calls, downward = model_calls(kind, experts), floor is None and pin is None
-    chosen = _first_fit(kind, tier, cap, policy, ctx, calls, downward, reasons)
+    calls = model_calls(kind, experts)
+    # a first attempt the policy routes may go down to cheaper tiers, as far as the kind allows
+    lowest = (lowest_start(kind, policy) or policy.ladder[0]) if floor is None and pin is None else None
+    chosen = _first_fit(kind, tier, cap, policy, ctx, calls, lowest, reasons)
     if chosen is None and ctx.seconds_left is not None:
         reasons.append("no tier meets the deadline: routed without it")
-        chosen = _first_fit(
-            kind, tier, cap, policy, replace(ctx, seconds_left=None), calls, downward, reasons
-        )
+        chosen = _first_fit(kind, tier, cap, policy, replace(ctx, seconds_left=None), calls, lowest, reasons)
     if chosen is None:
         return review("no tier fits the job's constraints")
     candidate, models = chosen
@@ -207,7 +237,10 @@ def _start(
     tier = choose_tier(analysis.difficulty, policy)
     reasons = [f"difficulty {analysis.difficulty:.2f} maps to {tier.value}"]
     tier, reasons = _first_tier(kind, analysis, policy, ctx, tier, reasons)
-    return tier, reasons, first_tier_choices(kind, analysis, policy, ctx).get(tier)
+    raised = raised_to(tier, lowest_start(kind, policy))
+    if raised is not tier:
+        reasons.append(f"min_tier: started on {raised.value} instead of {tier.value}")
+    return raised, reasons, first_tier_choices(kind, analysis, policy, ctx).get(raised)
 
 
 def _attempt(
@@ -272,7 +305,15 @@ def first_tier_choices(
     kind: KindSpec, analysis: Analysis, policy: Policy, ctx: DecisionContext
 ) -> dict[Tier, float]:
     """The policy's probability of each first tier (before caps and constraints) over the
-    exploration draw, which hashes the job id: a share of ids explores, the rest do not."""
+    exploration draw, which hashes the job id: a share of ids explores, the rest do not. A kind
+    with specialists is routed as the one the analysis selects, its min_tier raising the start."""
+    kind = specialist_view(kind, analysis)[0]
+    return raised_choices(_tier_choices(kind, analysis, policy, ctx), lowest_start(kind, policy))
+
+
+def _tier_choices(
+    kind: KindSpec, analysis: Analysis, policy: Policy, ctx: DecisionContext
+) -> dict[Tier, float]:
     learned = learned_first_tier(kind, policy, ctx)
     tier = learned[0] if learned is not None else choose_tier(analysis.difficulty, policy)
     target = None
@@ -335,11 +376,11 @@ def _first_fit(
     policy: Policy,
     ctx: DecisionContext,
     calls: int,
-    downward: bool,
+    lowest: Tier | None,
     reasons: list[str],
 ) -> tuple[Tier, tuple[str, ...]] | None:
     """The first candidate tier with usable models that fits the constraints; why others did not."""
-    for candidate in _candidates(tier, cap, policy.ladder, downward):
+    for candidate in _candidates(tier, cap, policy.ladder, lowest):
         models, notes = usable_models(candidate, kind.name, policy, ctx, kind.routing.capabilities)
         reasons.extend(notes)
         why = (
@@ -353,9 +394,11 @@ def _first_fit(
     return None
 
 
-def _candidates(tier: Tier, cap: Tier, ladder: tuple[Tier, ...], downward: bool) -> list[Tier]:
-    """The tier, the tiers above it up to the cap, then (first attempts only) the cheaper ones."""
+def _candidates(tier: Tier, cap: Tier, ladder: tuple[Tier, ...], lowest: Tier | None) -> list[Tier]:
+    """The tier, the tiers above it up to the cap, then (first attempts only: `lowest` is set) the
+    cheaper ones down to `lowest`."""
     start, top = ladder.index(tier), ladder.index(cap)
     up = list(ladder[start : top + 1])
-    down = list(reversed(ladder[:start])) if downward else []
+    bottom = ladder.index(lowest) if lowest is not None else start
+    down = list(reversed(ladder[bottom:start]))
     return up + down

@@ -1,7 +1,9 @@
 """A small in-process search index over policy articles (BM25). Pure: plain data in and out.
 
 Embedded mode searches with it; distributed mode searches the same articles with
-PostgreSQL full-text search (store/knowledge.py) and reads the same Hit values.
+PostgreSQL full-text search (store/knowledge.py) and reads the same Hit values. An article
+belongs to a section (a subfolder of the knowledge folder); a search may keep to some
+sections, as a kind's specialists do.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 WORD = re.compile(r"[a-z0-9]+")
@@ -85,6 +87,7 @@ class Article:
     id: str
     title: str
     body: str
+    section: str = ""  # the part of the knowledge base it belongs to; "": none (the general part)
 
 
 @dataclass(frozen=True)
@@ -123,10 +126,13 @@ class KnowledgeBase:
     def __len__(self) -> int:
         return len(self._articles)
 
-    def search(self, text: str, limit: int = 3) -> list[Hit]:
+    def search(self, text: str, limit: int = 3, sections: Collection[str] = ()) -> list[Hit]:
+        """The best matches of `text`, from the articles of `sections` only when any are given."""
         query = set(tokens(text))
         scored = []
         for article, counts, length in zip(self._articles, self._counts, self._lengths, strict=True):
+            if sections and article.section not in sections:
+                continue
             score = sum(self._term(counts[w], length, self._idf[w]) for w in query if w in counts)
             if score > 0:
                 scored.append(Hit(article.id, article.title, score, snippet(article.body)))

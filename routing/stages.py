@@ -21,8 +21,9 @@ SIGNAL_INTENTS = (*(name for name, _ in INTENTS), "general")
 
 
 def builtin_intents(kind: KindSpec) -> tuple[str, ...]:
-    """The intents an analysis may name when the policy lists none: the signals' and the kind's."""
-    return (*SIGNAL_INTENTS, kind.name)
+    """The intents an analysis may name when the policy lists none: the kind's declared ones,
+    else the signals' and the kind's name."""
+    return kind.intents or (*SIGNAL_INTENTS, kind.name)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class SemanticGuess:
     score: float
     decided: bool
     runner_up: str | None = None
+    out_of_scope: bool = False  # unsure because the best route scored below its threshold
 
 
 class LLMAnalysis(ExpertAnswer):
@@ -81,9 +83,9 @@ def analyze(
                 reasons=(*best.reasons, note),
             )
         if guess is not None:
-            best = replace(
-                best, reasons=(*best.reasons, f"semantic unsure: {guess.intent} ({guess.score:.2f})")
-            )
+            scope = ", below its threshold: out of scope" if guess.out_of_scope else ""
+            note = f"semantic unsure: {guess.intent} ({guess.score:.2f}){scope}"
+            best = replace(best, out_of_scope=guess.out_of_scope, reasons=(*best.reasons, note))
     if llm is None or not policy.llm_analysis:
         return best
     return _ask_llm(kind, payload, policy, best, llm)

@@ -183,6 +183,8 @@ class KnowledgeArticle(Base):
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     title: Mapped[str] = mapped_column(String(512))
     body: Mapped[str] = mapped_column(Text)
+    # the subfolder it was read from; "": none. A kind's specialist searches its own sections.
+    section: Mapped[str] = mapped_column(String(64), default="", server_default="", index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

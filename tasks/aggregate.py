@@ -40,7 +40,7 @@ from tierflow.store.lifecycle import (
     write_feedback,
     write_result,
 )
-from tierflow.tasks.attempts import fan_out
+from tierflow.tasks.attempts import expert_context, fan_out
 from tierflow.tasks.context import decision_context
 from tierflow.tasks.features import attempt_cascade_gain
 from tierflow.tasks.judging import send_judging
@@ -128,7 +128,8 @@ def finish_attempt(
             record_verdict(session, job_id, attempt, verdict.action.value, 0.0, list(verdict.reasons))
             _conclude(session, job_id, attempt, tier, verdict)
             return verdict.action.value
-        kind = runtime.kinds.get(job.kind)
+        # judged as the attempt's specialist runs the kind: its checks and tier limits
+        kind = runtime.kinds.get(job.kind).as_specialist(current.decision.get("specialist"))
         names = current.decision["experts"]
         rows = _rows(session, job_id, attempt, names, returned or {})
         outcomes = _outcomes(kind, names, rows, failure)
@@ -145,7 +146,7 @@ def finish_attempt(
         if escalated is None:
             _conclude(session, job_id, attempt, tier, verdict)
     if escalated is not None:
-        context = {"kind": job.kind, "payload": job.payload, "models": list(escalated.models)}
+        context = expert_context(job.kind, job.payload, escalated.as_dict())
         fan_out(app, job_id, attempt + 1, escalated.tier.value, list(escalated.experts), context)
     elif verdict.action is VerdictAction.ACCEPT:  # after the commit: the judge never delays the job
         send_judging(app, policy, job_id)

@@ -33,8 +33,18 @@ def run_job(self: Any, job_id: str, attempt: int) -> None:
         if not moved:
             touch_job(session, job_id, runtime.stage_timeout)
     # What every expert needs, read once here: an expert then reads nothing.
-    context = {"kind": job.kind, "payload": job.payload, "models": current.decision["models"]}
+    context = expert_context(job.kind, job.payload, current.decision)
     fan_out(self.app, job_id, attempt, current.tier, current.decision["experts"], context)
+
+
+def expert_context(kind: str, payload: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+    """What an attempt's experts need of its job and decision: kind, payload, models, specialist."""
+    return {
+        "kind": kind,
+        "payload": payload,
+        "models": decision["models"],
+        "specialist": decision.get("specialist"),
+    }
 
 
 def fan_out(

@@ -54,9 +54,16 @@ def expert(
         if job is None or current is None or current.state == "judged":
             gone = "the attempt is judged" if current is not None and job is not None else "no such attempt"
             return {"expert": name, "ok": False, "row": None, "skipped": gone}
-        context = {"kind": job.kind, "payload": job.payload, "models": current.decision["models"]}
+        context = {
+            "kind": job.kind,
+            "payload": job.payload,
+            "models": current.decision["models"],
+            "specialist": current.decision.get("specialist"),
+        }
     try:
-        row = run_expert(runtime, context["kind"], context["payload"], name, context["models"])
+        row = run_expert(
+            runtime, context["kind"], context["payload"], name, context["models"], context.get("specialist")
+        )
     except TierRateLimited as exc:
         # The whole tier is at its cluster-wide limit: come back later instead of holding a slot.
         raise self.retry(exc=exc.error, countdown=exc.error.retry_after or 1.0) from None
@@ -75,10 +82,16 @@ def _local(output: dict[str, Any], confidence: float, started: float) -> dict[st
 
 
 def run_expert(
-    runtime: Runtime, kind_name: str, payload: dict[str, Any], name: str, models: list[str]
+    runtime: Runtime,
+    kind_name: str,
+    payload: dict[str, Any],
+    name: str,
+    models: list[str],
+    specialist: str | None = None,
 ) -> dict[str, Any]:
     """Run an expert by its type: search the knowledge base, run a rule, or ask the tier's models
-    with structured output. A job of a kind (or an expert) no longer declared fails the expert."""
+    with structured output; as the kind's `specialist` runs it when one is named (its knowledge
+    sections, its instruction). A job of a kind (or an expert) no longer declared fails the expert."""
     kind = runtime.kinds.get(kind_name) if kind_name in runtime.kinds else None
     definition = kind.expert(name) if kind is not None else None
     if kind is None or definition is None:
@@ -94,22 +107,31 @@ def run_expert(
         }
     text = job_text(kind, payload)
     started = time.perf_counter()
+    chosen = kind.specialist(specialist)
+    sections = chosen.sections if chosen is not None else ()
     if definition.type is ExpertType.RETRIEVER:
-        return _local({"articles": [hit.as_dict() for hit in runtime.knowledge(text, 3)]}, 1.0, started)
+        hits = runtime.knowledge(text, 3, sections)
+        return _local({"articles": [hit.as_dict() for hit in hits]}, 1.0, started)
     if definition.type is ExpertType.RULE:
         assert definition.run is not None, "the registry resolves every rule expert's rule"
         result = definition.run(payload, text, runtime.policy(), definition.options)
         return _local(result.output, result.confidence, started)
-    return _ask_models(runtime, payload, kind, definition, models)
+    context: dict[str, Any] = {}
+    if chosen is not None and definition.name in chosen.instructions:
+        context["instruction"] = chosen.instructions[definition.name]
+    if definition.grounded:
+        context["articles"] = [hit.as_dict() for hit in runtime.knowledge(text, 2, sections)]
+    return _ask_models(runtime, payload, kind, definition, models, context)
 
 
 def _ask_models(
-    runtime: Runtime, payload: dict[str, Any], kind: KindSpec, definition: ExpertSpec, models: list[str]
+    runtime: Runtime,
+    payload: dict[str, Any],
+    kind: KindSpec,
+    definition: ExpertSpec,
+    models: list[str],
+    context: dict[str, Any],
 ) -> dict[str, Any]:
-    context: dict[str, Any] = {}
-    if definition.grounded:
-        hits = runtime.knowledge(job_text(kind, payload), 2)
-        context["articles"] = [hit.as_dict() for hit in hits]
     prompt = expert_prompt(kind, definition, payload, context)
     request = request_for(prompt, runtime)
     calls: list[dict[str, Any]] = []

@@ -29,6 +29,7 @@ from tierflow.routing.kinds.registry import KindRegistry, builtin_registry
 from tierflow.routing.kinds.spec import KindSpec
 from tierflow.routing.policy import Policy
 from tierflow.routing.retrieval import Hit, KnowledgeBase
+from tierflow.routing.semantic import Outcome
 from tierflow.routing.stages import SemanticGuess, SemanticStage
 from tierflow.routing.states import Tier
 from tierflow.store.db import make_engine, make_sessions, redact, transaction
@@ -61,15 +62,16 @@ class Runtime:
     def stage_timeout(self) -> timedelta:
         return timedelta(seconds=self.settings.stage_timeout_s)
 
-    def knowledge(self, text: str, limit: int) -> list[Hit]:
-        """The policy articles that best match `text`: PostgreSQL full-text search when the articles
-        are loaded there (`tierflow kb load`), else the in-process index over settings.kb_dir."""
+    def knowledge(self, text: str, limit: int, sections: tuple[str, ...] = ()) -> list[Hit]:
+        """The policy articles that best match `text` (of `sections` only, when any are given):
+        PostgreSQL full-text search when the articles are loaded there (`tierflow kb load`), else
+        the in-process index over settings.kb_dir."""
         if self._knowledge is None:
             self._knowledge = self._open_knowledge()
         if isinstance(self._knowledge, KnowledgeBase):
-            return self._knowledge.search(text, limit)
+            return self._knowledge.search(text, limit, sections)
         with transaction(self.sessions) as session:
-            return search_postgres(session, text, limit)
+            return search_postgres(session, text, limit, sections)
 
     def _open_knowledge(self) -> KnowledgeBase | str:
         if self.engine.dialect.name == "postgresql":
@@ -142,7 +144,8 @@ def build_semantic_stage(settings: Settings, routes_file: Path | None = None) ->
 
     def guess(text: str) -> SemanticGuess:
         match = routes.classify(inner.encode([text]))[0]  # queries are not cached: each is new
-        return SemanticGuess(match.route, match.score, match.decided, match.runner_up)
+        out_of_scope = match.outcome is Outcome.LOW_SCORE
+        return SemanticGuess(match.route, match.score, match.decided, match.runner_up, out_of_scope)
 
     return guess
 

@@ -47,7 +47,21 @@ def _analysis_branch(tree: Tree, analysis: dict[str, Any] | None) -> None:
         _add(node, reason)
 
 
+def specialist_line(decision: dict[str, Any]) -> str | None:
+    """The specialist an attempt ran as, the intent that chose it and the analysis stage that
+    decided; None for a kind without specialists (or a decision stored before they were)."""
+    if not decision.get("specialist"):
+        return None
+    return (
+        f"specialist {decision['specialist']}: intent {decision.get('intent') or '-'}, "
+        f"decided by the {decision.get('stage') or '-'} stage"
+    )
+
+
 def _decision_branch(node: Tree, decision: dict[str, Any]) -> None:
+    specialist = specialist_line(decision)
+    if specialist:
+        _add(node, specialist)
     why = _add(node, f"decision: models {', '.join(decision.get('models', [])) or '-'}")
     for reason in decision.get("reasons", []):
         _add(why, reason)

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from tierflow.routing.errors import KindsRejected
 from tierflow.routing.kinds.registry import KindRegistry
-from tierflow.routing.kinds.spec import ExpertWhen
+from tierflow.routing.kinds.spec import ExpertWhen, KindSpec
 from tierflow.worker.kinds import build_registry, load_plugins, registry_from
 from tierflow.worker.settings import load_settings
 
@@ -34,7 +34,8 @@ def check(files: Annotated[list[Path], typer.Argument(help="Kinds files (TOML)")
 
 
 def describe(registry: KindRegistry) -> list[str]:
-    """One block per kind in force: its experts (type, tiers) and its checks and review rules."""
+    """One block per kind in force: its experts (type, tiers), its checks and review rules, and
+    its specialists."""
     lines = []
     for kind in registry:
         origin = "built-in" if kind.builtin else "declared"
@@ -48,6 +49,24 @@ def describe(registry: KindRegistry) -> list[str]:
             lines.append(f"  check {check.type} {', '.join(check.fields)} -> {check.on_fail.value}")
         for rule in kind.review:
             lines.append(f"  review {rule.type} {rule.field or ', '.join(rule.words)}")
+        lines += [f"  specialist {line}" for line in specialist_lines(kind)]
+    return lines
+
+
+def specialist_lines(kind: KindSpec) -> list[str]:
+    """One line per specialist of the kind: what selects it and what it changes."""
+    lines = []
+    for specialist in kind.specialists:
+        parts = ["general" if specialist.general else ""]
+        parts.append(f"intents {', '.join(specialist.intents)}" if specialist.intents else "")
+        parts.append(f"experts {', '.join(specialist.experts)}" if specialist.experts else "")
+        parts.append(f"sections {', '.join(specialist.sections)}" if specialist.sections else "")
+        parts.append(f"+{len(specialist.checks)} check(s)" if specialist.checks else "")
+        low, high = specialist.min_tier, specialist.max_tier
+        if low or high:
+            parts.append(f"tiers {low.value if low else '-'}..{high.value if high else '-'}")
+        shown = "; ".join(part for part in parts if part)
+        lines.append(f"{specialist.name}: {shown}")
     return lines
 
 

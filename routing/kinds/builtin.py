@@ -30,6 +30,7 @@ from tierflow.routing.kinds.spec import (
     PayloadValidator,
     ReviewRule,
     Rule,
+    SpecialistSpec,
 )
 from tierflow.routing.kinds.template import render
 from tierflow.routing.policy import Policy
@@ -97,6 +98,8 @@ SUPPORT_TEXT = "{subject}\n{text}"
 
 def _draft_prompt(payload: dict[str, Any], context: Mapping[str, Any]) -> Prompt:
     instruction = "Draft a reply to this customer support ticket: polite, specific, actionable."
+    if context.get("instruction"):
+        instruction += f"\n{context['instruction']}"
     articles = context.get("articles") or []
     if articles:
         policies = "\n".join(f"- {a['title']}: {a['snippet']}" for a in articles)
@@ -213,6 +216,56 @@ def _rule(name: str, rule: str) -> ExpertSpec:
     return ExpertSpec(name=name, type=ExpertType.RULE, rule=rule)
 
 
+# The intents a support ticket's analysis names: the rules' signals, the semantic routes'
+# (examples/routes/support_intents.jsonl) and "general".
+SUPPORT_INTENTS = (
+    "refund",
+    "billing",
+    "account",
+    "account_closure",
+    "shipping",
+    "returns",
+    "technical",
+    "warranty",
+    "general",
+)
+
+
+def _support_desk(
+    name: str, intents: tuple[str, ...], section: str, role: str, **extra: Any
+) -> SpecialistSpec:
+    """A support specialist: the drafter told its role, retrieving from its own knowledge section."""
+    return SpecialistSpec(
+        name=name,
+        description=role,
+        intents=intents,
+        instructions={"drafter": f"You are the {role} specialist of the support desk."},
+        sections=(section,),
+        **extra,
+    )
+
+
+SUPPORT_SPECIALISTS = (
+    _support_desk(
+        "billing_refunds",
+        ("refund", "billing"),
+        "billing",
+        "billing and refunds",
+        # money is paid out on this answer: a drafter less sure than the policy's usual bar (0.7
+        # by default) goes to a stronger tier
+        checks=(CheckSpec(type="confidence", threshold=0.8),),
+    ),
+    _support_desk("technical_issues", ("technical",), "technical", "technical issues"),
+    _support_desk("account_access", ("account", "account_closure"), "account", "account and access"),
+    _support_desk("shipping_returns", ("shipping", "returns"), "shipping", "shipping and returns"),
+    SpecialistSpec(
+        name="general_support",
+        description="every other ticket, and tickets out of every specialist's scope",
+        general=True,
+        instructions={"drafter": "You are the general specialist of the support desk."},
+    ),
+)
+
 SUPPORT = KindSpec(
     name="support",
     description="Customer support tickets: a drafted reply, checked against policy and the knowledge base.",
@@ -237,6 +290,8 @@ SUPPORT = KindSpec(
         ),
     ),
     routing=KindRouting(intents=True),
+    intents=SUPPORT_INTENTS,
+    specialists=SUPPORT_SPECIALISTS,
     answer_field="reply",
     chat_field="text",
     builtin=True,

@@ -6,8 +6,15 @@
     [kind.expert.answer]           instruction, rule, options; the answer's JSON Schema
     [[kind.check]]                 type (routing/kinds/checks.py) and its arguments
     [[kind.review]]                type (words | output_value | output_at_least | budget)
-    [kind.routing]                 max_tier, rules, budget_usd, deadline_s, capabilities,
-                                   semantic_routes (a routes file, relative to the kinds file)
+    [kind.routing]                 max_tier, min_tier, rules, budget_usd, deadline_s,
+                                   capabilities, semantic_routes (a routes file, relative to
+                                   the kinds file)
+    [[kind.specialist]]            name, intents, general, experts, sections, min_tier, max_tier
+    [kind.specialist.instructions] model expert name = the instruction added to its prompt
+    [[kind.specialist.check]]      checks added to the kind's for the specialist's jobs
+
+A kind's `intents` (a list, beside its name) are the intents its analysis names; when given,
+a specialist naming any other is refused.
 
 Every problem is reported as (source, line, key, reason), the key a dotted path in
 the file (`kind[2].expert[1].prompt`); one problem anywhere loads nothing.
@@ -30,12 +37,25 @@ from pydantic import ValidationError
 from tierflow.routing.errors import InputError, KindsRejected
 from tierflow.routing.kinds.spec import MAX_TEMPLATE_BYTES, ExpertType, KindSpec
 from tierflow.routing.kinds.template import template_fields, template_problem
+from tierflow.routing.specialists import specialist_problems
 
 Path = tuple[str | int, ...]
 # TOML names -> KindSpec field names, and back for error paths.
-KIND_KEYS = {"payload": "payload_schema", "expert": "experts", "check": "checks", "review": "review"}
+KIND_KEYS = {
+    "payload": "payload_schema",
+    "expert": "experts",
+    "check": "checks",
+    "review": "review",
+    "specialist": "specialists",
+}
 EXPERT_KEYS = {"answer": "answer_schema"}
-BACK = {**{v: k for k, v in KIND_KEYS.items()}, **{v: k for k, v in EXPERT_KEYS.items()}}
+SPECIALIST_KEYS = {"check": "checks"}
+BACK = {v: k for k, v in KIND_KEYS.items()}
+# the keys of an expert's or a specialist's table (the third part of a path: experts, 0, key)
+BACK_WITHIN = {
+    "experts": {v: k for k, v in EXPERT_KEYS.items()},
+    "specialists": {v: k for k, v in SPECIALIST_KEYS.items()},
+}
 HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?")
 ASSIGNMENT = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=")
 
@@ -109,7 +129,13 @@ class Problems:
 
 def _toml_path(loc: Sequence[str | int]) -> Path:
     """A pydantic error location in a KindSpec -> the path of the same key in the file."""
-    return tuple(BACK.get(part, part) if isinstance(part, str) else part for part in loc)
+    path = list(loc)
+    if path and isinstance(path[0], str):
+        within = BACK_WITHIN.get(path[0], {})
+        path[0] = BACK.get(path[0], path[0])
+        if len(path) > 2 and isinstance(path[2], str):
+            path[2] = within.get(path[2], path[2])
+    return tuple(path)
 
 
 def _spec_body(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -117,6 +143,12 @@ def _spec_body(raw: Mapping[str, Any]) -> dict[str, Any]:
     body["experts"] = [
         {EXPERT_KEYS.get(k, k): v for k, v in expert.items()} if isinstance(expert, dict) else expert
         for expert in raw.get("expert", [])
+    ]
+    body["specialists"] = [
+        {SPECIALIST_KEYS.get(k, k): v for k, v in specialist.items()}
+        if isinstance(specialist, dict)
+        else specialist
+        for specialist in raw.get("specialist", [])
     ]
     return body
 
@@ -225,6 +257,8 @@ def _known_parts(spec: KindSpec, base: Path, problems: Problems) -> None:
     routes = spec.routing.semantic_routes
     if routes is not None and problems.exists is not None and not problems.exists(routes):
         problems.add((*base, "routing", "semantic_routes"), f"no such routes file: {routes}")
+    for key, why in specialist_problems(spec, problems.checks):
+        problems.add((*base, *_toml_path(key)), why)
 
 
 def _routes_beside(spec: KindSpec, source: str) -> KindSpec:

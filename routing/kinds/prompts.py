@@ -26,6 +26,8 @@ def declared_task(kind: KindSpec, expert: ExpertSpec) -> str:
 def declared_system(kind: KindSpec, expert: ExpertSpec, context: Mapping[str, Any]) -> str:
     schema = answer_schema(expert.answer_schema or {})
     instruction = expert.instruction or f"Work on this {kind.name} job: {kind.description}".strip()
+    if context.get("instruction"):
+        instruction += f"\n{context['instruction']}"
     articles = context.get("articles") or []
     if articles:
         notes = "\n".join(f"- {a['title']}: {a['snippet']}" for a in articles)
@@ -42,7 +44,8 @@ def declared_system(kind: KindSpec, expert: ExpertSpec, context: Mapping[str, An
 def expert_prompt(
     kind: KindSpec, expert: ExpertSpec, payload: dict[str, Any], context: Mapping[str, Any]
 ) -> Prompt:
-    """The Prompt of a model expert for this payload; `context` holds "articles" when it is grounded."""
+    """The Prompt of a model expert for this payload; `context` holds "articles" when it is grounded
+    and "instruction" when the job's specialist adds one to the expert's own."""
     if expert.build is not None:
         return expert.build(payload, context)
     assert expert.prompt is not None, "a declared model expert has a prompt template"

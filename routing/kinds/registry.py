@@ -19,8 +19,10 @@ from tierflow.routing.errors import UnknownKind
 from tierflow.routing.kinds.builtin import BUILTIN_CHECKS, BUILTIN_KINDS, BUILTIN_RULES, RECORDED_PROMPT_KIND
 from tierflow.routing.kinds.checks import CHECKS, Check
 from tierflow.routing.kinds.extractors import RULES
-from tierflow.routing.kinds.spec import ExpertType, KindSpec, OfflineAnswer, Rule
+from tierflow.routing.kinds.files import key_text
+from tierflow.routing.kinds.spec import CheckSpec, ExpertType, KindSpec, OfflineAnswer, Rule
 from tierflow.routing.kinds.template import render
+from tierflow.routing.specialists import specialist_problems
 
 
 class KindRegistry:
@@ -48,8 +50,14 @@ class KindRegistry:
             e.model_copy(update={"run": self._rules[e.rule]}) if e.type is ExpertType.RULE and e.rule else e
             for e in kind.experts
         )
-        checks = tuple(c.model_copy(update={"run": self._checks[c.type]}) for c in kind.checks)
-        return kind.model_copy(update={"experts": experts, "checks": checks})
+        specialists = tuple(
+            s.model_copy(update={"checks": self._with_runs(s.checks)}) for s in kind.specialists
+        )
+        update = {"experts": experts, "checks": self._with_runs(kind.checks), "specialists": specialists}
+        return kind.model_copy(update=update)
+
+    def _with_runs(self, checks: tuple[CheckSpec, ...]) -> tuple[CheckSpec, ...]:
+        return tuple(c.model_copy(update={"run": self._checks[c.type]}) for c in checks)
 
     def __contains__(self, name: object) -> bool:
         return name in self._kinds
@@ -145,6 +153,7 @@ def spec_problems(
         if check.type not in checks:
             known = ", ".join(sorted(checks))
             problems.append((f"checks[{index}].type", f"unknown check {check.type!r} (known: {known})"))
+    problems += [(key_text(key), why) for key, why in specialist_problems(kind, checks)]
     return problems
 
 

@@ -19,13 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tierflow.routing.experts import ExpertOutput, Prompt
 from tierflow.routing.policy import Policy
 from tierflow.routing.rules import RoutingRule
-from tierflow.routing.states import Tier
+from tierflow.routing.states import TIER_LADDER, Tier
 
 NAME = r"^[a-z][a-z0-9_]{0,31}$"
 MAX_TEMPLATE_BYTES = 32 * 1024
 
 # A model expert's prompt, built by a Python plug-in: (payload, context) -> Prompt; the context's
-# "articles" are the knowledge base's best matches when the expert is grounded.
+# "articles" are the knowledge base's best matches when the expert is grounded, its "instruction"
+# the job's specialist's addition to the expert's own (SpecialistSpec.instructions).
 PromptBuilder = Callable[[dict[str, Any], Mapping[str, Any]], Prompt]
 # A rule expert: (payload, the job's text, policy, the expert's options) -> its output.
 Rule = Callable[[dict[str, Any], str, Policy, Mapping[str, Any]], ExpertOutput]
@@ -133,6 +134,7 @@ class KindRouting(_Frozen):
     """A kind's routing defaults; the policy's own settings for the kind override them."""
 
     max_tier: Tier | None = None
+    min_tier: Tier | None = None  # the cheapest tier a first attempt starts on (the pin aside)
     intents: bool = False  # the built-in intent signals name the intent; else the kind's name
     answered_by: str | None = None  # a rule expert whose `rule_accept` means no model is needed
     rules: tuple[RoutingRule, ...] = ()  # tried after the policy's own rules
@@ -142,9 +144,42 @@ class KindRouting(_Frozen):
     capabilities: tuple[str, ...] = ()  # what a model must offer for jobs of the kind
 
 
+class SpecialistSpec(_Frozen):
+    """A named expert set of a kind, chosen by the job's intent (routing/specialists.py).
+
+    The general one (`general`) takes every job no other specialist's intents select, and
+    every job the semantic stage finds out of scope. Its own parts replace or add to the kind's:
+    the experts it fans out to, an instruction per model expert added to that expert's prompt,
+    the knowledge-base sections its retriever and grounded experts search, checks added to the
+    kind's, and tier limits that narrow the kind's own. The policy's settings for the kind
+    override a specialist's as they override the kind's: its max_tier the limit, its experts
+    the experts."""
+
+    name: str = Field(pattern=NAME)
+    description: str = ""
+    intents: tuple[str, ...] = ()  # the intents that select it
+    general: bool = False
+    experts: tuple[str, ...] = ()  # names of the kind's experts; empty: the kind's own
+    instructions: dict[str, str] = Field(default_factory=dict)  # model expert -> instruction added
+    sections: tuple[str, ...] = ()  # knowledge-base sections it retrieves from; empty: every one
+    checks: tuple[CheckSpec, ...] = ()  # added to the kind's checks
+    min_tier: Tier | None = None
+    max_tier: Tier | None = None
+
+    @model_validator(mode="after")
+    def _tiers_in_order(self) -> SpecialistSpec:
+        low, high = self.min_tier, self.max_tier
+        if low is not None and high is not None and TIER_LADDER.index(low) > TIER_LADDER.index(high):
+            raise ValueError(f"min_tier {low.value} is above max_tier {high.value}")
+        return self
+
+
 class KindSpec(_Frozen):
     name: str = Field(pattern=NAME)
     description: str = ""
+    # The intents its analysis names (rules, semantic routes, the LLM stage's choices); empty:
+    # not declared, and its specialists may name any intent.
+    intents: tuple[str, ...] = ()
     payload_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     text: str  # a template over the payload's fields: what routing reads
     experts: tuple[ExpertSpec, ...]
@@ -154,6 +189,7 @@ class KindSpec(_Frozen):
     answer_field: str | None = None  # the output field that is the answer's text
     chat_field: str | None = None  # the payload field a chat message fills; None: not a chat kind
     merge: tuple[str, ...] = ()  # dict fields merged across experts: the first declared wins per key
+    specialists: tuple[SpecialistSpec, ...] = ()  # none: every job runs the kind's own experts
     builtin: bool = False
     validate_payload: PayloadValidator | None = Field(default=None, exclude=True)
 
@@ -165,6 +201,14 @@ class KindSpec(_Frozen):
             raise ValueError(f"experts named twice: {', '.join(twice)}")
         if not any(e.when is ExpertWhen.ALWAYS for e in self.experts):
             raise ValueError("a kind needs at least one expert that always runs")
+        return self
+
+    @model_validator(mode="after")
+    def _specialists_unique(self) -> KindSpec:
+        names = [specialist.name for specialist in self.specialists]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"specialists named twice: {', '.join(twice)}")
         return self
 
     def __hash__(self) -> int:  # a kind is known by its name; its schemas are dicts
@@ -181,3 +225,32 @@ class KindSpec(_Frozen):
 
     def retrieves(self) -> bool:
         return any(e.type is ExpertType.RETRIEVER or e.grounded for e in self.experts)
+
+    def specialist(self, name: str | None) -> SpecialistSpec | None:
+        return next((s for s in self.specialists if s.name == name), None) if name else None
+
+    def general_specialist(self) -> SpecialistSpec | None:
+        return next((s for s in self.specialists if s.general), None)
+
+    def as_specialist(self, name: str | None) -> KindSpec:
+        """The kind as its specialist `name` runs it: only the specialist's experts (when it names
+        them), its checks after the kind's, its tier limits. The kind itself when `name` is none
+        of its specialists."""
+        specialist = self.specialist(name)
+        if specialist is None:
+            return self
+        experts = self.experts
+        if specialist.experts:
+            experts = tuple(e for e in self.experts if e.name in specialist.experts)
+        rank = TIER_LADDER.index
+        highs = [t for t in (self.routing.max_tier, specialist.max_tier) if t is not None]
+        lows = [t for t in (self.routing.min_tier, specialist.min_tier) if t is not None]
+        limits = {
+            "max_tier": min(highs, key=rank, default=None),
+            "min_tier": max(lows, key=rank, default=None),
+        }
+        routing = self.routing.model_copy(update=limits)
+        # the view has no specialists of its own: choosing again from it changes nothing
+        checks = (*self.checks, *specialist.checks)
+        update = {"experts": experts, "checks": checks, "routing": routing, "specialists": ()}
+        return self.model_copy(update=update)

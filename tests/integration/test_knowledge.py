@@ -18,7 +18,7 @@ KB = Path(__file__).resolve().parents[2] / "examples" / "kb"
 def test_postgres_full_text_search_finds_the_policy_and_a_reload_replaces(make_app):
     _, runtime = make_app()
     with transaction(runtime.sessions) as session:
-        assert load_articles(session, read_articles(KB)) == len(list(KB.glob("*.md")))
+        assert load_articles(session, read_articles(KB)) == len(list(KB.rglob("*.md")))
         load_articles(session, read_articles(KB))  # idempotent
     with transaction(runtime.sessions) as session:
         hits = search_postgres(session, "my parcel has not moved and the tracking shows nothing", 2)

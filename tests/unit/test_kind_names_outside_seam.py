@@ -1,4 +1,4 @@
-"""Nothing outside the kind seam names a built-in kind or a built-in expert.
+"""Nothing outside the kind seam names a built-in kind, expert or specialist.
 
 The seam is routing/kinds/ (the built-in kinds are declared in routing/kinds/builtin.py);
 every other module of the packages reads kinds and experts through a KindSpec or the
@@ -26,7 +26,9 @@ OTHER_MEANING = {
 
 def builtin_names() -> set[str]:
     kinds = list(builtin_registry())
-    return {kind.name for kind in kinds} | {expert.name for kind in kinds for expert in kind.experts}
+    experts = {expert.name for kind in kinds for expert in kind.experts}
+    specialists = {specialist.name for kind in kinds for specialist in kind.specialists}
+    return {kind.name for kind in kinds} | experts | specialists
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -76,6 +78,7 @@ def test_the_names_scanned_are_the_built_in_kinds_and_experts() -> None:
     names = builtin_names()
     assert {"support", "document", "prompt"} <= names
     assert len(names) > 3  # the experts' names too
+    assert "billing_refunds" in names  # and the specialists'
 
 
 def test_the_scan_finds_a_built_in_name_in_code_and_not_in_a_docstring() -> None:

@@ -42,3 +42,28 @@ def test_nothing_matches_gives_no_hits_and_an_empty_index_answers_empty() -> Non
 def test_a_missing_folder_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such folder"):
         read_articles(tmp_path / "nope")
+
+
+def test_the_example_articles_are_read_with_the_subfolder_as_their_section() -> None:
+    sections = {article.id: article.section for article in read_articles(KB)}
+    assert sections["refunds"] == sections["billing"] == "billing"
+    assert sections["technical"] == "technical" and sections["returns"] == "shipping"
+    assert sections["warranty"] == "", "an article at the top belongs to no section"
+
+
+def test_a_search_kept_to_sections_finds_only_their_articles() -> None:
+    kb = KnowledgeBase(read_articles(KB))
+    query = "please refund me: my parcel never arrived and the tracking shows nothing"
+    everywhere = {hit.article_id for hit in kb.search(query, 5)}
+    billing = kb.search(query, 5, sections=("billing",))
+    assert "shipping" in everywhere and billing
+    assert {hit.article_id for hit in billing} <= {"billing", "refunds"}
+    assert kb.search(query, 5, sections=("no_such_section",)) == []
+
+
+def test_two_articles_of_one_name_in_different_sections_are_refused(tmp_path: Path) -> None:
+    for section in ("a", "b"):
+        (tmp_path / section).mkdir()
+        (tmp_path / section / "same.md").write_text("# Same\nBody.", encoding="utf-8")
+    with pytest.raises(InputError, match="an article named 'same' is also at a/same.md"):
+        read_articles(tmp_path)
