@@ -39,6 +39,7 @@ from tierflow.tasks.dispatch import send_attempt
 from tierflow.tasks.features import attempt_cascade_gain
 from tierflow.tasks.judging import send_judging
 from tierflow.tasks.runtime import Runtime, runtime_for
+from tierflow.tasks.search import search_on, searching
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,15 @@ def finish_attempt(app: Any, job_id: str, attempt: int, failure: str | None) -> 
             else None
         )
         verdict = judge(kind, outcomes, tier, policy, gain, job_text(kind, job.payload))
-        if verdict.action is VerdictAction.ESCALATE and verdict.next_tier is not None:
+        searched = searching(current.decision, verdict)  # the search's next step, else by tier
+        if searched:
+            step = (attempt, tier, current.decision)
+            verdict, escalated_to = search_on(session, runtime, policy, job, step, verdict, outcomes)
+        elif verdict.action is VerdictAction.ESCALATE and verdict.next_tier is not None:
             verdict, escalated_to = _escalate(session, runtime, policy, job, attempt, verdict)
         record_verdict(session, job_id, attempt, verdict.action.value, verdict.quality, list(verdict.reasons))
         _feedback(session, job_id, attempt, tier, verdict)
-        if escalated_to is None:
+        if escalated_to is None and not searched:
             _conclude(session, job_id, attempt, tier, verdict)
     if escalated_to is not None:
         send_attempt(app, job_id, attempt + 1, escalated_to.value)

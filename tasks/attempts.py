@@ -11,6 +11,7 @@ from tierflow.routing.states import JobState
 from tierflow.store.db import transaction
 from tierflow.store.lifecycle import load_attempt, load_job, move_job, start_attempt, touch_job
 from tierflow.tasks.runtime import runtime_for
+from tierflow.tasks.search import expert_context
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def run_job(self: Any, job_id: str, attempt: int) -> None:
         "payload": job.payload,
         "models": current.decision["models"],
         "rerun": current.state != "dispatched",
+        **expert_context(current.decision),  # a search step: its retrieval and what it carries
     }
     queue = f"tier.{current.tier}"
     experts = group(

@@ -24,6 +24,7 @@ from tierflow.routing.kinds.spec import ExpertSpec, ExpertType, KindSpec
 from tierflow.store.db import transaction
 from tierflow.store.lifecycle import has_expert_result, load_attempt, load_job, upsert_expert_result
 from tierflow.tasks.runtime import Runtime, runtime_for
+from tierflow.tasks.search import expert_context
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,11 @@ def expert(
         if job is None or current is None:
             return {"expert": name, "ok": False, "reused": False}
         context = {"kind": job.kind, "payload": job.payload, "models": current.decision["models"]}
+        context |= expert_context(current.decision)
     try:
-        row = run_expert(runtime, context["kind"], context["payload"], name, context["models"])
+        row = run_expert(
+            runtime, context["kind"], context["payload"], name, context["models"], context.get("search")
+        )
     except TierRateLimited as exc:
         # The whole tier is at its cluster-wide limit: come back later instead of holding a slot.
         raise self.retry(exc=exc.error, countdown=exc.error.retry_after or 1.0) from None
@@ -74,10 +78,16 @@ def _local(output: dict[str, Any], confidence: float, started: float) -> dict[st
 
 
 def run_expert(
-    runtime: Runtime, kind_name: str, payload: dict[str, Any], name: str, models: list[str]
+    runtime: Runtime,
+    kind_name: str,
+    payload: dict[str, Any],
+    name: str,
+    models: list[str],
+    search: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run an expert by its type: search the knowledge base, run a rule, or ask the tier's models
-    with structured output. A job of a kind (or an expert) no longer declared fails the expert."""
+    with structured output. A job of a kind (or an expert) no longer declared fails the expert.
+    `search` is a strategy search step's (tasks/search.py expert_context)."""
     kind = runtime.kinds.get(kind_name) if kind_name in runtime.kinds else None
     definition = kind.expert(name) if kind is not None else None
     if kind is None or definition is None:
@@ -99,14 +109,22 @@ def run_expert(
         assert definition.run is not None, "the registry resolves every rule expert's rule"
         result = definition.run(payload, text, runtime.policy(), definition.options)
         return _local(result.output, result.confidence, started)
-    return _ask_models(runtime, payload, kind, definition, models)
+    return _ask_models(runtime, payload, kind, definition, models, search or {})
 
 
 def _ask_models(
-    runtime: Runtime, payload: dict[str, Any], kind: KindSpec, definition: ExpertSpec, models: list[str]
+    runtime: Runtime,
+    payload: dict[str, Any],
+    kind: KindSpec,
+    definition: ExpertSpec,
+    models: list[str],
+    search: dict[str, Any],
 ) -> dict[str, Any]:
-    context: dict[str, Any] = {}
-    if definition.grounded:
+    context: dict[str, Any] = {"draft": search["draft"]} if search.get("draft") else {}
+    grounded = definition.grounded if search.get("retrieval") is None else bool(search["retrieval"])
+    if grounded and search.get("articles"):  # what an earlier search step retrieved
+        context["articles"] = search["articles"]
+    elif grounded:
         hits = runtime.knowledge(job_text(kind, payload), 2)
         context["articles"] = [hit.as_dict() for hit in hits]
     prompt = expert_prompt(kind, definition, payload, context)
