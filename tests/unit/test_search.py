@@ -216,3 +216,30 @@ def test_needs_clarification_is_terminal_and_reached_from_a_live_job() -> None:
     for source in (JobState.CLASSIFIED, JobState.RUNNING, JobState.ESCALATED):
         check_transition(source, JobState.NEEDS_CLARIFICATION)
     assert len(JobState.NEEDS_CLARIFICATION.value) <= 32, "the state and verdict columns take 32 characters"
+
+
+def test_a_search_steps_experts_get_its_retrieval_and_what_it_carried() -> None:
+    from tierflow.tasks.search import expert_context
+
+    policy = _policy({"support": {"order": ["direct", "retrieval"]}})
+    direct = first_decision(SUPPORT, REFUND, policy, DecisionContext())
+    article = {"title": "Refunds", "snippet": "within 30 days"}
+    state = learned(_state(direct), _uncertain(0.5), [article])
+    retrieval = next_decision(SUPPORT, REFUND, policy, DecisionContext(), state, _uncertain(0.5), Tier.SMALL)
+    assert expert_context(direct.as_dict()) == {"search": {"retrieval": False, "articles": [], "draft": None}}
+    given = expert_context(retrieval.as_dict())["search"]
+    assert given == {"retrieval": True, "articles": [article], "draft": {"answer": "draft"}}
+    assert expert_context(decide(SUPPORT, REFUND, Policy()).as_dict()) == {}
+
+
+def test_explain_shows_each_step_with_its_cost_and_what_it_carried() -> None:
+    from tierflow.worker.cli_explain import search_line
+
+    plan = SearchPlan(order=("direct", "verify"), max_steps=2)
+    state = SearchState("prompt", plan, 1, 2, {"draft": {"answer": "x"}, "draft_quality": 0.5})
+    experts = [{"cost_usd": 0.0001}, {"cost_usd": 0.0002}]
+    line = search_line(state.as_dict(), experts)
+    assert (
+        line
+        == "search prompt: step verify of direct -> verify, model steps 2/2, cost $0.000300, carried draft"
+    )
