@@ -12,8 +12,11 @@ from pydantic import BaseModel, ConfigDict
 from tierflow.api.auth import ApiError, caller_tenant
 from tierflow.api.shapes import chat_completion, job_error, model_tier, prompt_of
 from tierflow.client import Client
+from tierflow.routing.states import HELD
 from tierflow.store.api_batches import job_outcomes
 from tierflow.store.db import transaction
+
+HELD_STATES = frozenset(state.value for state in HELD)  # no answer, but nothing went wrong
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 Tenant = Annotated[str | None, Depends(caller_tenant)]
@@ -62,6 +65,6 @@ def chat_completions(request: Request, tenant: Tenant, body: ChatRequest) -> dic
     if outcome.state != "succeeded":
         error = job_error(outcome)
         raise ApiError(
-            422 if outcome.state == "needs_review" else 502, error["message"], error["code"], job_id=job_id
+            422 if outcome.state in HELD_STATES else 502, error["message"], error["code"], job_id=job_id
         )
     return chat_completion(outcome, int(time.time()))

@@ -214,6 +214,9 @@ def job_error(outcome: Outcome) -> dict[str, str]:
     """Why a job gave no accepted answer, as an OpenAI error object."""
     if outcome.state == "needs_review":
         return {"code": "needs_review", "message": "the answer is held for a person (tierflow review)"}
+    if outcome.state == "needs_clarification":  # the message is the question for the customer
+        question = (outcome.output or {}).get("question")
+        return {"code": "needs_clarification", "message": str(question or "the job needs clarification")}
     if outcome.error == "cancelled":
         return {"code": "batch_cancelled", "message": "the batch was cancelled before this request ran"}
     return {"code": "job_failed", "message": outcome.error or f"the job ended {outcome.state}"}

@@ -34,9 +34,14 @@ EXPLORATION_SALT = "tierflow/explore"
 class Strategy(str, Enum):
     DIRECT = "direct"  # one model call
     EXPERTS = "experts"  # several experts in parallel
+    RETRIEVAL = "retrieval"  # the answering experts grounded in the knowledge base (a search step)
     VERIFY = "verify"  # an answer and an independent verifier that must agree
     RULES = "rules"  # the rules already answered with validated evidence: rule experts only
+    CLARIFY = "clarify"  # no model call: a question back to the customer (a search step)
     REVIEW = "review"  # straight to a person, no model call
+
+
+Chosen = tuple[Strategy, tuple[str, ...]]  # a strategy and its experts
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,11 @@ class Decision:
     specialist: str | None = None
     intent: str | None = None
     stage: str | None = None
+    # The strategy search this attempt is a step of (routing/search.py); None: no search.
+    search: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        body = {
             "tier": self.tier.value,
             "strategy": self.strategy.value,
             "experts": list(self.experts),
@@ -75,6 +82,7 @@ class Decision:
             "intent": self.intent,
             "stage": self.stage,
         }
+        return body if self.search is None else body | {"search": self.search}
 
 
 def choose_tier(difficulty: float, policy: Policy) -> Tier:
@@ -96,19 +104,25 @@ def decide(
     policy: Policy,
     ctx: DecisionContext | None = None,
     floor: Tier | None = None,
+    chosen: Chosen | None = None,
 ) -> Decision:
     """Decide a first attempt, or (with `floor`, the tier to escalate to) a later one; as the
-    specialist the analysis selects runs the kind (the same one for every attempt of a job)."""
+    specialist the analysis selects runs the kind (the same one for every attempt of a job).
+
+    Args:
+        chosen: the strategy and experts a strategy search chose (routing/search.py); risk
+            review and an answer by the rules still come first. None: chosen from the analysis.
+    """
     ctx = ctx or DecisionContext()
     view, choice = specialist_view(kind, analysis)
     effective, arm = _arm(policy, ctx.job_id)
-    decision = _chosen(_decide(view, analysis, effective, ctx, floor, arm), choice)
+    decision = _chosen(_decide(view, analysis, effective, ctx, floor, arm, chosen), choice)
     shadows = [e for e in policy.experiments if e.mode is ExperimentMode.SHADOW]
     if not shadows:
         return decision
     shadow = shadows[0]
     twin = _decide(
-        view, analysis, policy.with_overrides(shadow.overrides), ctx, floor, f"{shadow.name}:shadow"
+        view, analysis, policy.with_overrides(shadow.overrides), ctx, floor, f"{shadow.name}:shadow", chosen
     )
     return replace(decision, shadow=_chosen(twin, choice).as_dict())
 
@@ -148,12 +162,14 @@ def _uses_model(kind: KindSpec, name: str) -> bool:
     return expert is not None and expert.uses_model
 
 
-def _strategy(kind: KindSpec, analysis: Analysis, policy: Policy) -> tuple[Strategy, tuple[str, ...]]:
+def _strategy(kind: KindSpec, analysis: Analysis, policy: Policy, chosen: Chosen | None = None) -> Chosen:
     experts = kind_experts(kind, policy)
     if policy.review_high_risk and analysis.risk >= policy.review_risk:
         return Strategy.REVIEW, ()
     if analysis.rules_answered:
         return Strategy.RULES, tuple(name for name in experts if not _uses_model(kind, name))
+    if chosen is not None:
+        return chosen
     verifiers = kind.verify_experts()
     if verifiers and analysis.difficulty >= policy.verify_difficulty:
         return Strategy.VERIFY, (*experts, *verifiers)
@@ -185,6 +201,7 @@ def _decide(
     ctx: DecisionContext,
     floor: Tier | None,
     arm: str | None,
+    picked: Chosen | None = None,
 ) -> Decision:
     pin = ctx.pinned_tier
     tier, reasons, propensity = _start(kind, analysis, policy, ctx, floor)
@@ -195,7 +212,7 @@ def _decide(
 
     if pin is not None and pin not in policy.ladder:
         return review(f"pinned to {pin.value}, which the ladder does not name")
-    strategy, experts = _strategy(kind, analysis, policy)
+    strategy, experts = _strategy(kind, analysis, policy, picked)
     if strategy is Strategy.REVIEW:
         return review(f"risk {analysis.risk:.2f} >= {policy.review_risk:.2f}: straight to a person")
     cap = pin or policy.cap(kind.name, kind.routing.max_tier)

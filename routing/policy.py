@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tierflow.routing.experiments import Experiment
 from tierflow.routing.learning import LearnedRouting, LearningSettings
 from tierflow.routing.rules import RoutingRule
+from tierflow.routing.search_plan import SearchPlan, valid_plan_key
 from tierflow.routing.states import TIER_LADDER, Tier
 
 DEFAULT_TIER_LATENCY_S: dict[Tier, float] = {Tier.SMALL: 2.0, Tier.MEDIUM: 5.0, Tier.LARGE: 12.0}
@@ -71,6 +72,10 @@ class Policy(BaseModel):
     # graded by a judge on the top tier, within judge_budget_usd a day (UTC); 0: none.
     judge_share: float = Field(default=0.0, ge=0, le=1)
     judge_budget_usd: float = Field(default=1.0, ge=0)
+    # Strategy search (routing/search_plan.py), per kind ("support") or kind and intent
+    # ("support/refund"): a job whose plan is named tries its strategies in order while its
+    # results are judged uncertain. A kind named nowhere here escalates by tier alone.
+    search: dict[str, SearchPlan] = Field(default_factory=dict)
 
     def threshold(self, tier: Tier) -> float:
         return self.accept_quality_by_tier.get(tier, self.accept_quality)
@@ -89,6 +94,23 @@ class Policy(BaseModel):
         body.update(overrides)
         body["experiments"] = []
         return Policy.model_validate(body)
+
+    @field_validator("search")
+    @classmethod
+    def _search_keys(cls, search: dict[str, SearchPlan]) -> dict[str, SearchPlan]:
+        for key in search:
+            valid_plan_key(key)
+        return search
+
+    @model_validator(mode="after")
+    def _search_tiers(self) -> Policy:
+        for key, plan in self.search.items():
+            off = [
+                str(step) for step in plan.steps() if step.tier is not None and step.tier not in self.ladder
+            ]
+            if off:
+                raise ValueError(f"search.{key}.order names tiers not on the ladder: {', '.join(off)}")
+        return self
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> Policy:

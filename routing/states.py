@@ -14,6 +14,8 @@ class JobState(str, Enum):
     ESCALATED = "escalated"
     SUCCEEDED = "succeeded"
     NEEDS_REVIEW = "needs_review"
+    # The job asks its customer a question (its result) instead of answering: a reply is a new job.
+    NEEDS_CLARIFICATION = "needs_clarification"
     FAILED = "failed"
 
     @property
@@ -34,16 +36,19 @@ class Tier(str, Enum):
 TIER_LADDER: tuple[Tier, ...] = (Tier.SMALL, Tier.MEDIUM, Tier.LARGE)
 
 # needs_review is terminal for the pipeline: a person's decision ends it later.
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.NEEDS_REVIEW, JobState.FAILED})
+TERMINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.NEEDS_REVIEW, JobState.NEEDS_CLARIFICATION, JobState.FAILED}
+)
+# Where a job may end without a model's accepted answer, besides failing.
+HELD = frozenset({JobState.NEEDS_REVIEW, JobState.NEEDS_CLARIFICATION})
 
 _ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.CLASSIFIED, JobState.FAILED}),
-    JobState.CLASSIFIED: frozenset({JobState.RUNNING, JobState.NEEDS_REVIEW, JobState.FAILED}),
-    JobState.RUNNING: frozenset(
-        {JobState.ESCALATED, JobState.SUCCEEDED, JobState.NEEDS_REVIEW, JobState.FAILED}
-    ),
-    JobState.ESCALATED: frozenset({JobState.RUNNING, JobState.NEEDS_REVIEW, JobState.FAILED}),
+    JobState.CLASSIFIED: frozenset({JobState.RUNNING, *HELD, JobState.FAILED}),
+    JobState.RUNNING: frozenset({JobState.ESCALATED, JobState.SUCCEEDED, *HELD, JobState.FAILED}),
+    JobState.ESCALATED: frozenset({JobState.RUNNING, *HELD, JobState.FAILED}),
     JobState.NEEDS_REVIEW: frozenset({JobState.SUCCEEDED, JobState.FAILED}),
+    JobState.NEEDS_CLARIFICATION: frozenset(),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
 }

@@ -25,6 +25,7 @@ class VerdictAction(str, Enum):
     ACCEPT = "accept"
     ESCALATE = "escalate"
     NEEDS_REVIEW = "needs_review"
+    NEEDS_CLARIFICATION = "needs_clarification"  # a strategy search's clarify step (routing/search.py)
     FAIL = "fail"
 
 
@@ -35,6 +36,9 @@ class Verdict:
     output: dict[str, Any] | None
     reasons: tuple[str, ...]
     next_tier: Tier | None = None
+    # Judged on its quality or checks (not on failed experts or a review rule): a strategy
+    # search moves on to its next strategy, whether or not a tier is left above.
+    uncertain: bool = False
 
 
 def _answers(kind: KindSpec, name: str) -> bool:
@@ -194,12 +198,12 @@ def judge(
         return Verdict(VerdictAction.NEEDS_REVIEW, round(quality, 3), output, tuple(reasons))
     learned = _learned_escalation(kind, policy, cascade_gain)
     if learned is not None and above is not None:
-        return Verdict(VerdictAction.ESCALATE, round(quality, 3), output, (*reasons, learned), above)
+        return Verdict(VerdictAction.ESCALATE, round(quality, 3), output, (*reasons, learned), above, True)
     threshold = policy.threshold(tier)
     if quality >= threshold and not state.escalate:
         return Verdict(VerdictAction.ACCEPT, round(quality, 3), output, tuple(reasons))
     reasons.append(f"quality below {threshold:.2f}" if quality < threshold else "a check failed")
     if above is not None:
-        return Verdict(VerdictAction.ESCALATE, round(quality, 3), output, tuple(reasons), above)
+        return Verdict(VerdictAction.ESCALATE, round(quality, 3), output, tuple(reasons), above, True)
     reasons.append(f"no tier above {tier.value} for {kind.name} jobs")
-    return Verdict(VerdictAction.NEEDS_REVIEW, round(quality, 3), output, tuple(reasons))
+    return Verdict(VerdictAction.NEEDS_REVIEW, round(quality, 3), output, tuple(reasons), None, True)

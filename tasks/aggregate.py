@@ -45,6 +45,7 @@ from tierflow.tasks.context import decision_context
 from tierflow.tasks.features import attempt_cascade_gain
 from tierflow.tasks.judging import send_judging
 from tierflow.tasks.runtime import Runtime, runtime_for
+from tierflow.tasks.search import search_on, searching
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +140,15 @@ def finish_attempt(
             else None
         )
         verdict = judge(kind, outcomes, tier, policy, gain, job_text(kind, job.payload))
-        if verdict.action is VerdictAction.ESCALATE and verdict.next_tier is not None:
+        searched = searching(current.decision, verdict)  # the search's next step, else by tier
+        if searched:
+            step = (attempt, tier, current.decision)
+            verdict, escalated = search_on(session, runtime, policy, job, step, verdict, outcomes)
+        elif verdict.action is VerdictAction.ESCALATE and verdict.next_tier is not None:
             verdict, escalated = _escalate(session, runtime, policy, job, attempt, verdict)
         record_verdict(session, job_id, attempt, verdict.action.value, verdict.quality, list(verdict.reasons))
         _feedback(session, job_id, attempt, tier, verdict)
-        if escalated is None:
+        if escalated is None and not searched:
             _conclude(session, job_id, attempt, tier, verdict)
     if escalated is not None:
         context = expert_context(job.kind, job.payload, escalated.as_dict())

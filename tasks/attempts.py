@@ -11,6 +11,7 @@ from tierflow.routing.states import JobState
 from tierflow.store.db import transaction
 from tierflow.store.lifecycle import load_attempt, load_job, move_job, start_attempt, touch_job
 from tierflow.tasks.runtime import runtime_for
+from tierflow.tasks.search import search_context
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,14 @@ def run_job(self: Any, job_id: str, attempt: int) -> None:
 
 
 def expert_context(kind: str, payload: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
-    """What an attempt's experts need of its job and decision: kind, payload, models, specialist."""
+    """What an attempt's experts need of its job and decision: kind, payload, models, specialist,
+    and for a strategy search's step, its retrieval and what earlier steps learned."""
     return {
         "kind": kind,
         "payload": payload,
         "models": decision["models"],
         "specialist": decision.get("specialist"),
+        **search_context(decision),
     }
 
 

@@ -15,8 +15,9 @@ from celery import shared_task
 
 from tierflow.providers.tokens import count_tokens
 from tierflow.routing.analysis import Analysis, job_text
-from tierflow.routing.decision import Strategy, decide
+from tierflow.routing.decision import Strategy
 from tierflow.routing.experts import Prompt
+from tierflow.routing.search import first_decision
 from tierflow.routing.stages import LLMStage, analyze
 from tierflow.routing.states import JobState
 from tierflow.store.db import transaction
@@ -35,6 +36,7 @@ from tierflow.tasks.dispatch import send_attempt
 from tierflow.tasks.experts import call_tier, request_for, spend
 from tierflow.tasks.features import job_features
 from tierflow.tasks.runtime import Runtime, runtime_for
+from tierflow.tasks.search import end_search
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ def _classified(
     features = job_features(runtime, policy, kind, job.payload)  # may embed: outside the transaction
     with transaction(runtime.sessions) as session:
         ctx = replace(decision_context(session, runtime, policy, job), prompt_features=features)
-        decision = decide(kind, analysis, policy, ctx)
+        decision = first_decision(kind, analysis, policy, ctx)  # decide(), or a search's first step
         body = analysis.as_dict() | {"cached": cached}
         moved = move_job(
             session,
@@ -115,6 +117,9 @@ def _classified(
                     **spend(calls),
                 },
             )
+        if decision.search is not None and decision.strategy in (Strategy.CLARIFY, Strategy.REVIEW):
+            end_search(session, job.id, 1, decision)
+            return True, None
         if decision.strategy is Strategy.REVIEW:
             hold_for_review(session, job.id, 1, decision.tier, decision.reasons)
             return True, None

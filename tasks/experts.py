@@ -24,6 +24,7 @@ from tierflow.routing.kinds.prompts import expert_prompt
 from tierflow.routing.kinds.spec import ExpertSpec, ExpertType, KindSpec
 from tierflow.store.db import transaction
 from tierflow.store.lifecycle import load_attempt, load_job
+from tierflow.tasks.attempts import expert_context
 from tierflow.tasks.runtime import Runtime, runtime_for
 
 log = logging.getLogger(__name__)
@@ -54,15 +55,16 @@ def expert(
         if job is None or current is None or current.state == "judged":
             gone = "the attempt is judged" if current is not None and job is not None else "no such attempt"
             return {"expert": name, "ok": False, "row": None, "skipped": gone}
-        context = {
-            "kind": job.kind,
-            "payload": job.payload,
-            "models": current.decision["models"],
-            "specialist": current.decision.get("specialist"),
-        }
+        context = expert_context(job.kind, job.payload, current.decision)
     try:
         row = run_expert(
-            runtime, context["kind"], context["payload"], name, context["models"], context.get("specialist")
+            runtime,
+            context["kind"],
+            context["payload"],
+            name,
+            context["models"],
+            context.get("specialist"),
+            context.get("search"),
         )
     except TierRateLimited as exc:
         # The whole tier is at its cluster-wide limit: come back later instead of holding a slot.
@@ -88,10 +90,13 @@ def run_expert(
     name: str,
     models: list[str],
     specialist: str | None = None,
+    search: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run an expert by its type: search the knowledge base, run a rule, or ask the tier's models
     with structured output; as the kind's `specialist` runs it when one is named (its knowledge
-    sections, its instruction). A job of a kind (or an expert) no longer declared fails the expert."""
+    sections, its instruction), and as a strategy search's step when `search` is given (whether
+    it reads the knowledge base, what earlier steps learned: tasks/search.py search_context).
+    A job of a kind (or an expert) no longer declared fails the expert."""
     kind = runtime.kinds.get(kind_name) if kind_name in runtime.kinds else None
     definition = kind.expert(name) if kind is not None else None
     if kind is None or definition is None:
@@ -116,10 +121,14 @@ def run_expert(
         assert definition.run is not None, "the registry resolves every rule expert's rule"
         result = definition.run(payload, text, runtime.policy(), definition.options)
         return _local(result.output, result.confidence, started)
-    context: dict[str, Any] = {}
+    search = search or {}
+    context: dict[str, Any] = {"draft": search["draft"]} if search.get("draft") else {}
     if chosen is not None and definition.name in chosen.instructions:
         context["instruction"] = chosen.instructions[definition.name]
-    if definition.grounded:
+    grounded = definition.grounded if search.get("retrieval") is None else bool(search["retrieval"])
+    if grounded and search.get("articles"):  # what an earlier search step retrieved
+        context["articles"] = search["articles"]
+    elif grounded:
         context["articles"] = [hit.as_dict() for hit in runtime.knowledge(text, 2, sections)]
     return _ask_models(runtime, payload, kind, definition, models, context)
 

@@ -80,6 +80,8 @@ def _attempt_branch(tree: Tree, attempt: dict[str, Any]) -> None:
         f"(quality {quality}), worker {attempt['worker'] or '-'}",
     )
     _decision_branch(node, decision)
+    if decision.get("search"):
+        _add(node, search_line(decision["search"], attempt["experts"]))
     for expert in attempt["experts"]:
         status = f"error: {expert['error']}" if expert["error"] else f"confidence {expert['confidence']}"
         leaf = _add(
@@ -91,6 +93,18 @@ def _attempt_branch(tree: Tree, attempt: dict[str, Any]) -> None:
             _add(leaf, f"call {call['model']}: {call['outcome']}, {call['latency_s']:.3f}s")
     for reason in attempt["reasons"]:
         _add(node, f"verdict: {reason}")
+
+
+def search_line(search: dict[str, Any], experts: list[dict[str, Any]]) -> str:
+    """A strategy search step (routing/search.py): which step, how many model steps so far, its cost."""
+    plan = search.get("plan", {})
+    cost = sum(float(expert["cost_usd"] or 0.0) for expert in experts)
+    carried = sorted(k for k in search.get("carried", {}) if k != "draft_quality")
+    return (
+        f"search {search.get('key')}: step {search.get('step')} of {' -> '.join(plan.get('order', []))}, "
+        f"model steps {search.get('steps')}/{plan.get('max_steps')}, cost ${cost:.6f}, "
+        f"carried {', '.join(carried) or 'nothing'}"
+    )
 
 
 def render_trace(trace: dict[str, Any]) -> Tree:

@@ -58,8 +58,9 @@ def summary_table(summary: dict[str, Any], elapsed_s: float) -> Table:
         table.add_row(f"tier {tier.value}: routed first / answered last", f"{first} / {final}")
     table.add_row("escalations", str(summary["escalations"]))
     states = summary["states"]
-    for state in (JobState.SUCCEEDED, JobState.NEEDS_REVIEW, JobState.FAILED):
-        table.add_row(state.value.replace("_", " "), str(states.get(state.value, 0)))
+    for state in (JobState.SUCCEEDED, JobState.NEEDS_REVIEW, JobState.NEEDS_CLARIFICATION, JobState.FAILED):
+        if state is not JobState.NEEDS_CLARIFICATION or states.get(state.value):  # only a search asks
+            table.add_row(state.value.replace("_", " "), str(states.get(state.value, 0)))
     table.add_section()
     table.add_row("total cost", _money(summary["total_cost_usd"]))
     table.add_row("cost per job", _money(summary["cost_per_job_usd"]))

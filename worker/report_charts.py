@@ -18,8 +18,16 @@ from matplotlib.figure import Figure
 from tierflow.routing.states import JobState
 from tierflow.store.report_queries import TIERS, ReportData, rates, success_series
 
-STATES = [JobState.SUCCEEDED.value, JobState.NEEDS_REVIEW.value, JobState.FAILED.value]
-STATE_COLOURS = {"succeeded": "#3a923a", "needs_review": "#e0a030", "failed": "#c03d3d"}
+STATES = [
+    s.value
+    for s in (JobState.SUCCEEDED, JobState.NEEDS_REVIEW, JobState.NEEDS_CLARIFICATION, JobState.FAILED)
+]
+STATE_COLOURS = {
+    "succeeded": "#3a923a",
+    "needs_review": "#e0a030",
+    "needs_clarification": "#5a8fc8",
+    "failed": "#c03d3d",
+}
 OTHER_COLOUR = "#9e9e9e"
 ACTUAL, LARGE = "#4c72b0", "#c44e52"
 

@@ -121,3 +121,11 @@ def test_an_accepted_job_is_an_output_line_with_the_tier_model_usage_and_cost() 
 def test_a_job_without_an_accepted_answer_is_an_error_line(state: str, error: str | None, code: str) -> None:
     line = output_line(Outcome("oa-9", state, error, custom_id="c2"), 0)
     assert line["response"] is None and line["error"]["code"] == code and line["error"]["message"]
+
+
+def test_a_job_that_needs_clarification_is_an_error_line_whose_message_is_the_question() -> None:
+    question = "Which order is the refund for?"
+    asked = Outcome("oa-10", "needs_clarification", None, {"question": question}, custom_id="c3")
+    line = output_line(asked, 0)
+    assert line["response"] is None
+    assert line["error"] == {"code": "needs_clarification", "message": question}

@@ -43,8 +43,9 @@ def test_forbidden_transitions_raise_with_both_states(current: JobState, target:
 
 
 def test_terminal_states_lead_nowhere_but_review() -> None:
-    assert {JobState.SUCCEEDED, JobState.NEEDS_REVIEW, JobState.FAILED} == TERMINAL_STATES
-    for state in (JobState.SUCCEEDED, JobState.FAILED):
+    ended = {JobState.SUCCEEDED, JobState.NEEDS_REVIEW, JobState.NEEDS_CLARIFICATION, JobState.FAILED}
+    assert ended == TERMINAL_STATES
+    for state in (JobState.SUCCEEDED, JobState.NEEDS_CLARIFICATION, JobState.FAILED):
         assert not any(state in sources_of(target) for target in JobState)
 
 
