@@ -131,17 +131,20 @@ def build_encoder(settings: Settings, name: str) -> CachedEncoder:
 
 
 def build_semantic_stage(settings: Settings, routes_file: Path | None = None) -> SemanticStage:
-    """The semantic stage fitted on `routes_file` (settings.semantic_routes when None)."""
-    from tierflow.providers.labelled import fit_routes, read_labelled
+    """The semantic stage fitted on `routes_file` (settings.semantic_routes when None) with
+    settings.semantic_classifier, flat or along settings.semantic_hierarchy."""
+    from tierflow.providers.labelled import read_labelled
+    from tierflow.providers.semantic_fit import ClassifierKind, fit_classifier, predict
 
     path = routes_file or settings.semantic_routes
     assert path is not None
     encoder = build_encoder(settings, settings.semantic_encoder)
     inner = encoder.inner
-    routes = fit_routes(encoder, read_labelled(path))
+    kind = ClassifierKind(settings.semantic_classifier)
+    routes = fit_classifier(encoder, read_labelled(path), path, kind, settings.semantic_hierarchy)
 
     def guess(text: str) -> SemanticGuess:
-        match = routes.classify(inner.encode([text]))[0]  # queries are not cached: each is new
+        match = predict(routes, inner.encode([text]))[0]  # queries are not cached: each is new
         return SemanticGuess(match.route, match.score, match.decided, match.runner_up)
 
     return guess
