@@ -43,7 +43,8 @@ if str(ROOT) not in sys.path:
 from tierflow.providers.encoders import CachedEncoder, LocalMiniLM  # noqa: E402
 from tierflow.providers.labelled import OUT_OF_SCOPE, LabelledText, fit_routes, read_labelled  # noqa: E402
 from tierflow.routing.semantic import Outcome, SemanticMatch, SemanticRoutes  # noqa: E402
-from tierflow.worker.cli_eval import SemanticReport, classify_texts, report  # noqa: E402
+from tierflow.worker.cli_eval import classify_texts  # noqa: E402
+from tierflow.worker.cli_eval_semantic import SemanticReport, report  # noqa: E402
 
 DATASETS = (("banking77", "train", "test"), ("clinc150", "train", "val"))
 BATCH = 64

@@ -29,7 +29,6 @@ from tierflow.routing.kinds.registry import KindRegistry, builtin_registry
 from tierflow.routing.kinds.spec import KindSpec
 from tierflow.routing.policy import Policy
 from tierflow.routing.retrieval import Hit, KnowledgeBase
-from tierflow.routing.semantic import Outcome
 from tierflow.routing.stages import SemanticGuess, SemanticStage
 from tierflow.routing.states import Tier
 from tierflow.store.db import make_engine, make_sessions, redact, transaction
@@ -133,19 +132,21 @@ def build_encoder(settings: Settings, name: str) -> CachedEncoder:
 
 
 def build_semantic_stage(settings: Settings, routes_file: Path | None = None) -> SemanticStage:
-    """The semantic stage fitted on `routes_file` (settings.semantic_routes when None)."""
-    from tierflow.providers.labelled import fit_routes, read_labelled
+    """The semantic stage fitted on `routes_file` (settings.semantic_routes when None) with
+    settings.semantic_classifier, flat or along settings.semantic_hierarchy."""
+    from tierflow.providers.labelled import read_labelled
+    from tierflow.providers.semantic_fit import ClassifierKind, fit_classifier, predict
 
     path = routes_file or settings.semantic_routes
     assert path is not None
     encoder = build_encoder(settings, settings.semantic_encoder)
     inner = encoder.inner
-    routes = fit_routes(encoder, read_labelled(path))
+    kind = ClassifierKind(settings.semantic_classifier)
+    routes = fit_classifier(encoder, read_labelled(path), path, kind, settings.semantic_hierarchy)
 
     def guess(text: str) -> SemanticGuess:
-        match = routes.classify(inner.encode([text]))[0]  # queries are not cached: each is new
-        out_of_scope = match.outcome is Outcome.LOW_SCORE
-        return SemanticGuess(match.route, match.score, match.decided, match.runner_up, out_of_scope)
+        match = predict(routes, inner.encode([text]))[0]  # queries are not cached: each is new
+        return SemanticGuess(match.route, match.score, match.decided, match.runner_up, match.low_score)
 
     return guess
 

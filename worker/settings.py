@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     # Semantic stage of the analysis: route examples ({"text", "intent"} JSON Lines); off when unset
     semantic_routes: Path | None = None
     semantic_encoder: Literal["local", "openai"] = "local"
+    # nearest: nearest examples or centroids; linear: a softmax regression fitted on the routes
+    semantic_classifier: Literal["nearest", "linear"] = "nearest"
+    # A route tree ({"domain": ["intent", ...]}): route by domain first, then intent; off when unset
+    semantic_hierarchy: Path | None = None
     semantic_model: str = "text-embedding-3-small"  # with the openai encoder
     embeddings_cache_dir: Path = Path(".tierflow/embeddings")
 

@@ -1,4 +1,4 @@
-"""Reading a route tree file for `tierflow eval semantic --hierarchy FILE` and fitting it.
+"""Reading a route tree file (`--hierarchy FILE`, `semantic_hierarchy`) and fitting it.
 
 Owns turning a JSON file (`{"domain": ["intent", ...], ...}`, as CLINC150's
 domains.json) into a validated `routing.semantic_tree.RouteTree`, checking it
