@@ -90,7 +90,13 @@ def push_classify(app: Any, channel: Any, queue: Any, origin: str, job_ids: Iter
     if built is None:
         return None
     message, body, key = built
-    client = channel.client
+    # conn_or_acquire, not channel.client: that client's connection may be the one this process
+    # waits on in BRPOP (a control reply), whose reply an LPUSH's would then take.
+    with channel.conn_or_acquire() as client:
+        return _push(client, message, body, key, job_ids)
+
+
+def _push(client: Any, message: Any, body: Any, key: str, job_ids: Iterable[str]) -> int:
     sent, chunk = 0, []
     for job_id in job_ids:
         task_id = str(uuid.uuid4())
