@@ -14,6 +14,7 @@ import json
 import re
 
 from tierflow.providers.judge_rules import offline_grade
+from tierflow.routing.decompose import COURTESY, DECOMPOSE_TASK, SENTENCE_END
 from tierflow.routing.judging import JUDGE_TASK
 from tierflow.routing.kinds.offline import confidence, hardness, schema_answer
 from tierflow.routing.kinds.registry import KindRegistry, builtin_registry, default_offline_answer
@@ -36,6 +37,8 @@ def answer(system: str, user: str, strength: float, kinds: KindRegistry | None =
         return _analyze(user, strength)
     if task == "coach":
         return _coach(user, strength)
+    if task == DECOMPOSE_TASK:
+        return _decompose(system, user, strength)
     offline = (kinds or builtin_registry()).offline_answer(task) or default_offline_answer()
     return offline(user, strength)
 
@@ -87,4 +90,36 @@ def _analyze(text: str, strength: float) -> str:
     risk = min(1.0, 0.5 * len(RISKY.findall(text)))
     reasons = [f"{len(text.split())} words", f"looks like a {intent} request"]
     body = {"intent": intent, "difficulty": round(hardness(text), 3), "risk": risk, "reasons": reasons}
+    return json.dumps({**body, "confidence": confidence(strength, text)})
+
+
+OFFERED_INTENTS = re.compile(r"intent, one of: ([\w, ]+)\.")
+
+
+def _sentence_intent(sentence: str) -> str:
+    lowered = sentence.lower()
+    return next((name for word, name in INTENT_WORDS if word in lowered), "general")
+
+
+def _decompose(system: str, text: str, strength: float) -> str:
+    """Sentences grouped into asks: a sentence about another topic than the ask before it starts
+    a new ask, one about no topic stays with the ask before. One ask: no subtasks."""
+    offered = OFFERED_INTENTS.search(system)
+    intents = {name.strip() for name in offered.group(1).split(",")} if offered else set()
+    asks: list[tuple[str, list[str]]] = []
+    for sentence in SENTENCE_END.split(" ".join(text.split())):
+        if not sentence or COURTESY.match(sentence):
+            continue
+        intent = _sentence_intent(sentence)
+        if asks and (intent == "general" or intent == asks[-1][0]):
+            asks[-1][1].append(sentence)
+        elif asks and asks[-1][0] == "general":
+            asks[-1] = (intent, [*asks[-1][1], sentence])  # the opening sentences named no topic
+        else:
+            asks.append((intent, [sentence]))
+    subtasks = [
+        {"text": " ".join(sentences), "intent": intent if intent in intents else ""}
+        for intent, sentences in asks
+    ]
+    body = {"subtasks": subtasks if len(subtasks) >= 2 else []}
     return json.dumps({**body, "confidence": confidence(strength, text)})

@@ -54,6 +54,8 @@ class Analysis:
     # The semantic stage found no route near enough (the best below its fitted threshold) and
     # no later stage named an intent: the kind's general specialist takes it.
     out_of_scope: bool = False
+    # The job's split into several asks (routing/decompose.Split.as_dict); None: not looked at.
+    split: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Analysis:
@@ -73,7 +75,7 @@ class Analysis:
             "stronger": self.stronger,
             "rules_answered": self.rules_answered,
             "out_of_scope": self.out_of_scope,
-        }
+        } | ({} if self.split is None else {"split": self.split})
 
 
 def job_text(kind: KindSpec, payload: Mapping[str, object]) -> str:

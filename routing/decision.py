@@ -39,6 +39,7 @@ class Strategy(str, Enum):
     RULES = "rules"  # the rules already answered with validated evidence: rule experts only
     CLARIFY = "clarify"  # no model call: a question back to the customer (a search step)
     REVIEW = "review"  # straight to a person, no model call
+    MERGE = "merge"  # a decomposed job's answer, merged from its children's (routing/decompose.py)
 
 
 Chosen = tuple[Strategy, tuple[str, ...]]  # a strategy and its experts

@@ -12,6 +12,8 @@ class JobState(str, Enum):
     CLASSIFIED = "classified"
     RUNNING = "running"
     ESCALATED = "escalated"
+    # Split into child jobs by its analysis: it waits for every child to end, then is merged.
+    DECOMPOSED = "decomposed"
     SUCCEEDED = "succeeded"
     NEEDS_REVIEW = "needs_review"
     # The job asks its customer a question (its result) instead of answering: a reply is a new job.
@@ -43,7 +45,9 @@ TERMINAL_STATES = frozenset(
 HELD = frozenset({JobState.NEEDS_REVIEW, JobState.NEEDS_CLARIFICATION})
 
 _ALLOWED: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.CLASSIFIED, JobState.FAILED}),
+    JobState.QUEUED: frozenset({JobState.CLASSIFIED, JobState.DECOMPOSED, JobState.FAILED}),
+    # merged in the transaction that ends its last child, or running its merge expert
+    JobState.DECOMPOSED: frozenset({JobState.RUNNING, JobState.SUCCEEDED, *HELD, JobState.FAILED}),
     JobState.CLASSIFIED: frozenset({JobState.RUNNING, *HELD, JobState.FAILED}),
     JobState.RUNNING: frozenset({JobState.ESCALATED, JobState.SUCCEEDED, *HELD, JobState.FAILED}),
     JobState.ESCALATED: frozenset({JobState.RUNNING, *HELD, JobState.FAILED}),

@@ -90,8 +90,11 @@ def add_requests(session: Session, batch_id: str, rows: list[tuple[int, str, str
 
 
 def job_states(session: Session, job_batch_id: str) -> dict[str, int]:
+    """The batch's requests' jobs by state (a decomposed job's children are not requests)."""
     rows = session.execute(
-        select(Job.state, func.count()).where(Job.batch_id == job_batch_id).group_by(Job.state)
+        select(Job.state, func.count())
+        .where(Job.batch_id == job_batch_id, Job.parent_id.is_(None))
+        .group_by(Job.state)
     ).all()
     return {state: int(count) for state, count in rows}
 

@@ -67,7 +67,8 @@ def unfinished_jobs(session: Session, view: ClusterView, quiet_s: float, limit: 
     ]
     lost += [and_(in_queue(q), Job.sent_at < quiet) for q, n in view.queue_lengths.items() if n == 0]
     not_held = Job.id.not_in(sorted(view.held)) if view.held else true()
-    non_terminal = [s.value for s in JobState if not s.terminal]
+    # a decomposed parent waits on its children, not on a message (tasks/families.py sweeps it)
+    non_terminal = [s.value for s in JobState if not s.terminal and s is not JobState.DECOMPOSED]
     return list(
         session.execute(
             select(Job)

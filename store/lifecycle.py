@@ -9,7 +9,7 @@ on their unique keys, so a redelivered task never writes twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, func, select, update
@@ -229,16 +229,3 @@ def write_result(session: Session, row: dict[str, Any]) -> bool:
 
 def write_feedback(session: Session, row: dict[str, Any]) -> None:
     insert_ignore(session, Feedback, row, ["dedupe_key"])
-
-
-def stale_jobs(session: Session, now: datetime, limit: int) -> list[Job]:
-    non_terminal = [s.value for s in JobState if not s.terminal]
-    return list(
-        session.execute(
-            select(Job)
-            .where(Job.state.in_(non_terminal), Job.stale_after < now)
-            .order_by(Job.stale_after)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).scalars()
-    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
@@ -19,6 +19,8 @@ class BatchStatus:
     total: int
     by_state: dict[str, int]
     by_tier: dict[str, int]
+    # the children of its decomposed jobs, by state: not counted in `total` (their parent is)
+    children: dict[str, int] = field(default_factory=dict)
 
 
 def batch_exists(session: Session, batch_id: str) -> bool:
@@ -26,22 +28,29 @@ def batch_exists(session: Session, batch_id: str) -> bool:
 
 
 def batch_status(session: Session, batch_id: str) -> BatchStatus:
+    child = Job.parent_id.is_not(None)
     rows = session.execute(
-        select(Job.state, Job.tier, func.count())
+        select(Job.state, Job.tier, child, func.count())
         .where(Job.batch_id == batch_id)
-        .group_by(Job.state, Job.tier)
+        .group_by(Job.state, Job.tier, child)
     ).all()
     by_state: Counter[str] = Counter()
     by_tier: Counter[str] = Counter()
-    for state, tier, count in rows:
+    children: Counter[str] = Counter()
+    for state, tier, is_child, count in rows:
+        if is_child:
+            children[state] += count
+            continue
         by_state[state] += count
         by_tier[tier or "-"] += count
-    return BatchStatus(batch_id, sum(by_state.values()), dict(by_state), dict(by_tier))
+    return BatchStatus(batch_id, sum(by_state.values()), dict(by_state), dict(by_tier), dict(children))
 
 
 def batch_results(session: Session, batch_id: str) -> list[dict[str, Any]]:
-    """One row per job of the batch, in submission order of ids."""
+    """One row per job of the batch, in order of ids, a decomposed job's children (`parent`
+    naming it) right after it, in part order."""
     jobs = session.execute(select(Job).where(Job.batch_id == batch_id).order_by(Job.id)).scalars().all()
+    jobs = sorted(jobs, key=_family_order)
     ids = [job.id for job in jobs]
     paths: dict[str, list[str]] = defaultdict(list)
     for job_id, tier in session.execute(
@@ -66,6 +75,12 @@ def batch_results(session: Session, batch_id: str) -> list[dict[str, Any]]:
     return [_row(job, paths[job.id], spend.get(job.id, (0.0, 0)), results.get(job.id)) for job in jobs]
 
 
+def _family_order(job: Job) -> tuple[str, int]:
+    if job.parent_id is None:
+        return (job.id, 0)
+    return (job.parent_id, 1 + int((job.meta or {}).get("part", 0)))
+
+
 def _row(job: Job, path: list[str], spend: tuple[float, int], result: Result | None) -> dict[str, Any]:
     latency = (job.finished_at - job.created_at).total_seconds() if job.finished_at else None
     return {
@@ -80,6 +95,7 @@ def _row(job: Job, path: list[str], spend: tuple[float, int], result: Result | N
         "tokens": int(spend[1] or 0),
         "latency_s": round(latency, 3) if latency is not None else None,
         "error": job.error,
+        "parent": job.parent_id,
     }
 
 
@@ -93,9 +109,11 @@ def percentile(values: list[float], share: float) -> float | None:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The figures the demo and `tierflow status` end with."""
-    latencies = [row["latency_s"] for row in rows if row["latency_s"] is not None]
+    """The figures the demo and `tierflow status` end with: a decomposed job counts once, with
+    its children's cost."""
     total_cost = sum(row["cost_usd"] for row in rows)
+    rows = [row for row in rows if row.get("parent") is None]
+    latencies = [row["latency_s"] for row in rows if row["latency_s"] is not None]
     final_tiers = Counter(row["tier_path"][-1] if row["tier_path"] else "-" for row in rows)
     return {
         "jobs": len(rows),

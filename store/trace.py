@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tierflow.store.judging import judgement_view
@@ -94,4 +94,34 @@ def job_trace(session: Session, job_id: str) -> dict[str, Any] | None:
         "latency_s": latency,
         "redeliveries": job.redeliveries,
         "error": job.error,
+        "parent": job.parent_id,
+        "children": _children(session, job_id),
     }
+
+
+def _children(session: Session, parent_id: str) -> list[dict[str, Any]]:
+    """A decomposed job's children, in part order: each one's route (its last attempt's decision),
+    where it ended and what it cost."""
+    children = session.execute(select(Job).where(Job.parent_id == parent_id)).scalars().all()
+    found = []
+    for child in sorted(children, key=lambda c: int((c.meta or {}).get("part", 0))):
+        last = session.execute(
+            select(Attempt).where(Attempt.job_id == child.id).order_by(Attempt.number.desc()).limit(1)
+        ).scalar_one_or_none()
+        cost = session.execute(
+            select(func.coalesce(func.sum(ExpertResult.cost_usd), 0.0)).where(ExpertResult.job_id == child.id)
+        ).scalar_one()
+        decision = last.decision if last is not None else {}
+        found.append(
+            {
+                "job_id": child.id,
+                "state": child.state,
+                "attempts": last.number if last is not None else 0,
+                "tier": child.tier,
+                "specialist": decision.get("specialist"),
+                "intent": decision.get("intent"),
+                "stage": decision.get("stage"),
+                "cost_usd": float(cost),
+            }
+        )
+    return found

@@ -26,6 +26,7 @@ from tierflow.routing.states import JobState, Tier
 from tierflow.routing.verdict import Verdict, VerdictAction, judge
 from tierflow.store.db import transaction
 from tierflow.store.lifecycle import (
+    AttemptView,
     JobView,
     callback_sent,
     claim_attempt,
@@ -42,6 +43,7 @@ from tierflow.store.lifecycle import (
 )
 from tierflow.tasks.attempts import expert_context, fan_out
 from tierflow.tasks.context import decision_context
+from tierflow.tasks.families import held_by_children, merge_when_ready
 from tierflow.tasks.features import attempt_cascade_gain
 from tierflow.tasks.judging import send_judging
 from tierflow.tasks.runtime import Runtime, runtime_for
@@ -117,45 +119,82 @@ def finish_attempt(
     """Judge the attempt once and apply the verdict; return the verdict, None if already judged."""
     runtime = runtime_for(app)
     policy = runtime.policy()
-    escalated: Decision | None = None
     with transaction(runtime.sessions) as session:
         job = load_job(session, job_id)
         current = load_attempt(session, job_id, attempt)
         if job is None or current is None or not claim_attempt(session, job_id, attempt, worker):
             return None
-        tier = Tier(current.tier)
-        if job.kind not in runtime.kinds:
-            verdict = undeclared(job.kind)
-            record_verdict(session, job_id, attempt, verdict.action.value, 0.0, list(verdict.reasons))
-            _conclude(session, job_id, attempt, tier, verdict)
-            return verdict.action.value
-        # judged as the attempt's specialist runs the kind: its checks and tier limits
-        kind = runtime.kinds.get(job.kind).as_specialist(current.decision.get("specialist"))
-        names = current.decision["experts"]
-        rows = _rows(session, job_id, attempt, names, returned or {})
-        outcomes = _outcomes(kind, names, rows, failure)
-        gain = (
-            attempt_cascade_gain(runtime, policy, kind, job.payload, outcomes)
-            if tier is not policy.ladder[-1]
-            else None
-        )
-        verdict = judge(kind, outcomes, tier, policy, gain, job_text(kind, job.payload))
-        searched = searching(current.decision, verdict)  # the search's next step, else by tier
-        if searched:
-            step = (attempt, tier, current.decision)
-            verdict, escalated = search_on(session, runtime, policy, job, step, verdict, outcomes)
-        elif verdict.action is VerdictAction.ESCALATE and verdict.next_tier is not None:
-            verdict, escalated = _escalate(session, runtime, policy, job, attempt, verdict)
-        record_verdict(session, job_id, attempt, verdict.action.value, verdict.quality, list(verdict.reasons))
-        _feedback(session, job_id, attempt, tier, verdict)
-        if escalated is None and not searched:
-            _conclude(session, job_id, attempt, tier, verdict)
+        verdict, escalated = _judged(session, runtime, policy, job, current, failure, returned or {})
+        # the job has ended: its parent, if it was the last child, merges in this transaction
+        merges = merge_when_ready(session, runtime, job_id) if escalated is None else []
     if escalated is not None:
         context = expert_context(job.kind, job.payload, escalated.as_dict())
         fan_out(app, job_id, attempt + 1, escalated.tier.value, list(escalated.experts), context)
     elif verdict.action is VerdictAction.ACCEPT:  # after the commit: the judge never delays the job
         send_judging(app, policy, job_id)
+    for merge in merges:
+        fan_out(app, merge.job_id, merge.attempt, merge.tier, merge.experts, merge.context)
     return verdict.action.value
+
+
+def _judged(
+    session: Any,
+    runtime: Runtime,
+    policy: Policy,
+    job: JobView,
+    current: AttemptView,
+    failure: str | None,
+    returned: dict[str, dict[str, Any]],
+) -> tuple[Verdict, Decision | None]:
+    """The claimed attempt's verdict, applied: the job ended, or its next attempt (returned)
+    created running."""
+    job_id, attempt, tier = job.id, current.number, Tier(current.tier)
+    if job.kind not in runtime.kinds:
+        verdict = undeclared(job.kind)
+        record_verdict(session, job_id, attempt, verdict.action.value, 0.0, list(verdict.reasons))
+        _conclude(session, job_id, attempt, tier, verdict)
+        return verdict, None
+    # judged as the attempt's specialist runs the kind: its checks and tier limits
+    kind = runtime.kinds.get(job.kind).as_specialist(current.decision.get("specialist"))
+    names = current.decision["experts"]
+    rows = _rows(session, job_id, attempt, names, returned)
+    outcomes = _outcomes(kind, names, rows, failure)
+    gain = (
+        attempt_cascade_gain(runtime, policy, kind, job.payload, outcomes)
+        if tier is not policy.ladder[-1]
+        else None
+    )
+    verdict = judge(kind, outcomes, tier, policy, gain, job_text(kind, job.payload))
+    if current.decision.get("strategy") == Strategy.MERGE.value:
+        verdict = _merge_verdict(session, job_id, verdict)
+        record_verdict(session, job_id, attempt, verdict.action.value, verdict.quality, list(verdict.reasons))
+        _conclude(session, job_id, attempt, tier, verdict)
+        return verdict, None
+    escalated: Decision | None = None
+    searched = searching(current.decision, verdict)  # the search's next step, else by tier
+    if searched:
+        step = (attempt, tier, current.decision)
+        verdict, escalated = search_on(session, runtime, policy, job, step, verdict, outcomes)
+    elif verdict.action is VerdictAction.ESCALATE and verdict.next_tier is not None:
+        verdict, escalated = _escalate(session, runtime, policy, job, attempt, verdict)
+    record_verdict(session, job_id, attempt, verdict.action.value, verdict.quality, list(verdict.reasons))
+    _feedback(session, job_id, attempt, tier, verdict)
+    if escalated is None and not searched:
+        _conclude(session, job_id, attempt, tier, verdict)
+    return verdict, escalated
+
+
+def _merge_verdict(session: Any, job_id: str, verdict: Verdict) -> Verdict:
+    """A model merge is not escalated (its parts are judged already): a merge that fails its
+    checks, or whose parts did not all succeed, goes to a person with the merged draft."""
+    held = held_by_children(session, job_id)
+    if verdict.action is VerdictAction.ESCALATE:
+        held = [*verdict.reasons, "the merge failed its checks", *held]
+    elif verdict.action is VerdictAction.ACCEPT and held:
+        held = [*verdict.reasons, *held]
+    else:
+        return verdict
+    return replace(verdict, action=VerdictAction.NEEDS_REVIEW, reasons=tuple(held), next_tier=None)
 
 
 def _rows(

@@ -7,9 +7,12 @@ from typing import Any
 
 from celery import chord, group, shared_task
 
+from tierflow.routing.decision import Strategy
 from tierflow.routing.states import JobState
 from tierflow.store.db import transaction
+from tierflow.store.families import ended_children
 from tierflow.store.lifecycle import load_attempt, load_job, move_job, start_attempt, touch_job
+from tierflow.tasks.families import merge_context
 from tierflow.tasks.runtime import runtime_for
 from tierflow.tasks.search import search_context
 
@@ -26,15 +29,20 @@ def run_job(self: Any, job_id: str, attempt: int) -> None:
         if (
             current is None
             or job is None
+            or job.state is JobState.DECOMPOSED  # its merge starts when its last child ends
             or not start_attempt(session, job_id, attempt, queue, self.request.hostname)
         ):
-            log.info("run_job: attempt %s of %s is gone or judged; nothing to do", attempt, job_id)
+            log.info("run_job: attempt %s of %s is gone, judged or waiting; nothing to do", attempt, job_id)
             return
         moved = move_job(session, job_id, JobState.RUNNING, runtime.stage_timeout)
         if not moved:
             touch_job(session, job_id, runtime.stage_timeout)
-    # What every expert needs, read once here: an expert then reads nothing.
-    context = expert_context(job.kind, job.payload, current.decision)
+        # What every expert needs, read once here: an expert then reads nothing.
+        if current.decision.get("strategy") == Strategy.MERGE.value and job.kind in runtime.kinds:
+            kind = runtime.kinds.get(job.kind)
+            context = merge_context(kind, job, current.decision, ended_children(session, job_id))
+        else:
+            context = expert_context(job.kind, job.payload, current.decision)
     fan_out(self.app, job_id, attempt, current.tier, current.decision["experts"], context)
 
 

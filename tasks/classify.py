@@ -8,7 +8,7 @@ calls happen outside any database transaction.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from celery import shared_task
@@ -16,9 +16,11 @@ from celery import shared_task
 from tierflow.providers.tokens import count_tokens
 from tierflow.routing.analysis import Analysis, job_text
 from tierflow.routing.decision import Strategy
+from tierflow.routing.decompose import Split, allows, plan_split
 from tierflow.routing.experts import Prompt
+from tierflow.routing.kinds.spec import KindSpec
 from tierflow.routing.search import first_decision
-from tierflow.routing.stages import LLMStage, analyze
+from tierflow.routing.stages import LLMStage, analyze, builtin_intents
 from tierflow.routing.states import JobState
 from tierflow.store.db import transaction
 from tierflow.store.lifecycle import (
@@ -31,9 +33,11 @@ from tierflow.store.lifecycle import (
     upsert_expert_result,
 )
 from tierflow.tasks.aggregate import end_attempt, hold_for_review, undeclared
+from tierflow.tasks.attempts import fan_out
 from tierflow.tasks.context import decision_context
-from tierflow.tasks.dispatch import send_attempt
+from tierflow.tasks.dispatch import send_attempt, send_classify_many
 from tierflow.tasks.experts import call_tier, request_for, spend
+from tierflow.tasks.families import Fanout, depth_of, merge_when_ready, spawn_children
 from tierflow.tasks.features import job_features
 from tierflow.tasks.runtime import Runtime, runtime_for
 from tierflow.tasks.search import end_search
@@ -65,9 +69,13 @@ def classify(self: Any, job_id: str) -> None:
             metadata=job.metadata,
             tokens=count_tokens(job_text(kind, job.payload)),
         )
-        stored, tier = _classified(runtime, job, analysis, calls, cached is not None)
+        analysis = _split(runtime, kind, job, analysis, calls, cached is not None)
+        stored, tier, sends = _classified(runtime, job, analysis, calls, cached is not None)
         if not stored:
             return
+        send_classify_many(self.app, sends.children)
+        for fanout in sends.merges:
+            fan_out(self.app, fanout.job_id, fanout.attempt, fanout.tier, fanout.experts, fanout.context)
     elif job.state is JobState.CLASSIFIED:
         # A redelivered classify of a classified job sends attempt 1 again: run_job is idempotent,
         # and the first delivery may have died between its commit and its send.
@@ -80,13 +88,59 @@ def classify(self: Any, job_id: str) -> None:
         send_attempt(self.app, job_id, 1, tier)
 
 
+@dataclass
+class Sends:
+    """What a classification sends after its commit besides attempt 1: a parent's children, and
+    the merges of parents whose last child this job was."""
+
+    children: list[str] = field(default_factory=list)
+    merges: list[Fanout] = field(default_factory=list)
+
+
+def _split(
+    runtime: Runtime,
+    kind: KindSpec,
+    job: JobView,
+    analysis: Analysis,
+    calls: list[dict[str, Any]],
+    cached: bool,
+) -> Analysis:
+    """The analysis with the job's split into asks, when its kind may split it at its depth."""
+    depth = depth_of(job)
+    if allows(kind, depth) is None:
+        return replace(analysis, split=None)
+    if cached and analysis.split is not None:
+        return analysis
+    policy = runtime.policy()
+    llm = _llm(runtime, calls) if policy.llm_analysis else None
+    intents = policy.intents or builtin_intents(kind)
+    split = plan_split(kind, job.payload, depth, intents, llm, unsure=analysis.stage == "llm")
+    return replace(
+        analysis,
+        split=split.as_dict(),
+        stronger=analysis.stronger or split.refused,
+        # a split's reasons are its own (explain shows them); one not made says why here
+        reasons=analysis.reasons if split.parts else (*analysis.reasons, *split.reasons),
+    )
+
+
 def _classified(
     runtime: Runtime, job: JobView, analysis: Analysis, calls: list[dict[str, Any]], cached: bool
-) -> tuple[bool, str | None]:
+) -> tuple[bool, str | None, Sends]:
     """Store the analysis and the first decision: (False, None) when another delivery got there
-    first, else (True, the tier whose queue takes attempt 1, or None when it went to a person)."""
+    first, else (True, the tier whose queue takes attempt 1, or None when it went to a person or
+    became a parent), with what else to send."""
     policy = runtime.policy()
     kind = runtime.kinds.get(job.kind)
+    sends = Sends()
+    split = Split.from_dict(analysis.split)
+    if split.parts:
+        with transaction(runtime.sessions) as session:
+            sends.children = spawn_children(session, runtime, policy, job, analysis, split)
+            if not sends.children:
+                return False, None, sends
+            _analysis_spend(session, job.id, analysis, calls)
+        return True, None, sends
     features = job_features(runtime, policy, kind, job.payload)  # may embed: outside the transaction
     with transaction(runtime.sessions) as session:
         ctx = replace(decision_context(session, runtime, policy, job), prompt_features=features)
@@ -102,28 +156,36 @@ def _classified(
             attempt=1,
         )
         if not moved:
-            return False, None
+            return False, None, sends
         create_attempt(session, job.id, 1, decision.tier.value, decision.as_dict())
-        if calls:
-            upsert_expert_result(
-                session,
-                {
-                    "job_id": job.id,
-                    "attempt": 0,
-                    "expert": "analysis",
-                    "error": None,
-                    "output": analysis.as_dict(),
-                    "confidence": analysis.confidence,
-                    **spend(calls),
-                },
-            )
+        _analysis_spend(session, job.id, analysis, calls)
         if decision.search is not None and decision.strategy in (Strategy.CLARIFY, Strategy.REVIEW):
             end_search(session, job.id, 1, decision)
-            return True, None
+            sends.merges = merge_when_ready(session, runtime, job.id)
+            return True, None, sends
         if decision.strategy is Strategy.REVIEW:
             hold_for_review(session, job.id, 1, decision.tier, decision.reasons)
-            return True, None
-    return True, decision.tier.value
+            sends.merges = merge_when_ready(session, runtime, job.id)
+            return True, None, sends
+    return True, decision.tier.value, sends
+
+
+def _analysis_spend(session: Any, job_id: str, analysis: Analysis, calls: list[dict[str, Any]]) -> None:
+    """What the analysis's model calls cost, as the job's attempt 0."""
+    if not calls:
+        return
+    upsert_expert_result(
+        session,
+        {
+            "job_id": job_id,
+            "attempt": 0,
+            "expert": "analysis",
+            "error": None,
+            "output": analysis.as_dict(),
+            "confidence": analysis.confidence,
+            **spend(calls),
+        },
+    )
 
 
 def _fail_undeclared(runtime: Runtime, job: JobView) -> None:
@@ -145,6 +207,7 @@ def _fail_undeclared(runtime: Runtime, job: JobView) -> None:
         }
         create_attempt(session, job.id, 1, tier.value, decision | {"reasons": list(verdict.reasons)})
         end_attempt(session, job.id, 1, tier, verdict)
+        merge_when_ready(session, runtime, job.id)  # a parent of an undeclared kind merges no model
 
 
 def _llm(runtime: Runtime, calls: list[dict[str, Any]]) -> LLMStage:

@@ -14,6 +14,7 @@ from tierflow.routing.analysis import job_text
 from tierflow.routing.constraints import DecisionContext
 from tierflow.routing.policy import Policy
 from tierflow.routing.states import Tier
+from tierflow.store.families import family_spent
 from tierflow.store.lifecycle import JobView
 from tierflow.store.models import ExpertResult, utcnow
 from tierflow.tasks.runtime import Runtime
@@ -33,6 +34,15 @@ def spent_usd(session: Session, job_id: str) -> float:
     return float(total.scalar_one() or 0.0)
 
 
+def job_spent(session: Session, job: JobView) -> float:
+    """What the job has spent; a decomposed job's child, what its whole family has: the parent's
+    budget caps its children's spend together."""
+    parent = (job.metadata or {}).get("parent")
+    if parent is None and ((job.analysis or {}).get("split") or {}).get("parts"):
+        parent = job.id  # the parent itself, merging
+    return family_spent(session, str(parent)) if parent else spent_usd(session, job.id)
+
+
 def decision_context(session: Session, runtime: Runtime, policy: Policy, job: JobView) -> DecisionContext:
     metadata: dict[str, Any] = job.metadata or {}
     budget = metadata.get("budget_usd")
@@ -46,7 +56,7 @@ def decision_context(session: Session, runtime: Runtime, policy: Policy, job: Jo
     return DecisionContext(
         job_id=job.id,
         job_tokens=count_tokens(job_text(runtime.kinds.get(job.kind), job.payload)),
-        budget_left_usd=None if budget is None else float(budget) - spent_usd(session, job.id),
+        budget_left_usd=None if budget is None else float(budget) - job_spent(session, job),
         seconds_left=seconds_left,
         unavailable=unavailable_models(runtime, policy),
         prices={ref: (p.input_per_million, p.output_per_million) for ref, p in prices.items()},

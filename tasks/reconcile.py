@@ -23,7 +23,9 @@ from tierflow.store.db import transaction
 from tierflow.store.leases import as_unfinished, cluster_view, unfinished_jobs
 from tierflow.store.lifecycle import last_expert_error, move_job, write_result
 from tierflow.store.models import utcnow
+from tierflow.tasks.attempts import fan_out
 from tierflow.tasks.dispatch import queue_lengths, send_attempt, send_classify
+from tierflow.tasks.families import Fanout, merge_when_ready, sweep_parents
 from tierflow.tasks.runtime import Runtime, runtime_for
 from tierflow.worker.app import ALL_QUEUES
 
@@ -43,6 +45,7 @@ def requeue_stale(app: Any, runtime: Runtime, now: datetime, everything: bool = 
     settings = runtime.settings
     rules = RecoveryRules(settings.lease_s, settings.max_redeliveries)
     resend: list[tuple[str, str, int, str | None]] = []
+    merges: list[Fanout] = []
     given_up = waiting = 0
     lengths = queue_lengths(app, ALL_QUEUES)
     with transaction(runtime.sessions) as session:
@@ -56,7 +59,9 @@ def requeue_stale(app: Any, runtime: Runtime, now: datetime, everything: bool = 
                 waiting += 1
                 continue
             if action is Recovery.GIVE_UP:
-                given_up += _give_up(session, job.id, job.attempt, job.tier, cause)
+                ended = _give_up(session, job.id, job.attempt, job.tier, cause)
+                given_up += ended
+                merges += merge_when_ready(session, runtime, job.id) if ended else []
                 continue
             log.info("reconcile: sending %s again: %s", job.id, cause)
             job.redeliveries += 1
@@ -64,6 +69,9 @@ def requeue_stale(app: Any, runtime: Runtime, now: datetime, everything: bool = 
             job.sent_at = utcnow()
             job.stale_after = job.sent_at + timedelta(seconds=settings.stage_timeout_s)
             resend.append((job.id, job.state, job.attempt, job.tier))
+        merged = sweep_parents(session, runtime, BATCH_LIMIT)
+    for merge in (*merges, *merged):
+        fan_out(app, merge.job_id, merge.attempt, merge.tier, merge.experts, merge.context)
     for job_id, state, attempt, tier in resend:
         if state == JobState.QUEUED.value or tier is None:
             send_classify(app, job_id)

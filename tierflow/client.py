@@ -51,6 +51,7 @@ class JobResult:
     tokens: int
     latency_s: float | None
     error: str | None
+    parent: str | None = None  # a decomposed job's child names it
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> JobResult:

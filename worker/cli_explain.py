@@ -118,7 +118,10 @@ def render_trace(trace: dict[str, Any]) -> Tree:
     limits = limits_line(trace.get("metadata"))
     if limits:
         _add(tree, limits)
+    if trace.get("parent"):
+        _add(tree, f"child of {trace['parent']}")
     _analysis_branch(tree, trace["analysis"])
+    _split_branch(tree, trace["analysis"], trace.get("children", []))
     for attempt in trace["attempts"]:
         _attempt_branch(tree, attempt)
     if trace["result"]:
@@ -126,6 +129,28 @@ def render_trace(trace: dict[str, Any]) -> Tree:
         _add(tree, f"result: {result['verdict']} at {result['tier']}: {json.dumps(result['output'])}")
     _feedback_branch(tree, trace.get("feedback", []), trace.get("judgement"))
     return tree
+
+
+def _split_branch(tree: Tree, analysis: dict[str, Any] | None, children: list[dict[str, Any]]) -> None:
+    """A decomposed job's split: who split it, each ask's child and its route, the family's cost."""
+    split = (analysis or {}).get("split") or {}
+    parts = split.get("parts") or []
+    if not parts:
+        return
+    family = sum(child["cost_usd"] for child in children)
+    node = _add(tree, f"split by {split.get('by')} into {len(parts)} asks; children cost ${family:.6f}")
+    for n, part in enumerate(parts):
+        child = children[n] if n < len(children) else None
+        if child is None:
+            _add(node, f"{n + 1}. {part['text']!r}: no child")
+            continue
+        route = f"specialist {child['specialist'] or '-'} (intent {child['intent'] or '-'}, "
+        route += f"{child['stage'] or '-'})"
+        _add(
+            node,
+            f"{n + 1}. {child['job_id']}: {part['text']!r} -> {route}, {child['tier'] or '-'} tier, "
+            f"{child['attempts']} attempt(s), {child['state']}, ${child['cost_usd']:.6f}",
+        )
 
 
 def _feedback_branch(tree: Tree, feedback: list[dict[str, Any]], judgement: dict[str, Any] | None) -> None:

@@ -37,6 +37,11 @@ def status_table(status: BatchStatus) -> Table:
     for tier in [*(t.value for t in Tier), "-"]:
         if status.by_tier.get(tier):
             table.add_row(f"tier {tier}", str(status.by_tier[tier]))
+    if status.children:
+        table.add_section()
+        for state in JobState:
+            if status.children.get(state.value):
+                table.add_row(f"children {state.value}", str(status.children[state.value]))
     return table
 
 

@@ -20,6 +20,7 @@ from tierflow.routing.kinds import builtin_offline
 from tierflow.routing.kinds.checks import Check, CheckInput, Problem
 from tierflow.routing.kinds.spec import (
     CheckSpec,
+    DecomposeSpec,
     ExpertSpec,
     ExpertType,
     ExpertWhen,
@@ -292,6 +293,8 @@ SUPPORT = KindSpec(
     routing=KindRouting(intents=True),
     intents=SUPPORT_INTENTS,
     specialists=SUPPORT_SPECIALISTS,
+    # a ticket that asks several things: one child per ask, each to its own specialist
+    decompose=DecomposeSpec(),
     answer_field="reply",
     chat_field="text",
     builtin=True,

@@ -12,6 +12,9 @@
     [[kind.specialist]]            name, intents, general, experts, sections, min_tier, max_tier
     [kind.specialist.instructions] model expert name = the instruction added to its prompt
     [[kind.specialist.check]]      checks added to the kind's for the specialist's jobs
+    [kind.decompose]               max_subtasks, depth, merge ("concatenate" or a model expert
+                                   with when = "merge", whose prompt may read {parts}),
+                                   min_words, llm (unsure | always | never)
 
 A kind's `intents` (a list, beside its name) are the intents its analysis names; when given,
 a specialist naming any other is refused.
@@ -215,8 +218,9 @@ def _raw_checks(raw: Mapping[str, Any], base: Path, problems: Problems) -> None:
                 _schema_problems(expert["answer"], (*where, "answer"), problems)
             if not isinstance(expert.get("prompt"), str):
                 problems.add(where, "a model expert needs a prompt template")
-            else:
-                _template(expert["prompt"], fields, (*where, "prompt"), problems)
+            else:  # a merge expert's prompt also reads `parts`: the children's answers
+                known = fields if fields is None or expert.get("when") != "merge" else fields | {"parts"}
+                _template(expert["prompt"], known, (*where, "prompt"), problems)
             if isinstance(expert.get("instruction"), str):
                 _template(expert["instruction"], None, (*where, "instruction"), problems)
 

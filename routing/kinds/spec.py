@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -45,6 +45,7 @@ class ExpertType(str, Enum):
 class ExpertWhen(str, Enum):
     ALWAYS = "always"  # in every attempt's chord
     VERIFY = "verify"  # added beside the others when the difficulty reaches policy.verify_difficulty
+    MERGE = "merge"  # only in a decomposed job's merge: it writes one answer from its children's
 
 
 class _Frozen(BaseModel):
@@ -174,6 +175,26 @@ class SpecialistSpec(_Frozen):
         return self
 
 
+CONCATENATE = "concatenate"
+
+
+class DecomposeSpec(_Frozen):
+    """Whether and how a job of the kind with several independent asks becomes a parent with one
+    child job per ask (routing/decompose.py): each child classified, routed and judged on its own,
+    the parent merged from their answers once every child has ended."""
+
+    max_subtasks: int = Field(default=4, ge=2, le=16)
+    depth: int = Field(default=1, ge=1, le=3)  # 1: a child never decomposes further
+    # "concatenate": the children's answers as sections, no model; else a model expert of the
+    # kind that runs only when merging (when = "merge") and writes one answer from the parts
+    merge: str = CONCATENATE
+    min_words: int = Field(default=3, ge=1)  # a part shorter than this is not an ask of its own
+    # When the LLM stage proposes sub-tasks where the rules find no split (and the text looks
+    # like several asks): "unsure", when the analysis itself needed the LLM stage; "always";
+    # "never".
+    llm: Literal["unsure", "always", "never"] = "unsure"
+
+
 class KindSpec(_Frozen):
     name: str = Field(pattern=NAME)
     description: str = ""
@@ -190,6 +211,7 @@ class KindSpec(_Frozen):
     chat_field: str | None = None  # the payload field a chat message fills; None: not a chat kind
     merge: tuple[str, ...] = ()  # dict fields merged across experts: the first declared wins per key
     specialists: tuple[SpecialistSpec, ...] = ()  # none: every job runs the kind's own experts
+    decompose: DecomposeSpec | None = None  # None: a job is never split
     builtin: bool = False
     validate_payload: PayloadValidator | None = Field(default=None, exclude=True)
 
@@ -201,6 +223,21 @@ class KindSpec(_Frozen):
             raise ValueError(f"experts named twice: {', '.join(twice)}")
         if not any(e.when is ExpertWhen.ALWAYS for e in self.experts):
             raise ValueError("a kind needs at least one expert that always runs")
+        return self
+
+    @model_validator(mode="after")
+    def _merge_known(self) -> KindSpec:
+        if self.decompose is not None and self.chat_field is None:
+            raise ValueError("decompose needs chat_field: the payload field a child's ask fills")
+        merge = self.decompose.merge if self.decompose is not None else CONCATENATE
+        if merge == CONCATENATE:
+            return self
+        expert = self.expert(merge)
+        if expert is None or not expert.uses_model or expert.when is not ExpertWhen.MERGE:
+            raise ValueError(
+                f"decompose.merge names {merge!r}: not {CONCATENATE!r} nor a model expert of this kind "
+                'with when = "merge"'
+            )
         return self
 
     @model_validator(mode="after")
