@@ -14,6 +14,7 @@ import json
 import re
 
 from tierflow.providers.judge_rules import offline_grade
+from tierflow.routing.analysis import INTENTS
 from tierflow.routing.decompose import COURTESY, DECOMPOSE_TASK, SENTENCE_END
 from tierflow.routing.judging import JUDGE_TASK
 from tierflow.routing.kinds.offline import confidence, hardness, schema_answer
@@ -97,8 +98,8 @@ OFFERED_INTENTS = re.compile(r"intent, one of: ([\w, ]+)\.")
 
 
 def _sentence_intent(sentence: str) -> str:
-    lowered = sentence.lower()
-    return next((name for word, name in INTENT_WORDS if word in lowered), "general")
+    """The first topic the sentence names, by the analysis rules' signals."""
+    return next((name for name, pattern in INTENTS if pattern.search(sentence)), "general")
 
 
 def _decompose(system: str, text: str, strength: float) -> str:

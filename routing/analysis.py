@@ -32,9 +32,10 @@ RISK_MARKERS = re.compile(
 )
 INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("refund", re.compile(r"\b(refund|money back|reimburse\w*)\b", re.I)),
-    ("billing", re.compile(r"\b(invoice|charged?|billing|payment|subscription)\b", re.I)),
+    ("billing", re.compile(r"\b(invoices?|charged?|billed|billing|payments?|subscriptions?)\b", re.I)),
     ("account", re.compile(r"\b(password|login|log in|account|2fa|locked)\b", re.I)),
     ("shipping", re.compile(r"\b(deliver\w*|shipping|package|parcel|tracking)\b", re.I)),
+    ("returns", re.compile(r"\b(return(?:s|ing)?|exchange|wrong size)\b", re.I)),
     ("technical", re.compile(r"\b(error|crash\w*|bug|api|integration|sync\w*)\b", re.I)),
 )
 

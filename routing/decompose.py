@@ -30,9 +30,11 @@ DECOMPOSE_TASK = "decompose"
 ITEM = re.compile(r"^\s*(?:\(?\d{1,2}[.)]|[-*•])\s+(\S.*)$")
 # A sentence that opens a new ask.
 NEW_ASK = re.compile(
-    r"^(?:also|additionally|separately|secondly|second|thirdly|third|finally|lastly|"
-    r"another (?:thing|question|issue)|one more thing|on (?:another|a separate|an unrelated) note|"
-    r"unrelated(?: to that)?|and another thing|on top of that|p\.?s\.?)\b[,:]?\s*",
+    r"^(?:(?:also|additionally|separately|another (?:thing|question|issue)|one more thing|"
+    r"on (?:another|a separate|an unrelated) note|unrelated(?: to that)?|and another thing|"
+    r"on top of that|p\.?s\.?)\b[,:]?|(?:secondly|second|thirdly|third|finally|lastly)\b[,:])\s*"
+    # "Also it started after the update" goes on about the ask before
+    r"(?!(?:it|this|that|they|these|those|he|she)\b)",
     re.IGNORECASE,
 )
 # Words that open a ticket or close it and ask nothing: never a part of their own.
@@ -141,16 +143,19 @@ def split_rules(text: str, spec: DecomposeSpec) -> list[str]:
     for sentence in SENTENCE_END.split(" ".join(line.strip() for line in lines if line.strip())):
         opener = NEW_ASK.match(sentence)
         if opener and chunks:
-            rest = sentence[opener.end() :]
-            chunks.append(rest[:1].upper() + rest[1:])
+            chunks.append(_capital(sentence[opener.end() :]))
         elif chunks:
             chunks[-1] = f"{chunks[-1]} {sentence}"
         else:
             chunks.append(sentence)
     if chunks:
-        chunks[0] = PREAMBLE.sub("", chunks[0])
+        chunks[0] = _capital(PREAMBLE.sub("", chunks[0]))
     asks = _asks(chunks, spec)
     return asks if len(asks) >= 2 else []
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def signal_intents(text: str) -> set[str]:

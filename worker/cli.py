@@ -27,6 +27,7 @@ from tierflow.tasks.runtime import Runtime, runtime_for
 from tierflow.tasks.submission import SubmitReport, submit_file
 from tierflow.worker import (
     cli_eval,
+    cli_eval_decomposition,
     cli_eval_documents,
     cli_eval_policy,
     cli_eval_routing,
@@ -55,6 +56,7 @@ register(cli)  # worker, beat, reconcile, provider-server, kb
 cli_explain.register(cli)
 cli_eval.register(cli)
 cli_eval_documents.register(cli_eval.eval_app)
+cli_eval_decomposition.register(cli_eval.eval_app)
 cli_eval_routing.register(cli_eval.eval_app)
 cli_eval_policy.register(cli_eval.eval_app)
 cli_report.register(cli)
