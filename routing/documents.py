@@ -6,8 +6,8 @@ decision (`rule_confidence`, `decide_document`) and the comparison of a model's
 fields with the rules' (`fields_agree`). Pure: stdlib and pydantic only; must
 not import Celery, SQLAlchemy, HTTP clients or provider SDKs
 (tests/unit/test_layering.py). Candidate finding lives in
-routing/document_fields.py and routing/document_totals.py, the value types in
-routing/document_models.py.
+routing/document_fields.py, routing/document_company.py and
+routing/document_totals.py, the value types in routing/document_models.py.
 """
 
 from __future__ import annotations
@@ -16,22 +16,15 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 
+from tierflow.routing.document_company import find_company
 from tierflow.routing.document_fields import (
     amounts_in,
-    balanced,
-    company_name,
     dates_in,
     is_oversized,
-    misread_words,
-    name_like,
-    owned_by,
     parse_amount,
     parse_date,
-    registration,
-    starts_mid_name,
     tax_ids_in,
     text_lines,
-    trade_name,
 )
 from tierflow.routing.document_models import (
     Disagreement,
@@ -51,65 +44,12 @@ from tierflow.routing.document_totals import (
 
 _DETACHED_CURRENCY = re.compile(r"(RM|MYR|\$)\s+-?\d[\d,]*\.\d\d\s*$", re.IGNORECASE)
 REQUIRED_FIELDS = ("company", "date", "total")
-COMPANY_LINES = 8  # a company heads its receipt
 ACCEPT_CONFIDENCE = 0.9
 
 _ITEM = re.compile(
     r"^(?P<desc>[A-Za-z][^\n]*?\S)\s+(?P<qty>\d{1,4})\s*[xX@*]\s*(?:RM\s*)?(?P<unit>\d+\.\d{2})"
     r"\s+(?:RM\s*)?(?P<amount>\d+\.\d{2})$"
 )
-
-
-def _company(lines: list[str]) -> tuple[Evidence | None, bool]:
-    """The company heading the document, and whether it is a strong finding (legal form, whole name)."""
-    for number, line in enumerate(lines[:COMPANY_LINES]):
-        line = _wrapped(lines, number)
-        name = company_name(line)
-        if name is None:
-            continue
-        previous = lines[number - 1] if number else ""
-        if starts_mid_name(name) or previous.endswith("&"):
-            name, strong = f"{previous} {name}".strip(), name_like(previous)
-        else:
-            strong = not name_like(previous) or _repeats_brand(previous, name)
-        strong = strong and balanced(line) and not owned_by(line)
-        return Evidence(value=name, line_no=number, line=line), strong and not misread_words(name)
-    return _shop(lines)
-
-
-def _shop(lines: list[str]) -> tuple[Evidence | None, bool]:
-    """No legal form: a name over its registration number, else the first line naming a trade.
-
-    Strong when the line heads the text alone (no other name-like line just above it).
-    """
-    heading = lines[:COMPANY_LINES]
-    registered = [
-        n for n, line in enumerate(heading[:-1]) if name_like(line) and registration(heading[n + 1])
-    ]
-    traded = [n for n, line in enumerate(heading) if trade_name(line)]
-    for number in registered[:1] or traded[:1]:
-        line, previous = _wrapped(lines, number), lines[number - 1] if number else ""
-        whole = not line.endswith(("&", "-", ",")) and balanced(line) and not misread_words(line)
-        return Evidence(value=line, line_no=number, line=line), whole and not name_like(previous)
-    return None, False
-
-
-def _wrapped(lines: list[str], number: int) -> str:
-    """The line with its continuation when the name wraps: an open "(" that the next line closes
-    before a legal form ("ACME (SETIA" / "ALAM) SDN BHD"), or a trailing "&" before a name-like line."""
-    line = lines[number]
-    following = lines[number + 1] if number + 1 < len(lines) else ""
-    opens = line.count("(") > line.count(")") and following.count(")") > following.count("(")
-    if opens and company_name(following) is not None and following.find(")") < following.upper().rfind(" "):
-        return f"{line} {following}"
-    if line.endswith("&") and name_like(following) and company_name(following) is None:
-        return f"{line} {following}"
-    return line
-
-
-def _repeats_brand(previous: str, name: str) -> bool:
-    """A brand line above its legal name ("ACME" over "ACME TRADING SDN BHD") names the same company."""
-    return name.upper().startswith(previous.upper() + " ")
 
 
 def _dates(lines: list[str]) -> tuple[Evidence | None, str | None, tuple[str, ...], tuple[str, ...]]:
@@ -163,7 +103,7 @@ def extract_fields(text: str) -> ExtractedDocument:
     """Every field the rules find in `text`, each with its evidence. Never raises on junk."""
     text = text if isinstance(text, str) else ""
     lines = text_lines(text)
-    company, company_strong = _company(lines)
+    company, company_strong = find_company(lines)
     date, date_iso, other_dates, date_forms = _dates(lines)
     findings = find_totals(lines)
     items = _items(lines)
