@@ -44,6 +44,8 @@ from tierflow.routing.document_totals import (
 
 _DETACHED_CURRENCY = re.compile(r"(RM|MYR|\$)\s+-?\d[\d,]*\.\d\d\s*$", re.IGNORECASE)
 REQUIRED_FIELDS = ("company", "date", "total")
+# a card's expiry, a voucher's validity, the moment a copy was printed: dates that are not the document's
+_OTHER_DATE = re.compile(r"EXPIR|\bEXP\b|VALID|PRINTED", re.IGNORECASE)
 ACCEPT_CONFIDENCE = 0.9
 
 _ITEM = re.compile(
@@ -54,7 +56,9 @@ _ITEM = re.compile(
 
 def _dates(lines: list[str]) -> tuple[Evidence | None, str | None, tuple[str, ...], tuple[str, ...]]:
     """The document's date, its ISO form, other dates, and every way the date itself is printed."""
-    found = [d for number, line in enumerate(lines) for d in dates_in(line, number)]
+    found = [
+        d for number, line in enumerate(lines) if not _OTHER_DATE.search(line) for d in dates_in(line, number)
+    ]
     if not found:
         return None, None, (), ()
     labelled = [d for d in found if re.search(r"DATE|TARIKH", lines[d.line], re.IGNORECASE)]
@@ -166,12 +170,17 @@ def _total_issues(doc: ExtractedDocument) -> list[ValidationIssue]:
         issues.append(_issue(IssueCode.TOTALS_CONFLICT, "total", f"other totals: {others}"))
     if not doc.total_support:
         issues.append(_issue(IssueCode.TOTAL_UNCONFIRMED, "total", "no sum confirms the total"))
-    # "RM 9.00", "1,250.00": whether the currency or the separator belongs to the value is a
-    # convention that labelled receipts do not keep, so the printed form is not certain
-    if _DETACHED_CURRENCY.search(doc.total.line) or "," in doc.total.value:
-        why = "currency printed apart from the total, or thousands separated"
+    if _form_uncertain(doc.total):
+        why = "currency printed with the total, or thousands separated"
         issues.append(_issue(IssueCode.TOTAL_FORM_AMBIGUOUS, "total", why))
     return issues + _item_issues(doc, amount)
+
+
+def _form_uncertain(total: Evidence) -> bool:
+    """ "RM 9.00", "RM9.00", "1,250.00": whether a currency code or the separator belongs to the
+    value is a convention that labelled receipts do not keep, glued or apart ("$9.00" they keep)."""
+    coded = total.value[:1].isalpha()
+    return coded or "," in total.value or bool(_DETACHED_CURRENCY.search(total.line))
 
 
 def _item_issues(doc: ExtractedDocument, total: Decimal) -> list[ValidationIssue]:

@@ -112,3 +112,17 @@ def test_a_total_that_includes_a_tax_is_not_a_final_total_conflicting_with_the_r
     )
     doc = extract_fields(text)
     assert doc.total_amount == Decimal("12.00") and doc.conflicting_totals == ()
+
+
+def test_a_card_expiry_and_a_print_stamp_are_not_the_documents_date() -> None:
+    text = "KILAT JAYA SDN BHD\n27/02/18 21:22\nCARD EXPIRY : 31/05/18\nPRINTED ON: 27-02-2018 21:30\n"
+    doc = extract_fields(text)
+    assert doc.date is not None and doc.date.value == "27/02/18"
+    assert doc.other_dates == () and doc.date_forms == ("27/02/18",)
+
+
+def test_a_currency_glued_to_the_total_leaves_its_printed_form_uncertain() -> None:
+    text = "KILAT JAYA SDN BHD\n01/02/2020\nTOTAL\nRM10.00\nCASH\nRM10.00\n"
+    doc = extract_fields(text)
+    assert doc.total is not None and doc.total.value == "RM10.00"
+    assert IssueCode.TOTAL_FORM_AMBIGUOUS in {i.code for i in validate(doc)}
