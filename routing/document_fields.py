@@ -55,9 +55,13 @@ TRADE_WORD = re.compile(
     r"KEDAI|CAFE|BAKERY|HOLDINGS|INDUSTRIES|COMPANY|SHOP|STORE)\b",
     re.IGNORECASE,
 )
-_OWNER_PREFIX = re.compile(r"^(#\d+\s+|(OWNED|OWN)\s*BY\s*:?\s*|DIMILIKI\s*(OLEH)?\s*:?\s*)", re.IGNORECASE)
+# "OWNED BY:", "OPERATED BY", and their misreadings ("DWNER BY"): one word, then BY
+_OWNER_PREFIX = re.compile(r"^([A-Z]+\s*BY\b\s*:?\s*|DIMILIKI\s*(OLEH)?\s*:?\s*)", re.IGNORECASE)
+_COUNTER_PREFIX = re.compile(r"^#\d+\s+")  # a till's receipt counter printed before the name
 _NOT_COMPANY = re.compile(
-    r"(INVOICE|RECEIPT|TEL\b|FAX|PHONE|GST|JALAN|\bJLN\b|LOT\b|NO\.?\s*\d|TAMAN|\d{5}|@|WWW|HTTP|CASHIER|DATE)",
+    r"(INVOICE|RECEIPT|TEL\b|FAX|PHONE|GST|JALAN|\bJLN\b|LOT\b|NO\.?\s*\d|TAMAN|\d{5}|@|WWW|HTTP|CASHIER|DATE|"
+    # what a till prints around the name: the kind of slip, a greeting, the returns policy
+    r"\bCASH\s*(SALES?|BILL)\b|\bPOSTED\b|\bCOPY\b|\bREPRINT|\bWELCOME\b|\bTHANK|\bGOODS\s*SOLD)",
     re.IGNORECASE,
 )
 
@@ -188,7 +192,8 @@ def company_name(line: str) -> str | None:
     forms = list(LEGAL_FORM.finditer(line))
     if not forms:
         return None
-    name = _OWNER_PREFIX.sub("", line[: forms[-1].end()].strip()).strip(" ,:-")
+    head = _COUNTER_PREFIX.sub("", line[: forms[-1].end()].strip())
+    name = _OWNER_PREFIX.sub("", head).strip(" ,:-")
     name = re.sub(r"S/B\.$", "S/B", name)  # a slash abbreviation takes no full stop
     return name if name_like(name) else None
 
@@ -202,6 +207,14 @@ _REGISTRATION = re.compile(
 def registration(line: str) -> bool:
     """A line that is only a business registration number: "(81109-A)", "COMPANY NO: 256628-W"."""
     return bool(_REGISTRATION.match(line.strip()))
+
+
+_TRAILING_REGISTRATION = re.compile(r"\s*\(\s*[A-Z]{0,3}\d{5,12}\s*-?\s*[A-Z]\s*\)\s*$", re.IGNORECASE)
+
+
+def without_registration(line: str) -> str:
+    """The line without a registration number in brackets at its end: "ACME (12345-X)" -> "ACME"."""
+    return _TRAILING_REGISTRATION.sub("", line)
 
 
 def owned_by(line: str) -> bool:
@@ -268,18 +281,28 @@ def _one_edit_apart(word: str, known: str) -> bool:
     return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
+MIN_MISREAD_LETTERS = 4  # shorter words ("SDN", "BHD") are abbreviations, not misread
+
+
+def _misreading(word: str, known: str) -> bool:
+    """One letter from a long business word, and not merely its plural ("RESTAURANTS")."""
+    plural = word == known + "S" or known == word + "S"
+    return len(known) >= MIN_MISREAD_LETTERS and not plural and _one_edit_apart(word, known)
+
+
 def misread_words(name: str) -> list[str]:
     """Words of `name` that look like an OCR misreading of a common business word."""
     words = re.findall(r"[A-Z]{4,}", name.upper())
-    return [
-        w for w in words if w not in BUSINESS_WORDS and any(_one_edit_apart(w, k) for k in BUSINESS_WORDS)
-    ]
+    return [w for w in words if w not in BUSINESS_WORDS and any(_misreading(w, k) for k in BUSINESS_WORDS)]
 
 
 def starts_mid_name(name: str) -> bool:
-    """Nothing but the legal form, or an "&", "(" or "CO." before it: the name began a line above."""
+    """Nothing but the legal form, business words ("RESTAURANT SDN BHD"), or an "&", "(" or
+    "CO." before it: the name began a line above."""
     head = LEGAL_FORM.split(name, maxsplit=1)[0].strip()
-    return not head or head[0] in "&(" or head.upper().startswith("CO.")
+    words = re.findall(r"[A-Z]+", head.upper())
+    generic = bool(words) and all(w in BUSINESS_WORDS or TRADE_WORD.fullmatch(w) for w in words)
+    return not head or generic or head[0] in "&(" or head.upper().startswith("CO.")
 
 
 def trade_name(line: str) -> bool:

@@ -17,7 +17,8 @@ from tierflow.routing.document_fields import Amount, amounts_in
 CENT = Decimal("0.01")
 MAX_ROUNDING = Decimal("0.10")
 MAX_PARTS = 4
-MAX_LABELLED = 60  # cash rounding moves a total by less than this
+MAX_LABELLED = 60  # no receipt has this many labelled amounts
+COLUMN_GAP = 25  # lines between a column of labels and its amounts printed further down
 
 _EXCLUDED = re.compile(
     r"SUB\s*-?\s*TOTAL|TOTAL\s*(QTY|QUANTITY|ITEM|DISC|SAV|TAX|GST|SST|VAT|EXCL|\(EXCL|BEFORE|W/O|NO\b|PCS|UNIT)|"
@@ -26,7 +27,7 @@ _EXCLUDED = re.compile(
     re.IGNORECASE,
 )
 _FINAL = re.compile(
-    r"ROUND(ED|ING)?\s*TOTAL|TOTAL\s*ROUND|NETT?\s*(TOTAL|AMOUNT|AMT)|GRAND\s*TOTAL|TOTAL.{0,12}INCL|"
+    r"ROUND(ED|ING)?\s*TOTAL|TOTAL\s*ROUND|NETT?\s*(TOTAL|AMOUNT|AMT)|GRAND\s*TOTAL|TOTAL.{0,12}INCL(?!UDE)|"
     r"(TOTAL|AMOUNT|AMT|BALANCE)\s*(PAYABLE|DUE)|TOTAL\s*SALES\s*\(?INCL|TO\s*BE\s*PAID|TOTAL\s*PAID",
     re.IGNORECASE,
 )
@@ -40,7 +41,8 @@ _ROUNDING = re.compile(r"ROUNDING|ROUND\s*ADJ|ADJUSTMENT", re.IGNORECASE)
 _PAID = re.compile(r"^(CASH|TENDER(ED)?|PAID|PAY|PAYMENT|RECEIVED|VISA|MASTER|CARD|CREDIT)\b", re.IGNORECASE)
 _CHANGE = re.compile(r"^(CHANGE|BALANCE|CHANGE\s*DUE)\b", re.IGNORECASE)
 _SUMMARY = re.compile(r"(GST|TAX|SST|VAT)\s*SUMMARY|SUMMARY\s*OF\s*(GST|TAX)", re.IGNORECASE)
-_AMOUNT_ONLY = re.compile(r"^[:\s]*(RM|MYR|\$)?\s*-?\s*(RM|\$)?\s*[\d,]*\.\d{2}\s*$", re.IGNORECASE)
+# "(0.02)": a negative amount as accountants print it
+_AMOUNT_ONLY = re.compile(r"^[:\s]*(RM|MYR|\$)?\s*-?\(?\s*(RM|\$)?\s*[\d,]*\.\d{2}\)?\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -118,28 +120,97 @@ def _is_filler(line: str) -> bool:
     return line.upper().strip(" :") in ("", "RM", "MYR", "$")
 
 
+def _self_valued(line: str) -> bool:
+    """A label that carries its own count ("ITEM COUNT 3", "QTY : 1"): no amount of the column is its."""
+    return bool(re.search(r"[:\s]\d+$", line))
+
+
+def _is_value(line: str) -> bool:
+    return bool(_AMOUNT_ONLY.match(line)) and bool(amounts_in(line, 0))
+
+
+def _label_block(lines: list[str], index: int) -> tuple[list[int], int]:
+    """The label lines from `index` on, and the index after them; fillers and counts are skipped."""
+    labels: list[int] = []
+    while index < len(lines):
+        line = lines[index]
+        if _SUMMARY.search(line):
+            break  # the tax summary is a table of its own
+        if _is_label(line) and not _self_valued(line):
+            labels.append(index)
+        elif not (labels and (_is_filler(line) or _is_label(line))):
+            break
+        index += 1
+    return labels, index
+
+
+def _value_run(lines: list[str], index: int) -> tuple[list[Amount], int]:
+    """The amount-only lines from `index` on (fillers skipped), and the index after them."""
+    values: list[Amount] = []
+    while index < len(lines) and (_is_value(lines[index]) or values and _is_filler(lines[index])):
+        values.extend(amounts_in(lines[index], index)[:1] if _is_value(lines[index]) else [])
+        index += 1
+    return values, index
+
+
+def _later_run(lines: list[str], index: int, count: int) -> list[Amount]:
+    """The first run of exactly `count` amounts within COLUMN_GAP lines: the column printed further down."""
+    end = min(len(lines), index + COLUMN_GAP)
+    while index < end:
+        values, after = _value_run(lines, index)
+        if len(values) == count:
+            return values
+        index = max(after, index + 1)
+    return []
+
+
 def column_amounts(lines: list[str]) -> dict[int, Amount]:
     """Labels printed as one column and their amounts as the next: the i-th label gets the i-th amount.
 
     Tills often print "TOTAL / CASH / CHANGE" and then "18.00 / 20.00 / 2.00"; OCR reads
-    the columns one after the other.
+    the columns one after the other, sometimes with other lines between them, and a
+    column may hold an amount more or less than the other (see `align_column`).
     """
     paired: dict[int, Amount] = {}
     index = 0
     while index < len(lines):
-        labels: list[int] = []
-        while index < len(lines) and (_is_label(lines[index]) or labels and _is_filler(lines[index])):
-            if not _is_filler(lines[index]):
-                labels.append(index)
-            index += 1
-        values: list[Amount] = []
-        while index < len(lines) and (_AMOUNT_ONLY.match(lines[index]) or _is_filler(lines[index])):
-            values.extend(amounts_in(lines[index], index)[:1] if _AMOUNT_ONLY.match(lines[index]) else [])
-            index += 1
-        if len(labels) >= 2 and len(values) >= len(labels):
-            paired.update(zip(labels, values, strict=False))
-        index += 0 if labels or values else 1
+        labels, after_labels = _label_block(lines, index)
+        values, after_values = _value_run(lines, after_labels)
+        if len(labels) >= 2:
+            paired.update(align_column(labels, values or _later_run(lines, after_labels, len(labels)), lines))
+        index = max(after_values, index + 1)
     return paired
+
+
+def align_column(labels: list[int], values: list[Amount], lines: list[str]) -> dict[int, Amount]:
+    """Pair a column of labels with a column of amounts.
+
+    Side by side when that makes the sums agree (cash minus change, subtotal plus tax) or,
+    failing that, when no sum agrees at any shift and there are amounts for every label.
+    Otherwise shifted by the few amounts (an item price, a header with no amount) that
+    the other column lacks, at the one shift where the sums agree.
+    """
+    natural = dict(zip(labels, values, strict=False))
+    if not values or _column_support(natural, lines):
+        return natural
+    shifts = [
+        dict(zip(labels[max(0, -k) :], values[max(0, k) :], strict=False))
+        for k in range(-(len(labels) - 2), len(values) - 1)
+        if k
+    ]
+    scored = sorted(((_column_support(s, lines), s) for s in shifts), key=lambda pair: -pair[0])
+    if scored and scored[0][0] > 0 and (len(scored) == 1 or scored[1][0] < scored[0][0]):
+        return scored[0][1]
+    return natural if len(values) >= len(labels) else {}
+
+
+def _column_support(pairs: dict[int, Amount], lines: list[str]) -> int:
+    """How many sums confirm the best total among these label-amount pairs alone."""
+    findings = TotalFindings()
+    for index, amount in sorted(pairs.items()):
+        findings.labelled.append(amount)
+        _classify(findings, lines[index], amount)
+    return max((len(total_support(findings, c, None)) for c in findings.totals), default=0)
 
 
 def find_totals(lines: list[str]) -> TotalFindings:
@@ -208,6 +279,10 @@ def _paid_support(findings: TotalFindings, total: Decimal) -> list[str]:
     change = [abs(c.value) for c in findings.change]
     if paid and change and any(_same(p - c, total) for p in paid for c in change):
         return ["cash minus change"]
+    steps = [abs(r.value) for r in findings.roundings[:1]]
+    moved = [total + s for step in steps for s in (step, -step)]  # the tender pays the rounded total
+    if paid and change and any(_same(p - c, m) for p in paid for c in change for m in moved):
+        return ["cash minus change, rounded"]
     if paid and not change and any(_same(p, total) for p in paid):
         return ["paid exactly"]
     return []

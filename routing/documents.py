@@ -6,8 +6,8 @@ decision (`rule_confidence`, `decide_document`) and the comparison of a model's
 fields with the rules' (`fields_agree`). Pure: stdlib and pydantic only; must
 not import Celery, SQLAlchemy, HTTP clients or provider SDKs
 (tests/unit/test_layering.py). Candidate finding lives in
-routing/document_fields.py and routing/document_totals.py, the value types in
-routing/document_models.py.
+routing/document_fields.py, routing/document_company.py and
+routing/document_totals.py, the value types in routing/document_models.py.
 """
 
 from __future__ import annotations
@@ -16,22 +16,15 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 
+from tierflow.routing.document_company import find_company
 from tierflow.routing.document_fields import (
     amounts_in,
-    balanced,
-    company_name,
     dates_in,
     is_oversized,
-    misread_words,
-    name_like,
-    owned_by,
     parse_amount,
     parse_date,
-    registration,
-    starts_mid_name,
     tax_ids_in,
     text_lines,
-    trade_name,
 )
 from tierflow.routing.document_models import (
     Disagreement,
@@ -51,7 +44,8 @@ from tierflow.routing.document_totals import (
 
 _DETACHED_CURRENCY = re.compile(r"(RM|MYR|\$)\s+-?\d[\d,]*\.\d\d\s*$", re.IGNORECASE)
 REQUIRED_FIELDS = ("company", "date", "total")
-COMPANY_LINES = 8  # a company heads its receipt
+# a card's expiry, a voucher's validity, the moment a copy was printed: dates that are not the document's
+_OTHER_DATE = re.compile(r"EXPIR|\bEXP\b|VALID|PRINTED", re.IGNORECASE)
 ACCEPT_CONFIDENCE = 0.9
 
 _ITEM = re.compile(
@@ -60,61 +54,11 @@ _ITEM = re.compile(
 )
 
 
-def _company(lines: list[str]) -> tuple[Evidence | None, bool]:
-    """The company heading the document, and whether it is a strong finding (legal form, whole name)."""
-    for number, line in enumerate(lines[:COMPANY_LINES]):
-        line = _wrapped(lines, number)
-        name = company_name(line)
-        if name is None:
-            continue
-        previous = lines[number - 1] if number else ""
-        if starts_mid_name(name) or previous.endswith("&"):
-            name, strong = f"{previous} {name}".strip(), name_like(previous)
-        else:
-            strong = not name_like(previous) or _repeats_brand(previous, name)
-        strong = strong and balanced(line) and not owned_by(line)
-        return Evidence(value=name, line_no=number, line=line), strong and not misread_words(name)
-    return _shop(lines)
-
-
-def _shop(lines: list[str]) -> tuple[Evidence | None, bool]:
-    """No legal form: a name over its registration number, else the first line naming a trade.
-
-    Strong when the line heads the text alone (no other name-like line just above it).
-    """
-    heading = lines[:COMPANY_LINES]
-    registered = [
-        n for n, line in enumerate(heading[:-1]) if name_like(line) and registration(heading[n + 1])
-    ]
-    traded = [n for n, line in enumerate(heading) if trade_name(line)]
-    for number in registered[:1] or traded[:1]:
-        line, previous = _wrapped(lines, number), lines[number - 1] if number else ""
-        whole = not line.endswith(("&", "-", ",")) and balanced(line) and not misread_words(line)
-        return Evidence(value=line, line_no=number, line=line), whole and not name_like(previous)
-    return None, False
-
-
-def _wrapped(lines: list[str], number: int) -> str:
-    """The line with its continuation when the name wraps: an open "(" that the next line closes
-    before a legal form ("ACME (SETIA" / "ALAM) SDN BHD"), or a trailing "&" before a name-like line."""
-    line = lines[number]
-    following = lines[number + 1] if number + 1 < len(lines) else ""
-    opens = line.count("(") > line.count(")") and following.count(")") > following.count("(")
-    if opens and company_name(following) is not None and following.find(")") < following.upper().rfind(" "):
-        return f"{line} {following}"
-    if line.endswith("&") and name_like(following) and company_name(following) is None:
-        return f"{line} {following}"
-    return line
-
-
-def _repeats_brand(previous: str, name: str) -> bool:
-    """A brand line above its legal name ("ACME" over "ACME TRADING SDN BHD") names the same company."""
-    return name.upper().startswith(previous.upper() + " ")
-
-
 def _dates(lines: list[str]) -> tuple[Evidence | None, str | None, tuple[str, ...], tuple[str, ...]]:
     """The document's date, its ISO form, other dates, and every way the date itself is printed."""
-    found = [d for number, line in enumerate(lines) for d in dates_in(line, number)]
+    found = [
+        d for number, line in enumerate(lines) if not _OTHER_DATE.search(line) for d in dates_in(line, number)
+    ]
     if not found:
         return None, None, (), ()
     labelled = [d for d in found if re.search(r"DATE|TARIKH", lines[d.line], re.IGNORECASE)]
@@ -163,7 +107,7 @@ def extract_fields(text: str) -> ExtractedDocument:
     """Every field the rules find in `text`, each with its evidence. Never raises on junk."""
     text = text if isinstance(text, str) else ""
     lines = text_lines(text)
-    company, company_strong = _company(lines)
+    company, company_strong = find_company(lines)
     date, date_iso, other_dates, date_forms = _dates(lines)
     findings = find_totals(lines)
     items = _items(lines)
@@ -226,12 +170,17 @@ def _total_issues(doc: ExtractedDocument) -> list[ValidationIssue]:
         issues.append(_issue(IssueCode.TOTALS_CONFLICT, "total", f"other totals: {others}"))
     if not doc.total_support:
         issues.append(_issue(IssueCode.TOTAL_UNCONFIRMED, "total", "no sum confirms the total"))
-    # "RM 9.00", "1,250.00": whether the currency or the separator belongs to the value is a
-    # convention that labelled receipts do not keep, so the printed form is not certain
-    if _DETACHED_CURRENCY.search(doc.total.line) or "," in doc.total.value:
-        why = "currency printed apart from the total, or thousands separated"
+    if _form_uncertain(doc.total):
+        why = "currency printed with the total, or thousands separated"
         issues.append(_issue(IssueCode.TOTAL_FORM_AMBIGUOUS, "total", why))
     return issues + _item_issues(doc, amount)
+
+
+def _form_uncertain(total: Evidence) -> bool:
+    """ "RM 9.00", "RM9.00", "1,250.00": whether a currency code or the separator belongs to the
+    value is a convention that labelled receipts do not keep, glued or apart ("$9.00" they keep)."""
+    coded = total.value[:1].isalpha()
+    return coded or "," in total.value or bool(_DETACHED_CURRENCY.search(total.line))
 
 
 def _item_issues(doc: ExtractedDocument, total: Decimal) -> list[ValidationIssue]:

@@ -158,7 +158,7 @@ def test_impossible_dates_are_not_dates() -> None:
 
 
 def test_two_different_dates_keep_the_labelled_one_and_flag_the_conflict() -> None:
-    doc = extract_fields("ACME LTD\nPRINTED 01/01/2020\nDATE: 05/01/2020\n")
+    doc = extract_fields("ACME LTD\nDELIVERY 01/01/2020\nDATE: 05/01/2020\n")
     assert doc.date is not None and doc.date.value == "05/01/2020"
     assert doc.other_dates == ("2020-01-01",)
     assert IssueCode.DATES_CONFLICT in {i.code for i in validate(doc)}
