@@ -26,6 +26,7 @@ import numpy as np
 from tierflow.routing.learning import LearnedRouting, LearningSettings, calibrate, cascade_features
 from tierflow.routing.policy import Policy
 from tierflow.routing.scorers import L2_GRID, LogisticScorer, Vector, constant_scorer, fit_scorer
+from tierflow.routing.search_learning import StepOutcome, learn_orders
 from tierflow.routing.states import Tier
 
 # One-sided 95%: a drop in success smaller than this many standard errors is within chance.
@@ -160,6 +161,7 @@ def reflect(
     rows: list[OutcomeRow],
     encoder: str | None,
     kinds: Sequence[str] | None = None,
+    steps: Sequence[StepOutcome] = (),
 ) -> Reflection:
     """The next step for the active `policy` (whose parent version is `parent`) given judged `rows`.
 
@@ -167,6 +169,8 @@ def reflect(
         encoder: the embedding the rows' prompt features include (None: cheap features only).
         kinds: the kinds in force, in the registry's order; each is learned on its own rows alone,
             so a kind added or removed changes no other kind's scorers. None: the kinds of `rows`.
+        steps: the judged strategy search steps, from which each search's order is learned
+            (routing/search_learning.py).
     """
     settings = policy.learning
     stats: dict[str, Any] = {"tiers": tier_statistics(rows)}
@@ -204,9 +208,12 @@ def reflect(
         notes.append(note)
         if change is not None:
             learned[kind] = change
-    if learned == policy.learned:
+    search, search_notes = learn_orders(policy.search, steps, settings.min_samples)
+    notes += search_notes
+    if learned == policy.learned and search == policy.search:
         return Reflection(None, None, stats, " ".join(notes))
-    return Reflection(policy.model_copy(update={"learned": learned}), None, stats, " ".join(notes))
+    update = {"learned": learned, "search": search}
+    return Reflection(policy.model_copy(update=update), None, stats, " ".join(notes))
 
 
 def learn_kind(

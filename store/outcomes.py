@@ -39,6 +39,7 @@ class JudgedAttempt:
     policy_version: int | None
     outputs: dict[str, ExpertRow]  # per expert
     grade: Grade | None = None  # the graded outcome and its source; None: the verdict alone
+    search: dict[str, Any] | None = None  # the strategy search step it was (Decision.search)
 
 
 def judged_attempts(session: Session, limit: int = 10_000) -> list[JudgedAttempt]:
@@ -80,6 +81,7 @@ def judged_attempts(session: Session, limit: int = 10_000) -> list[JudgedAttempt
                 policy_version=versions.get(attempt.job_id),
                 outputs=outputs.get(key, {}),
                 grade=grade,
+                search=(attempt.decision or {}).get("search"),
             )
         )
     return judged

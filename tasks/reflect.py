@@ -18,6 +18,7 @@ from celery import shared_task
 
 from tierflow.routing.policy import Policy
 from tierflow.routing.reflect import Reflection, reflect
+from tierflow.routing.search_learning import StepOutcome
 from tierflow.store.db import transaction
 from tierflow.store.outcomes import judged_attempts
 from tierflow.store.policies import (
@@ -75,7 +76,12 @@ def run_reflect(runtime: Runtime) -> ReflectRun:
         records = judged_attempts(session, runtime.settings.reflect_window)
     encoder = policy.learning.encoder
     rows = outcome_rows(runtime, encoder, records, policy.learning.quality_bar)
-    reflection = reflect(policy, parent, rows, encoder, runtime.kinds.names)
+    steps = [
+        StepOutcome(str(r.search["key"]), str(r.search["step"]), r.good, r.cost_usd)
+        for r in records
+        if r.search
+    ]
+    reflection = reflect(policy, parent, rows, encoder, runtime.kinds.names, steps)
     reflection = coach_reflection(runtime, policy, reflection, records)
     reflection = off_policy_gate(runtime, policy, reflection, rows)
     published = _publish(runtime, policy.version, reflection)

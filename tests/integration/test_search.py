@@ -15,6 +15,7 @@ from sqlalchemy import select
 from tests.integration.conftest import run, running_worker, wait_terminal, write_jobs
 from tierflow.store.db import transaction
 from tierflow.store.models import Attempt, ExpertResult, Job, Result
+from tierflow.store.outcomes import judged_attempts
 from tierflow.store.policies import publish_policy
 from tierflow.store.report_queries import Selection
 from tierflow.tasks.submission import submit_file
@@ -91,6 +92,14 @@ def test_an_uncertain_direct_answer_backtracks_to_a_verifier(make_app, tmp_path,
     )
     assert f"step verify@medium of {' -> '.join(order)}, model steps 2/3, cost ${costs[2]:.6f}" in shown
     assert "search moves on to verify@medium on medium" in shown
+    # what reflect learns the order from: each judged step with its plan, step, outcome and cost
+    with transaction(runtime.sessions) as session:
+        judged = [r for r in judged_attempts(session) if r.job_id == "search-1"]
+    assert [(r.search["key"], r.search["step"], r.good) for r in judged] == [
+        ("prompt", "direct", False),
+        ("prompt", "verify@medium", True),
+    ]
+    assert [r.cost_usd for r in judged] == [costs[1], costs[2]]
 
 
 def test_a_search_ends_needs_clarification_with_the_question_as_its_result(make_app, tmp_path, env):
