@@ -1,4 +1,7 @@
-"""run_job (queue `tier.<tier>`): one attempt of a job as one flat chord of experts."""
+"""run_job (queue `tier.<tier>`): one attempt of a job as one flat chord of experts.
+
+classify and the aggregate fan their attempts out themselves (`fan_out`); run_job is what
+recovery sends for an attempt whose chord was lost, and what an earlier release sent."""
 
 from __future__ import annotations
 

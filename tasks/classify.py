@@ -1,4 +1,7 @@
-"""classify (queue `classify`): analyse a queued job, decide its first tier, dispatch attempt 1.
+"""classify (queue `classify`): analyse a queued job, decide its first tier, fan attempt 1 out.
+
+Attempt 1 is created running and its chord of experts sent to its tier's queue after the
+commit, with no run_job between (run_job sends an attempt that recovery found lost).
 
 The analysis is staged (rules, then the semantic stage, then a small-tier model)
 and cached per content hash: a resubmitted job reuses the stored analysis. Model
@@ -30,10 +33,11 @@ from tierflow.store.lifecycle import (
     load_attempt,
     load_job,
     move_job,
+    start_attempt,
     upsert_expert_result,
 )
 from tierflow.tasks.aggregate import end_attempt, hold_for_review, undeclared
-from tierflow.tasks.attempts import fan_out
+from tierflow.tasks.attempts import expert_context, fan_out
 from tierflow.tasks.context import decision_context
 from tierflow.tasks.dispatch import send_attempt, send_classify_many
 from tierflow.tasks.experts import call_tier, request_for, spend
@@ -70,31 +74,29 @@ def classify(self: Any, job_id: str) -> None:
             tokens=count_tokens(job_text(kind, job.payload)),
         )
         analysis = _split(runtime, kind, job, analysis, calls, cached is not None)
-        stored, tier, sends = _classified(runtime, job, analysis, calls, cached is not None)
-        if not stored:
+        sends = _classified(runtime, job, analysis, calls, cached is not None)
+        if sends is None:
             return
         send_classify_many(self.app, sends.children)
-        for fanout in sends.merges:
+        for fanout in sends.fanouts:
             fan_out(self.app, fanout.job_id, fanout.attempt, fanout.tier, fanout.experts, fanout.context)
     elif job.state is JobState.CLASSIFIED:
-        # A redelivered classify of a classified job sends attempt 1 again: run_job is idempotent,
-        # and the first delivery may have died between its commit and its send.
+        # Classified by an earlier release, which left attempt 1 to run_job: send it again
+        # (run_job is idempotent, and the first delivery may have died before its send).
         with transaction(runtime.sessions) as session:
             attempt = load_attempt(session, job_id, 1)
-        tier = attempt.tier if attempt is not None and attempt.state != "judged" else None
-    else:
-        return  # already past classification: a stale redelivery
-    if tier is not None:
-        send_attempt(self.app, job_id, 1, tier)
+        if attempt is not None and attempt.state != "judged":
+            send_attempt(self.app, job_id, 1, attempt.tier)
+    # else: already past classification, a stale redelivery
 
 
 @dataclass
 class Sends:
-    """What a classification sends after its commit besides attempt 1: a parent's children, and
-    the merges of parents whose last child this job was."""
+    """What a classification sends after its commit: attempt 1's chord, or a parent's children,
+    or the merges of parents whose last child this job was (it ended at classification)."""
 
     children: list[str] = field(default_factory=list)
-    merges: list[Fanout] = field(default_factory=list)
+    fanouts: list[Fanout] = field(default_factory=list)
 
 
 def _split(
@@ -126,10 +128,10 @@ def _split(
 
 def _classified(
     runtime: Runtime, job: JobView, analysis: Analysis, calls: list[dict[str, Any]], cached: bool
-) -> tuple[bool, str | None, Sends]:
-    """Store the analysis and the first decision: (False, None) when another delivery got there
-    first, else (True, the tier whose queue takes attempt 1, or None when it went to a person or
-    became a parent), with what else to send."""
+) -> Sends | None:
+    """Store the analysis and the first decision, with attempt 1 created running (its chord
+    goes out after the commit, with no run_job between), the job held for a person, or the job
+    made a parent; what to send then. None when another delivery got there first."""
     policy = runtime.policy()
     kind = runtime.kinds.get(job.kind)
     sends = Sends()
@@ -138,9 +140,9 @@ def _classified(
         with transaction(runtime.sessions) as session:
             sends.children = spawn_children(session, runtime, policy, job, analysis, split)
             if not sends.children:
-                return False, None, sends
+                return None
             _analysis_spend(session, job.id, analysis, calls)
-        return True, None, sends
+        return sends
     features = job_features(runtime, policy, kind, job.payload)  # may embed: outside the transaction
     with transaction(runtime.sessions) as session:
         ctx = replace(decision_context(session, runtime, policy, job), prompt_features=features)
@@ -156,18 +158,23 @@ def _classified(
             attempt=1,
         )
         if not moved:
-            return False, None, sends
-        create_attempt(session, job.id, 1, decision.tier.value, decision.as_dict())
+            return None
+        body = decision.as_dict()
+        create_attempt(session, job.id, 1, decision.tier.value, body)
         _analysis_spend(session, job.id, analysis, calls)
         if decision.search is not None and decision.strategy in (Strategy.CLARIFY, Strategy.REVIEW):
             end_search(session, job.id, 1, decision)
-            sends.merges = merge_when_ready(session, runtime, job.id)
-            return True, None, sends
+            sends.fanouts = merge_when_ready(session, runtime, job.id)
+            return sends
         if decision.strategy is Strategy.REVIEW:
             hold_for_review(session, job.id, 1, decision.tier, decision.reasons)
-            sends.merges = merge_when_ready(session, runtime, job.id)
-            return True, None, sends
-    return True, decision.tier.value, sends
+            sends.fanouts = merge_when_ready(session, runtime, job.id)
+            return sends
+        start_attempt(session, job.id, 1, decision.tier.queue, None)
+        move_job(session, job.id, JobState.RUNNING, runtime.stage_timeout)
+    context = expert_context(job.kind, job.payload, body)
+    sends.fanouts = [Fanout(job.id, 1, decision.tier.value, list(decision.experts), context)]
+    return sends
 
 
 def _analysis_spend(session: Any, job_id: str, analysis: Analysis, calls: list[dict[str, Any]]) -> None:

@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tierflow.providers.pricing import price_table
 from tierflow.providers.tokens import count_tokens
 from tierflow.routing.analysis import job_text
 from tierflow.routing.constraints import DecisionContext
@@ -52,13 +51,12 @@ def decision_context(session: Session, runtime: Runtime, policy: Policy, job: Jo
         due = datetime.fromisoformat(str(deadline))
         due = due if due.tzinfo else due.replace(tzinfo=UTC)  # a deadline without a zone is UTC
         seconds_left = (due - utcnow()).total_seconds()
-    prices = price_table(runtime.settings.price_overrides())
     return DecisionContext(
         job_id=job.id,
         job_tokens=count_tokens(job_text(runtime.kinds.get(job.kind), job.payload)),
         budget_left_usd=None if budget is None else float(budget) - job_spent(session, job),
         seconds_left=seconds_left,
         unavailable=unavailable_models(runtime, policy),
-        prices={ref: (p.input_per_million, p.output_per_million) for ref, p in prices.items()},
+        prices=runtime.decision_prices,
         pinned_tier=Tier(metadata["tier"]) if metadata.get("tier") else None,
     )

@@ -7,6 +7,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,13 @@ class Runtime:
     _policy_loaded_at: float = 0.0
     _encoders: dict[str, CachedEncoder] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @cached_property
+    def decision_prices(self) -> dict[str, tuple[float, float]]:
+        """USD per million tokens in and out by model, as routing decisions read them: the
+        settings' price table, built once (validating it per decision cost more than deciding)."""
+        prices = price_table(self.settings.price_overrides())
+        return {ref: (p.input_per_million, p.output_per_million) for ref, p in prices.items()}
 
     @property
     def stage_timeout(self) -> timedelta:

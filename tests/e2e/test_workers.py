@@ -41,7 +41,9 @@ BATCH_TIMEOUT_S = 180.0
 KILLED_BATCH_TIMEOUT_S = 240.0
 KILL_AFTER_TERMINAL = 20  # kill once this many jobs of batch 2 are terminal ...
 KILL_BEFORE_SHARE = 0.6  # ... and before this share of them is ...
-KILL_WHEN_HELD = 6  # ... at a moment the small-tier worker holds this many unacknowledged messages
+# ... at a moment the small-tier worker holds this many attempts: classify fans attempt 1 out
+# itself, so the classify worker feeds the tiers as fast as it classifies and they hold a few at once
+KILL_WHEN_HELD = 3
 KILL_WAIT_S = 90.0
 RESTART_PAUSE_S = 2.0
 # At the default settings (a 30 s lease), a killed worker's jobs run again within a minute.
@@ -158,7 +160,9 @@ def held_by_small_tier(broker: redis.Redis) -> dict[str, tuple[str, str]]:
 
 
 def running_on_small(engine: Engine, batch_id: str) -> set[str]:
-    """Unfinished jobs of the batch whose attempt the small-tier worker has started and not judged."""
+    """Unfinished jobs of the batch whose attempt runs on the small tier's queue, not yet judged:
+    the small-tier worker, the only one on that queue, holds them (an attempt names the worker
+    that judged it, so a running one fanned out by classify or an escalation names none yet)."""
     query = (
         select(Job.id)
         .join(Attempt, (Attempt.job_id == Job.id) & (Attempt.number == Job.attempt))
@@ -166,7 +170,7 @@ def running_on_small(engine: Engine, batch_id: str) -> set[str]:
             Job.batch_id == batch_id,
             Job.state.not_in(TERMINAL),
             Attempt.state == "running",
-            Attempt.worker == WORKERS["small"][1],
+            Attempt.queue == "tier.small",
         )
     )
     with engine.connect() as connection:
