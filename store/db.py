@@ -79,12 +79,16 @@ def check_database(engine: Engine) -> None:
         raise ServiceUnavailable("database", redact(str(engine.url)), reason) from None
 
 
+def insert_for(session: Session, table: Any) -> Any:
+    """An INSERT for the session's dialect (PostgreSQL or SQLite), ready for on_conflict_* clauses
+    and for executing with rows of parameters."""
+    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return module.insert(getattr(table, "__table__", table))
+
+
 def insert_stmt(session: Session, table: Any, values: dict[str, Any] | Sequence[dict[str, Any]]) -> Any:
-    """An INSERT for the session's dialect (PostgreSQL or SQLite), ready for on_conflict_* clauses."""
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    target = getattr(table, "__table__", table)
-    return module.insert(target).values(values)
+    """`insert_for` with its values."""
+    return insert_for(session, table).values(values)
 
 
 def insert_ignore(

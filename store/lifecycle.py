@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from tierflow.routing.analysis import Analysis
 from tierflow.routing.states import JobState, sources_of
-from tierflow.store.db import insert_ignore, insert_stmt
+from tierflow.store.db import insert_for, insert_ignore, insert_stmt
 from tierflow.store.models import Attempt, ExpertResult, Feedback, Job, Result, utcnow
 
 # The state changes are Core UPDATEs of the tables, their criteria on the tables' columns: an
@@ -181,7 +181,14 @@ def upsert_expert_result(session: Session, row: dict[str, Any]) -> None:
 def write_expert_results(session: Session, rows: list[dict[str, Any]]) -> None:
     """An attempt's expert rows, as its chord returned them, in one statement; a row already
     stored for the same expert (written by an earlier release's expert task) is kept."""
-    insert_ignore(session, ExpertResult, [EXPERT_ROW | row for row in rows], ["job_id", "attempt", "expert"])
+    if not rows:
+        return
+    # executemany of one cached statement (SQLAlchemy sends it as one multi-row INSERT); a
+    # statement with the rows' VALUES written in would be compiled again for every attempt
+    stmt = insert_for(session, ExpertResult).on_conflict_do_nothing(
+        index_elements=["job_id", "attempt", "expert"]
+    )
+    session.execute(stmt, [EXPERT_ROW | row for row in rows])
 
 
 # One multi-row INSERT needs every row to name the same columns: what an expert leaves out.

@@ -67,8 +67,16 @@ def fan_out(
     """Send the attempt's chord: its experts on the tier's queue, then the aggregate (and, if the
     chord fails, attempt_failed). Called after the commit that marked the attempt running."""
     queue = f"tier.{tier}"
+    # the context's repr is short-circuited: Celery would write the whole payload into each
+    # message's headers (argsrepr) for the logs and Flower, at a cost per expert
+    shown = f"({job_id!r}, {attempt}, {{name!r}}, <context of {context.get('kind')}>)"
     header = group(
-        app.signature("tierflow.expert", args=(job_id, attempt, name, context), queue=queue)
+        app.signature(
+            "tierflow.expert",
+            args=(job_id, attempt, name, context),
+            queue=queue,
+            argsrepr=shown.format(name=name),
+        )
         for name in experts
     )
     callback = app.signature("tierflow.aggregate", args=(job_id, attempt), queue=queue)
