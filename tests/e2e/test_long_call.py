@@ -25,7 +25,8 @@ from tierflow.store.db import make_engine
 from tierflow.store.models import ExpertResult, Job, Result
 from tierflow.worker.app import TierflowCelery
 
-pytestmark = pytest.mark.e2e
+# mostly waiting (on a slow model, on the reconciler's cycles): `make test` runs it beside the rest
+pytestmark = [pytest.mark.e2e, pytest.mark.waits]
 
 CALL_S = 300.0
 TIERS = {

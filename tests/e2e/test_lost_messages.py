@@ -30,7 +30,8 @@ from tierflow.tasks.runtime import runtime_for
 from tierflow.tasks.submission import submit_file
 from tierflow.worker.app import TierflowCelery
 
-pytestmark = pytest.mark.e2e
+# mostly waiting (on a slow model, on the reconciler's cycles): `make test` runs it beside the rest
+pytestmark = [pytest.mark.e2e, pytest.mark.waits]
 
 FEED_EVERY_S = 0.5
 FEED_BATCH = 40  # more than the workers take: the slowest stage's queue grows all along
