@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -54,9 +55,10 @@ class Job(Base):
     payload: Mapped[dict[str, Any]]
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
     content_hash: Mapped[str] = mapped_column(String(64), index=True)
-    state: Mapped[str] = mapped_column(String(32), index=True)
-    # A decomposed job's children name it here; None for every other job.
-    parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
+    # indexed with stale_after and with sent_at (below), which lead with it
+    state: Mapped[str] = mapped_column(String(32))
+    # A decomposed job's children name it here; None for every other job (indexed: children only).
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"))
     tier: Mapped[str | None] = mapped_column(String(8))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     analysis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -73,6 +75,12 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_state_stale_after", "state", "stale_after"),
         Index("ix_jobs_state_sent_at", "state", "sent_at"),
+        Index(
+            "ix_jobs_parent_id",
+            "parent_id",
+            postgresql_where=text("parent_id IS NOT NULL"),
+            sqlite_where=text("parent_id IS NOT NULL"),
+        ),
     )
 
 
