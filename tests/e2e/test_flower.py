@@ -30,7 +30,7 @@ from tests.e2e.compose_runner import (
 )
 from tests.e2e.conftest import TIERFLOW, Processes, wait_for_workers
 from tierflow.routing.errors import ConfigError
-from tierflow.store.models import Job
+from tierflow.store.models import Attempt, Job
 from tierflow.worker.app import ALL_QUEUES, TIER_QUEUES, TierflowCelery
 from tierflow.worker.cli_flower import flower_argv
 from tierflow.worker.settings import Settings
@@ -100,13 +100,20 @@ def wait_for(description: str, check: Any, processes: Processes, timeout_s: floa
 
 
 def backlog_on_tiers(flower: FlowerClient, engine: Engine, batch_id: str) -> dict[str, int] | None:
-    """The queue lengths once every unfinished job is classified and waits on its tier queue, else None."""
+    """The queue lengths once every job is classified and its attempt's experts wait on its tier's
+    queue (classify fans attempt 1 out: one message per expert), else None."""
     lengths = flower.queue_lengths()
     waiting = sum(lengths[queue] for queue in TIER_QUEUES)
-    query = select(func.count()).where(Job.batch_id == batch_id, Job.state == "classified")
+    running = (
+        select(Attempt.decision)
+        .join(Job, Job.id == Attempt.job_id)
+        .where(Job.batch_id == batch_id, Job.state == "running", Attempt.number == 1)
+    )
+    queued = select(func.count()).where(Job.batch_id == batch_id, Job.state == "queued")
     with engine.connect() as connection:
-        classified = connection.execute(query).scalar_one()
-    return lengths if lengths["classify"] == 0 and 0 < waiting == classified else None
+        experts = sum(len(decision["experts"]) for decision in connection.execute(running).scalars())
+        unclassified = connection.execute(queued).scalar_one()
+    return lengths if lengths["classify"] == 0 and unclassified == 0 and 0 < waiting == experts else None
 
 
 @pytest.mark.timeout(300)
