@@ -31,7 +31,7 @@ def test_each_task_logs_one_json_event_with_its_job_and_attempt(make_app, tmp_pa
     records = [json.loads(line) for line in lines]
     assert records, "no task event was logged"
     by_task = {r["task"]: r for r in records if r.get("job_id") == "log-1"}
-    assert {"tierflow.classify", "tierflow.run_job", "tierflow.expert", "tierflow.aggregate"} <= set(by_task)
+    assert {"tierflow.classify", "tierflow.expert", "tierflow.aggregate"} <= set(by_task)
     assert by_task["tierflow.expert"]["attempt"] == 1 and by_task["tierflow.expert"]["expert"]
     assert all(r["message"] == "task finished" and r["state"] == "SUCCESS" for r in by_task.values())
     assert all(isinstance(r["duration_s"], float) and r["task_id"] for r in by_task.values())
