@@ -85,7 +85,7 @@ def worker_argv(
     hostname: str | None,
 ) -> list[str]:
     """The `celery worker` arguments that `tierflow worker` stands for."""
-    pool = pool or default_pool(queues)
+    pool = pool or default_pool(queues, bool(autoscale))
     if pool not in POOLS:
         raise ConfigError("--pool", f"unknown pool {pool}; known: {', '.join(POOLS)}")
     if autoscale and pool not in ("prefork",):
@@ -114,17 +114,26 @@ def worker_argv(
 THREADS_POOL_CONNECTIONS = 16
 
 
-def default_pool(queues: list[str]) -> str:
-    """Threads for a worker of tier queues only (its tasks wait on model calls), else prefork."""
-    return "threads" if all(q.startswith("tier.") for q in queues) else "prefork"
+def default_pool(queues: list[str], autoscale: bool = False) -> str:
+    """Threads for a worker of tier and classify queues, else prefork (maintenance's reflect fits
+    models); prefork for a worker that is to autoscale.
+
+    Tier tasks wait on model calls; classify's on PostgreSQL, the broker (it publishes attempt
+    1's chord) and, when the rules are unsure, a model: passing each task to a child process
+    cost more CPU than the task (bench/throughput.py: 40 ms of worker CPU a job with classify
+    on prefork, 33 on threads)."""
+    if autoscale:
+        return "prefork"
+    waits = all(q.startswith("tier.") or q == CLASSIFY_QUEUE for q in queues)
+    return "threads" if waits else "prefork"
 
 
-def pool_settings(slots: int, pool: str | None, queues: list[str]) -> dict[str, int]:
+def pool_settings(slots: int, pool: str | None, queues: list[str], autoscale: bool = False) -> dict[str, int]:
     """The database pool a worker keeps: one connection per slot, at most THREADS_POOL_CONNECTIONS
     for a worker of threads."""
     if not slots:
         return {}
-    threads = (pool or default_pool(queues)) in ("threads", "gevent", "eventlet")
+    threads = (pool or default_pool(queues, autoscale)) in ("threads", "gevent", "eventlet")
     return {"db_pool_size": min(slots, THREADS_POOL_CONNECTIONS) if threads else slots}
 
 
@@ -146,7 +155,7 @@ def register(cli: typer.Typer) -> None:
         """Run a Celery worker on the given queues (wraps `celery worker`)."""
         slots = max(concurrency or 0, int(autoscale.split(",")[0]) if autoscale else 0)
         chosen = worker_queues(queues, tier)
-        settings = load_settings(**pool_settings(slots, pool, chosen))
+        settings = load_settings(**pool_settings(slots, pool, chosen, bool(autoscale)))
         if settings.embedded:
             raise ConfigError(
                 "TIERFLOW_BROKER_URL", "a separate worker needs a broker server (redis:// or amqp://)"

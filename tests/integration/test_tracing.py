@@ -71,7 +71,11 @@ def test_spans_carry_job_and_batch_ids_and_no_key(db: object, pg_url: str, redis
     assert submit.attributes["tierflow.batch_id"] == batch.batch_id  # type: ignore[attr-defined]
 
     tasks = [s for s in spans if s.name.startswith("run/tierflow.")]
-    assert {s.name for s in tasks} >= {"run/tierflow.classify", "run/tierflow.expert", "run/tierflow.aggregate"}
+    assert {s.name for s in tasks} >= {
+        "run/tierflow.classify",
+        "run/tierflow.expert",
+        "run/tierflow.aggregate",
+    }
     assert {s.attributes.get("tierflow.job_id") for s in tasks} == {"tr-1", "tr-2"}
 
     calls = by_name["tierflow.model_call"]

@@ -50,7 +50,9 @@ def test_worker_command_maps_to_celery_arguments() -> None:
     argv = worker_argv(worker_queues(None, [Tier.SMALL]), None, 64, None, "INFO", "small-1")
     assert argv[:5] == ["worker", "--queues", "tier.small", "--pool", "threads"]
     assert argv[-2:] == ["--concurrency", "64"] and "small-1@%h" in argv
-    assert worker_argv(["classify"], None, None, "8,2", "INFO", None)[4] == "prefork"
+    assert worker_argv(["classify"], None, None, None, "INFO", None)[4] == "threads"
+    assert worker_argv(["classify"], None, None, "8,2", "INFO", None)[4] == "prefork", "it autoscales"
+    assert worker_argv(["maintenance"], None, None, None, "INFO", None)[4] == "prefork"
     assert worker_queues("classify, maintenance", None) == ["classify", "maintenance"]
 
 
@@ -58,7 +60,9 @@ def test_a_worker_of_threads_keeps_fewer_connections_than_slots_and_prefork_one_
     assert pool_settings(64, None, ["tier.small"]) == {"db_pool_size": THREADS_POOL_CONNECTIONS}
     assert pool_settings(8, None, ["tier.small"]) == {"db_pool_size": 8}
     assert pool_settings(64, "prefork", ["tier.small"]) == {"db_pool_size": 64}
-    assert pool_settings(32, None, ["classify"]) == {"db_pool_size": 32}
+    assert pool_settings(32, None, ["classify"]) == {"db_pool_size": THREADS_POOL_CONNECTIONS}
+    assert pool_settings(32, None, ["maintenance"]) == {"db_pool_size": 32}
+    assert pool_settings(32, None, ["classify"], autoscale=True) == {"db_pool_size": 32}
     assert pool_settings(0, None, ["tier.small"]) == {}
 
 
