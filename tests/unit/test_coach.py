@@ -8,9 +8,10 @@ from tierflow.providers.rules import answer
 from tierflow.routing.coach import CoachProposal, Failure, coach_prompt, coached, review_proposal
 from tierflow.routing.experts import parse_answer
 from tierflow.routing.policy import Policy
+from tierflow.routing.search_plan import SearchPlan
 
 
-def _proposal(*changes: tuple[str, float]) -> CoachProposal:
+def _proposal(*changes: tuple[str, float | list[str]]) -> CoachProposal:
     return CoachProposal(
         summary="s", confidence=0.9, changes=[{"field": f, "value": v, "why": "w"} for f, v in changes]
     )
@@ -57,3 +58,29 @@ def test_the_fake_coach_answers_the_prompt_with_a_valid_proposal() -> None:
         parse_answer(CoachProposal, answer(prompt.system, prompt.user, 0.97)).output | {"confidence": 0.9}
     )
     assert [(c.field, c.value) for c in parsed.changes] == [("small_max_difficulty", 0.3)]
+
+
+def test_the_coach_may_reorder_a_search_plan_with_its_own_steps_only() -> None:
+    plan = SearchPlan(order=("direct", "retrieval", "review"), max_steps=3)
+    policy = Policy(search={"support/refund": plan, "prompt": SearchPlan(order=("direct", "verify"))})
+    prompt = coach_prompt(policy, [], {})
+    assert json.loads(prompt.user)["policy"]["search"]["support/refund"] == ["direct", "retrieval", "review"]
+    assert '"search.KEY"' in prompt.system
+    proposal = _proposal(
+        ("search.support/refund", ["retrieval", "direct", "review"]),
+        ("search.prompt", ["direct", "verify", "review"]),
+        ("search.support/billing", ["direct"]),
+        ("accept_quality", ["direct"]),
+    )
+    overrides, record = review_proposal(policy, proposal)
+    outcomes = [entry["outcome"] for entry in record]
+    assert outcomes[0] == "applied: direct -> retrieval -> review became retrieval -> direct -> review"
+    assert outcomes[1] == "refused: a reorder keeps the plan's steps (direct, verify)"
+    assert outcomes[2] == "refused: no search plan 'support/billing'"
+    assert outcomes[3] == "refused: not a field the coach may change"
+    new = coached(policy, overrides)
+    assert new.search["support/refund"].order == ("retrieval", "direct", "review")
+    assert new.search["support/refund"].max_steps == 3 and new.search["prompt"] == policy.search["prompt"]
+    ending_first = _proposal(("search.support/refund", ["review", "direct", "retrieval"]))
+    overrides, record = review_proposal(policy, ending_first)
+    assert overrides == {} and "ends the job" in record[0]["outcome"]
