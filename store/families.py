@@ -118,12 +118,3 @@ def ended_children(session: Session, parent_id: str) -> list[ChildEnd]:
         )
         for row in rows
     ]
-
-
-def children_of(session: Session, parent_ids: Sequence[str]) -> dict[str, list[str]]:
-    """The children's ids of each parent, in part order."""
-    found: dict[str, list[tuple[int, str]]] = {}
-    rows = session.execute(select(Job.parent_id, Job.id, Job.meta).where(Job.parent_id.in_(list(parent_ids))))
-    for parent, job_id, meta in rows:
-        found.setdefault(parent, []).append((int((meta or {}).get("part", 0)), job_id))
-    return {parent: [job_id for _, job_id in sorted(children)] for parent, children in found.items()}

@@ -39,7 +39,7 @@ def read_articles(folder: Path) -> list[Article]:
         if len(section) > MAX_SECTION:
             why = f"section {section!r} is over {MAX_SECTION} characters"
             raise InputError(str(path), 0, "<folder>", why)
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = [line.rstrip("\r") for line in path.read_text(encoding="utf-8").split("\n")]
         title = next((line[2:].strip() for line in lines if line.startswith("# ")), path.stem)
         body = "\n".join(line for line in lines if not line.startswith("# ")).strip()
         articles.append(Article(path.stem, title, body, section))

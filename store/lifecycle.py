@@ -16,7 +16,8 @@ from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
 from tierflow.routing.analysis import Analysis
-from tierflow.routing.states import JobState, sources_of
+from tierflow.routing.states import JobState, Tier, sources_of
+from tierflow.routing.verdict import Verdict, VerdictAction
 from tierflow.store.db import insert_for, insert_ignore, insert_stmt
 from tierflow.store.models import Attempt, ExpertResult, Feedback, Job, Result, utcnow
 
@@ -236,3 +237,28 @@ def write_result(session: Session, row: dict[str, Any]) -> bool:
 
 def write_feedback(session: Session, row: dict[str, Any]) -> None:
     insert_ignore(session, Feedback, row, ["dedupe_key"])
+
+
+# Where a judged attempt that does not go on leaves its job.
+FINAL_STATE = {
+    VerdictAction.ACCEPT: JobState.SUCCEEDED,
+    VerdictAction.NEEDS_REVIEW: JobState.NEEDS_REVIEW,
+    VerdictAction.FAIL: JobState.FAILED,
+}
+
+
+def conclude(session: Session, job_id: str, attempt: int, tier: Tier, verdict: Verdict) -> None:
+    """End the job with the attempt's verdict: its final state, and its one result."""
+    state = FINAL_STATE[verdict.action]
+    move_job(session, job_id, state, error="; ".join(verdict.reasons) if state is JobState.FAILED else None)
+    write_result(
+        session,
+        {
+            "job_id": job_id,
+            "attempt": attempt,
+            "tier": tier.value,
+            "verdict": verdict.action.value,
+            "quality": verdict.quality,
+            "output": verdict.output,
+        },
+    )

@@ -30,6 +30,7 @@ from tierflow.store.lifecycle import (
     JobView,
     callback_sent,
     claim_attempt,
+    conclude,
     create_attempt,
     expert_results,
     load_attempt,
@@ -39,9 +40,8 @@ from tierflow.store.lifecycle import (
     start_attempt,
     write_expert_results,
     write_feedback,
-    write_result,
 )
-from tierflow.tasks.attempts import expert_context, fan_out
+from tierflow.tasks.attempts import expert_context, fan_out, send_fanouts
 from tierflow.tasks.context import decision_context
 from tierflow.tasks.families import held_by_children, merge_when_ready
 from tierflow.tasks.features import attempt_cascade_gain
@@ -50,12 +50,6 @@ from tierflow.tasks.runtime import Runtime, runtime_for
 from tierflow.tasks.search import search_on, searching
 
 log = logging.getLogger(__name__)
-
-FINAL_STATE = {
-    VerdictAction.ACCEPT: JobState.SUCCEEDED,
-    VerdictAction.NEEDS_REVIEW: JobState.NEEDS_REVIEW,
-    VerdictAction.FAIL: JobState.FAILED,
-}
 
 
 @shared_task(name="tierflow.aggregate", bind=True)
@@ -132,8 +126,7 @@ def finish_attempt(
         fan_out(app, job_id, attempt + 1, escalated.tier.value, list(escalated.experts), context)
     elif verdict.action is VerdictAction.ACCEPT:  # after the commit: the judge never delays the job
         send_judging(app, policy, job_id)
-    for merge in merges:
-        fan_out(app, merge.job_id, merge.attempt, merge.tier, merge.experts, merge.context)
+    send_fanouts(app, merges)
     return verdict.action.value
 
 
@@ -152,7 +145,7 @@ def _judged(
     if job.kind not in runtime.kinds:
         verdict = undeclared(job.kind)
         record_verdict(session, job_id, attempt, verdict.action.value, 0.0, list(verdict.reasons))
-        _conclude(session, job_id, attempt, tier, verdict)
+        conclude(session, job_id, attempt, tier, verdict)
         return verdict, None
     # judged as the attempt's specialist runs the kind: its checks and tier limits
     kind = runtime.kinds.get(job.kind).as_specialist(current.decision.get("specialist"))
@@ -168,7 +161,7 @@ def _judged(
     if current.decision.get("strategy") == Strategy.MERGE.value:
         verdict = _merge_verdict(session, job_id, verdict)
         record_verdict(session, job_id, attempt, verdict.action.value, verdict.quality, list(verdict.reasons))
-        _conclude(session, job_id, attempt, tier, verdict)
+        conclude(session, job_id, attempt, tier, verdict)
         return verdict, None
     escalated: Decision | None = None
     searched = searching(current.decision, verdict)  # the search's next step, else by tier
@@ -180,7 +173,7 @@ def _judged(
     record_verdict(session, job_id, attempt, verdict.action.value, verdict.quality, list(verdict.reasons))
     _feedback(session, job_id, attempt, tier, verdict)
     if escalated is None and not searched:
-        _conclude(session, job_id, attempt, tier, verdict)
+        conclude(session, job_id, attempt, tier, verdict)
     return verdict, escalated
 
 
@@ -269,23 +262,7 @@ def end_attempt(session: Any, job_id: str, attempt: int, tier: Tier, verdict: Ve
     claim_attempt(session, job_id, attempt)
     record_verdict(session, job_id, attempt, verdict.action.value, 0.0, list(reasons))
     _feedback(session, job_id, attempt, tier, verdict)
-    _conclude(session, job_id, attempt, tier, verdict)
-
-
-def _conclude(session: Any, job_id: str, attempt: int, tier: Tier, verdict: Verdict) -> None:
-    state = FINAL_STATE[verdict.action]
-    move_job(session, job_id, state, error="; ".join(verdict.reasons) if state is JobState.FAILED else None)
-    write_result(
-        session,
-        {
-            "job_id": job_id,
-            "attempt": attempt,
-            "tier": tier.value,
-            "verdict": verdict.action.value,
-            "quality": verdict.quality,
-            "output": verdict.output,
-        },
-    )
+    conclude(session, job_id, attempt, tier, verdict)
 
 
 def _feedback(session: Any, job_id: str, attempt: int, tier: Tier, verdict: Verdict) -> None:

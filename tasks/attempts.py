@@ -6,6 +6,7 @@ recovery sends for an attempt whose chord was lost, and what an earlier release 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from celery import chord, group, shared_task
@@ -15,7 +16,7 @@ from tierflow.routing.states import JobState
 from tierflow.store.db import transaction
 from tierflow.store.families import ended_children
 from tierflow.store.lifecycle import load_attempt, load_job, move_job, start_attempt, touch_job
-from tierflow.tasks.families import merge_context
+from tierflow.tasks.families import Fanout, merge_context
 from tierflow.tasks.runtime import runtime_for
 from tierflow.tasks.search import search_context
 
@@ -82,3 +83,9 @@ def fan_out(
     callback = app.signature("tierflow.aggregate", args=(job_id, attempt), queue=queue)
     callback.on_error(app.signature("tierflow.attempt_failed", args=(job_id, attempt), queue=queue))
     chord(header)(callback)
+
+
+def send_fanouts(app: Any, fanouts: Iterable[Fanout]) -> None:
+    """Send each attempt a transaction created running (attempt 1, a model merge)."""
+    for f in fanouts:
+        fan_out(app, f.job_id, f.attempt, f.tier, f.experts, f.context)

@@ -37,7 +37,7 @@ from tierflow.store.lifecycle import (
     upsert_expert_result,
 )
 from tierflow.tasks.aggregate import end_attempt, hold_for_review, undeclared
-from tierflow.tasks.attempts import expert_context, fan_out
+from tierflow.tasks.attempts import expert_context, send_fanouts
 from tierflow.tasks.context import decision_context
 from tierflow.tasks.dispatch import send_attempt, send_classify_many
 from tierflow.tasks.experts import call_tier, request_for, spend
@@ -78,8 +78,7 @@ def classify(self: Any, job_id: str) -> None:
         if sends is None:
             return
         send_classify_many(self.app, sends.children)
-        for fanout in sends.fanouts:
-            fan_out(self.app, fanout.job_id, fanout.attempt, fanout.tier, fanout.experts, fanout.context)
+        send_fanouts(self.app, sends.fanouts)
     elif job.state is JobState.CLASSIFIED:
         # Classified by an earlier release, which left attempt 1 to run_job: send it again
         # (run_job is idempotent, and the first delivery may have died before its send).

@@ -20,19 +20,19 @@ from tierflow.routing.decompose import Split, child_payload, held_parts, merged_
 from tierflow.routing.jobs import JobMetadata, JobSpec
 from tierflow.routing.kinds.spec import CONCATENATE, KindSpec
 from tierflow.routing.policy import Policy
-from tierflow.routing.states import JobState
-from tierflow.routing.verdict import VerdictAction
+from tierflow.routing.states import JobState, Tier
+from tierflow.routing.verdict import Verdict, VerdictAction
 from tierflow.store.families import child_id, create_children, ended_children, parent_if_ready, ready_parents
 from tierflow.store.lifecycle import (
     JobView,
     claim_attempt,
+    conclude,
     create_attempt,
     load_attempt,
     load_job,
     move_job,
     record_verdict,
     start_attempt,
-    write_result,
 )
 from tierflow.store.models import utcnow
 from tierflow.tasks.runtime import Runtime
@@ -144,31 +144,21 @@ def _concatenated(
     asks = Split.from_dict(decision.get("split")).parts
     held = held_parts(children)
     if children and all(c.state == JobState.FAILED.value for c in children):
-        action, state = VerdictAction.FAIL, JobState.FAILED
+        action = VerdictAction.FAIL
     elif held or kind is None:
-        action, state = VerdictAction.NEEDS_REVIEW, JobState.NEEDS_REVIEW
+        action = VerdictAction.NEEDS_REVIEW
     else:
-        action, state = VerdictAction.ACCEPT, JobState.SUCCEEDED
+        action = VerdictAction.ACCEPT
     quality = min((c.quality for c in children), default=0.0)
-    reasons = held or [f"merged {len(children)} parts"]
+    reasons = tuple(held) or (f"merged {len(children)} parts",)
     output = (
         merged_output(kind, children, asks) if kind is not None else {"parts": [c.job_id for c in children]}
     )
     if not claim_attempt(session, parent.id, MERGE_ATTEMPT):
         return
-    record_verdict(session, parent.id, MERGE_ATTEMPT, action.value, quality, reasons)
-    error = "; ".join(reasons) if state is JobState.FAILED else None
-    move_job(session, parent.id, state, error=error)
-    write_result(
-        session,
-        {
-            "job_id": parent.id,
-            "attempt": MERGE_ATTEMPT,
-            "tier": decision["tier"],
-            "verdict": action.value,
-            "quality": quality,
-            "output": output,
-        },
+    record_verdict(session, parent.id, MERGE_ATTEMPT, action.value, quality, list(reasons))
+    conclude(
+        session, parent.id, MERGE_ATTEMPT, Tier(decision["tier"]), Verdict(action, quality, output, reasons)
     )
 
 

@@ -23,7 +23,7 @@ from tierflow.store.db import transaction
 from tierflow.store.leases import as_unfinished, cluster_view, unfinished_jobs
 from tierflow.store.lifecycle import last_expert_error, move_job, write_result
 from tierflow.store.models import utcnow
-from tierflow.tasks.attempts import fan_out
+from tierflow.tasks.attempts import send_fanouts
 from tierflow.tasks.dispatch import queue_lengths, send_attempt, send_classify
 from tierflow.tasks.families import Fanout, merge_when_ready, sweep_parents
 from tierflow.tasks.runtime import Runtime, runtime_for
@@ -70,8 +70,7 @@ def requeue_stale(app: Any, runtime: Runtime, now: datetime, everything: bool = 
             job.stale_after = job.sent_at + timedelta(seconds=settings.stage_timeout_s)
             resend.append((job.id, job.state, job.attempt, job.tier))
         merged = sweep_parents(session, runtime, BATCH_LIMIT)
-    for merge in (*merges, *merged):
-        fan_out(app, merge.job_id, merge.attempt, merge.tier, merge.experts, merge.context)
+    send_fanouts(app, (*merges, *merged))
     for job_id, state, attempt, tier in resend:
         if state == JobState.QUEUED.value or tier is None:
             send_classify(app, job_id)

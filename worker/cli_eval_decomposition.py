@@ -109,22 +109,24 @@ def _matches(predicted: list[str], asks: list[dict[str, str]]) -> list[tuple[int
     return pairs
 
 
-def _context(text: str, policy: Policy) -> DecisionContext:
-    prices = {ref: (p.input_per_million, p.output_per_million) for ref, p in price_table({}).items()}
-    return DecisionContext(job_tokens=count_tokens(text), prices=prices)
+PRICES = {ref: (p.input_per_million, p.output_per_million) for ref, p in price_table({}).items()}
+
+
+def _context(text: str) -> DecisionContext:
+    return DecisionContext(job_tokens=count_tokens(text), prices=PRICES)
 
 
 def _route(kind: KindSpec, payload: dict[str, Any], policy: Policy, llm: Any) -> tuple[str | None, float]:
     """The specialist a job's staged analysis selects, and its first decision's estimated cost."""
     analysis = analyze(kind, payload, policy, llm=llm)
     choice = choose_specialist(kind, analysis)
-    decision = decide(kind, analysis, policy, _context(job_text(kind, payload), policy))
+    decision = decide(kind, analysis, policy, _context(job_text(kind, payload)))
     return (choice.specialist if choice else None), float(decision.estimated_cost_usd or 0.0)
 
 
 def _whole_on_large(kind: KindSpec, payload: dict[str, Any], policy: Policy) -> float:
     analysis = analyze(kind, payload, policy)
-    decision = decide(kind, analysis, policy, _context(job_text(kind, payload), policy), floor=Tier.LARGE)
+    decision = decide(kind, analysis, policy, _context(job_text(kind, payload)), floor=Tier.LARGE)
     return float(decision.estimated_cost_usd or 0.0)
 
 
@@ -136,9 +138,10 @@ def evaluate_arm(
     llm = offline_llm if with_llm else None
     for spec, asks in pairs:
         kind = kinds.get(spec.kind)
-        if with_llm and kind.decompose is not None:
-            kind = kind.model_copy(update={"decompose": replace_llm(kind)})
-        split = plan_split(kind, spec.payload, 0, policy.intents or builtin_intents(kind), llm)
+        # the LLM arm asks it as for a job whose analysis needed the LLM stage
+        split = plan_split(
+            kind, spec.payload, 0, policy.intents or builtin_intents(kind), llm, unsure=with_llm
+        )
         parts = [part.text for part in split.parts]
         several = len(asks) >= 2
         right_split += bool(parts) == several
@@ -167,12 +170,6 @@ def evaluate_arm(
         "whole_on_large_usd": round(large, 8),
         "cost_vs_large": cost / large if large else None,
     }
-
-
-def replace_llm(kind: KindSpec) -> Any:
-    """The kind's decomposition with the LLM proposing wherever the rules find no split."""
-    assert kind.decompose is not None
-    return kind.decompose.model_copy(update={"llm": "always"})
 
 
 def _figure(value: float | None) -> str:
