@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 
 from sqlalchemy import func, select, text
 
 from tests.integration.conftest import running_worker, wait_terminal, write_jobs
-from tierflow.store.db import make_engine, transaction
+from tierflow.store.db import make_engine, make_sessions, transaction
 from tierflow.store.models import Job, Result
 from tierflow.tasks.runtime import POOL_OVERFLOW
 from tierflow.tasks.submission import submit_file
@@ -64,7 +65,13 @@ def test_a_worker_survives_its_database_connections_being_terminated_mid_batch(m
         killer = threading.Thread(target=terminate_when_started)
         killer.start()
         killer.join(timeout=40)
-        wait_terminal(runtime, report.batch_id, timeout_s=120)
+        # watched through an engine of the test's own, opened after the kill: the worker's pool,
+        # not the test's polling, must meet the terminated connections
+        observer = make_engine(pg_url)
+        try:
+            wait_terminal(SimpleNamespace(sessions=make_sessions(observer)), report.batch_id, timeout_s=120)
+        finally:
+            observer.dispose()
     assert terminated and terminated[0] > 0, "no backend was terminated mid-batch"
     print(f"terminated {terminated[0]} backends mid-batch")
     with transaction(runtime.sessions) as session:
