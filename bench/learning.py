@@ -9,9 +9,10 @@ nothing is read. Side by side in the same run, on the same rows:
 
 - fit: `routing.scorers.fit_scorer` with its penalty chosen on held-out rows (what
   `reflect` runs), the same with the penalty fixed (what a later reflect run does),
-  the same two with `routing/scorers.py` as it was at `--before-rev` (default 35ff1ca,
-  the last Newton-only fit; "" skips it), and scikit-learn's LogisticRegression (lbfgs,
-  the anchor), as seconds and ratios before/after;
+  the same two with `routing/scorers.py` (and its `routing/logistic_fit.py`, where it had
+  one) as it was at `--before-rev` (default 35ff1ca, the last Newton-only fit; "" skips
+  it), and scikit-learn's LogisticRegression (lbfgs, the anchor), as seconds and ratios
+  before/after, with the largest weight difference between the two trees' fits;
 - score: one job through `routing.decision.decide` with a learned policy of three
   tier scorers, p50 and p99 in microseconds, against the rule-only decision.
 
@@ -27,6 +28,7 @@ import json
 import platform
 import statistics
 import subprocess
+import sys
 import time
 import types
 from pathlib import Path
@@ -60,14 +62,33 @@ def _timed(fit: Any) -> tuple[float, Any]:
     return time.perf_counter() - started, model
 
 
-def scorers_at(rev: str) -> Any:
-    """routing/scorers.py as it was at `rev`, loaded as a module of its own (it imports no tierflow)."""
+def _module_at(rev: str, path: str, name: str) -> types.ModuleType | None:
+    """The file `path` as it was at `rev`, run as a module of its own; None where it did not exist."""
     root = Path(__file__).resolve().parent.parent
-    source = subprocess.run(
-        ["git", "show", f"{rev}:routing/scorers.py"], cwd=root, capture_output=True, text=True, check=True
-    ).stdout
-    module = types.ModuleType(f"scorers_{rev}")
-    exec(compile(source, f"{rev}:routing/scorers.py", "exec"), module.__dict__)
+    shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
+    if shown.returncode != 0:
+        return None
+    module = types.ModuleType(name)
+    sys.modules[name] = module  # dataclasses look their module up there
+    exec(compile(shown.stdout, f"{rev}:{path}", "exec"), module.__dict__)
+    return module
+
+
+def scorers_at(rev: str) -> Any:
+    """routing/scorers.py as it was at `rev`, with routing/logistic_fit.py of the same revision where
+    it had one (scorers.py imports its solvers from there; nothing else of tierflow)."""
+    solvers = _module_at(rev, "routing/logistic_fit.py", f"logistic_fit_{rev}")
+    name = "tierflow.routing.logistic_fit"
+    current = sys.modules.get(name)
+    if solvers is not None:
+        sys.modules[name] = solvers  # what the old scorers.py's import finds, for that import only
+    try:
+        module = _module_at(rev, "routing/scorers.py", f"scorers_{rev}")
+    finally:
+        if current is not None:
+            sys.modules[name] = current
+    if module is None:
+        raise SystemExit(f"no routing/scorers.py at {rev}")
     return module
 
 
@@ -113,9 +134,10 @@ def fits(rows: int, width: int, before_rev: str = "", repeats: int = 1) -> dict[
         figures[name] = {**_timings(wall, spent), **_quality(models[name], x[test], good[test])}
         figures[name]["l2"] = models[name].l2
     if before_rev:
-        after, before = (np.array(models[f"{p}_choose_l2"].weights) for p in ("tierflow", "before"))
-        figures["max_weight_difference"] = float(np.max(np.abs(after - before)))
         for kind in ("choose_l2", "fixed_l2"):
+            after, before = (np.array(models[f"{p}_{kind}"].weights) for p in ("tierflow", "before"))
+            key = "max_weight_difference" if kind == "choose_l2" else "max_weight_difference_fixed_l2"
+            figures[key] = float(np.max(np.abs(after - before)))
             figures[f"ratio_{kind}_before_vs_after"] = (
                 figures[f"before_{kind}"]["seconds"] / figures[f"tierflow_{kind}"]["seconds"]
             )
@@ -192,6 +214,7 @@ def main() -> None:
             )
     if "max_weight_difference" in fit:
         print(f"{'max |weight after - before|':<36} {fit['max_weight_difference']:.1e}")
+        print(f"{'  the same, penalty fixed':<36} {fit['max_weight_difference_fixed_l2']:.1e}")
     for key in (
         "ratio_choose_l2_before_vs_after",
         "ratio_fixed_l2_before_vs_after",

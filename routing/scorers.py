@@ -4,8 +4,8 @@ Owns the feature vector of a prompt (cheap text features and optionally its
 sentence embedding), `LogisticScorer` (an L2-regularised logistic
 regression with its column standardisation, small enough to live in a policy
 version as JSON), and `fit_scorer`, which trains one (routing.logistic_fit: Newton's method on narrow rows,
-L-BFGS on wide ones, the same minimum) and picks its regularisation on a held-out slice of the
-training rows. Scoring one job is a dot product: microseconds once the job is embedded.
+L-BFGS in single precision on wide ones, the same minimum) and picks its regularisation on a held-out
+slice of the training rows. Scoring one job is a dot product: microseconds once the job is embedded.
 
 Pure: numpy and pydantic only. Must not import the store, the tasks or providers.
 """
@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
-from tierflow.routing.logistic_fit import Rows, choose_l2, fit_final, sigmoid
+from tierflow.routing.logistic_fit import Rows, choose_l2, fit_final, folds, sigmoid
 
 Vector = NDArray[np.float64]
 Matrix = NDArray[np.float64]
@@ -147,9 +147,10 @@ def fit_scorer(
     y = np.asarray(good, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[0] != y.shape[0]:
         raise ValueError(f"need rows of features and one label per row, got {x.shape} and {y.shape}")
-    rows = Rows.of(x)
-    start = choose_l2(rows, y, l2_grid, seed)
-    beta = fit_final(rows, y, start)
+    order, held_out = folds(x.shape[0], seed)
+    rows = Rows.of(x, y, order)
+    start = choose_l2(rows, held_out, l2_grid)
+    beta = fit_final(rows, start)
     return LogisticScorer(
         weights=tuple(beta[:-1].tolist()),
         bias=float(beta[-1]),
