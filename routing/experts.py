@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import jsonschema
@@ -39,7 +40,7 @@ class Prompt:
 
     def json_schema(self) -> dict[str, Any]:
         if self.schema is not None:
-            return self.schema.model_json_schema()
+            return _model_schema(self.schema)
         assert self.answer_schema is not None, "a prompt has a schema or an answer_schema"
         return self.answer_schema
 
@@ -68,6 +69,13 @@ class ExpertOutcome:
 
 class UnparseableOutput(ValueError):
     """The model's text is not the JSON object its schema asks for."""
+
+
+@cache
+def _model_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema, built once per model (pydantic builds it again on every call);
+    shared, so never changed by its readers."""
+    return schema.model_json_schema()
 
 
 def _json_object(text: str) -> str:

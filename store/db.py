@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -97,5 +98,21 @@ def insert_ignore(
     """Insert rows, skipping any that conflict on `conflict`; return how many went in."""
     if not values:
         return 0
+    if isinstance(values, dict):  # one row: a statement built once, its values bound
+        stmt = ignoring_insert(session, table, tuple(conflict))
+        return int(session.execute(stmt, values).rowcount or 0)  # type: ignore[attr-defined]
+    # many rows: one multi-row INSERT, whose rowcount counts what went in
     stmt = insert_stmt(session, table, values).on_conflict_do_nothing(index_elements=list(conflict))
     return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+
+
+def ignoring_insert(session: Session, table: Any, conflict: tuple[str, ...]) -> Any:
+    """The session's dialect's INSERT into `table` that skips rows conflicting on `conflict`,
+    built once; executed with the rows as parameters."""
+    return _ignoring_insert(session.get_bind().dialect.name, getattr(table, "__table__", table), conflict)
+
+
+@cache
+def _ignoring_insert(dialect: str, table: Any, conflict: tuple[str, ...]) -> Any:
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table).on_conflict_do_nothing(index_elements=list(conflict))

@@ -66,22 +66,19 @@ def _open_child(parent: Any) -> Any:
     return exists().where(child.parent_id == parent.id, child.state.in_(_NON_TERMINAL))
 
 
-def parent_if_ready(session: Session, job_id: str) -> str | None:
-    """The job's parent when it waits and every child of it has now ended; the parent's row stays
+def parent_if_ready(session: Session, parent_id: str) -> bool:
+    """Whether the parent waits and every child of it has now ended; the parent's row stays
     locked to the end of the transaction, so no sibling can find it ready too."""
-    parent_id = session.execute(select(Job.parent_id).where(Job.id == job_id)).scalar_one_or_none()
-    if parent_id is None:
-        return None
     state = session.execute(
         select(Job.state).where(Job.id == parent_id).with_for_update()
     ).scalar_one_or_none()
     if state != JobState.DECOMPOSED.value:
-        return None
+        return False
     child = aliased(Job)
     still_open = session.execute(
         select(func.count()).where(child.parent_id == parent_id, child.state.in_(_NON_TERMINAL))
     ).scalar_one()
-    return parent_id if still_open == 0 else None
+    return still_open == 0
 
 
 def ready_parents(session: Session, limit: int) -> list[str]:

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from tierflow.routing.analysis import Analysis
 from tierflow.routing.states import JobState, Tier, sources_of
 from tierflow.routing.verdict import Verdict, VerdictAction
-from tierflow.store.db import insert_for, insert_ignore, insert_stmt
+from tierflow.store.db import ignoring_insert, insert_ignore, insert_stmt
 from tierflow.store.models import Attempt, ExpertResult, Feedback, Job, Result, utcnow
 
 # The state changes are Core UPDATEs of the tables, their criteria on the tables' columns: an
@@ -38,6 +39,7 @@ class JobView:
     tier: str | None
     attempt: int
     analysis: dict[str, Any] | None
+    parent_id: str | None = None  # a decomposed job's child names its parent
 
 
 @dataclass(frozen=True)
@@ -49,46 +51,85 @@ class AttemptView:
     decision: dict[str, Any]
 
 
-# The hot path reads columns, not ORM objects: no identity map, no instrumented instances.
-_JOB_VIEW = (Job.id, Job.kind, Job.payload, Job.meta, Job.state, Job.tier, Job.attempt, Job.analysis)
-_ATTEMPT_VIEW = (Attempt.job_id, Attempt.number, Attempt.tier, Attempt.state, Attempt.decision)
+# The hot path reads columns of the tables, not ORM entities (no identity map, no ORM compile
+# step), through statements built once here, their values bound at execution.
+_JOB_VIEW = select(
+    JOBS.c.id, JOBS.c.kind, JOBS.c.payload, JOBS.c.metadata, JOBS.c.state, JOBS.c.tier,
+    JOBS.c.attempt, JOBS.c.analysis, JOBS.c.parent_id,
+).where(JOBS.c.id == bindparam("b_id"))  # fmt: skip
+_ATTEMPT_VIEW = select(
+    ATTEMPTS.c.job_id, ATTEMPTS.c.number, ATTEMPTS.c.tier, ATTEMPTS.c.state, ATTEMPTS.c.decision
+).where(ATTEMPTS.c.job_id == bindparam("b_job_id"), ATTEMPTS.c.number == bindparam("b_number"))
+# the analysis of another job with the same content (the job's own content_hash, correlated)
+_same = JOBS.alias("same_content")
+_CACHED = (
+    select(_same.c.analysis)
+    .where(
+        _same.c.content_hash == JOBS.c.content_hash, _same.c.id != JOBS.c.id, _same.c.analysis.is_not(None)
+    )
+    .limit(1)
+    .scalar_subquery()
+)
+_JOB_VIEW_CACHED = _JOB_VIEW.add_columns(_CACHED)
+_JOB_ATTEMPT_VIEW = (
+    select(*_JOB_VIEW.selected_columns, *_ATTEMPT_VIEW.selected_columns)
+    .select_from(
+        JOBS.outerjoin(
+            ATTEMPTS, (ATTEMPTS.c.job_id == JOBS.c.id) & (ATTEMPTS.c.number == bindparam("b_number"))
+        )
+    )
+    .where(JOBS.c.id == bindparam("b_id"))
+)
 
 
 def load_job(session: Session, job_id: str) -> JobView | None:
-    row = session.execute(select(*_JOB_VIEW).where(Job.id == job_id)).first()
+    row = session.execute(_JOB_VIEW, {"b_id": job_id}).first()
+    return None if row is None else _job_view(row)
+
+
+def load_queued_job(session: Session, job_id: str) -> tuple[JobView | None, Analysis | None]:
+    """The job, and the analysis of another job with the same content if one was made (it costs
+    nothing again), in one round trip."""
+    row = session.execute(_JOB_VIEW_CACHED, {"b_id": job_id}).first()
     if row is None:
-        return None
-    return JobView(
-        row.id, row.kind, row.payload, row.meta, JobState(row.state), row.tier, row.attempt, row.analysis
+        return None, None
+    cached = row[-1]
+    analysis = (
+        None if cached is None else Analysis.from_dict({k: v for k, v in cached.items() if k != "cached"})
     )
-
-
-def cached_analysis(session: Session, job_id: str) -> Analysis | None:
-    """The analysis of another job with the same content, if one was made: it costs nothing again."""
-    same_content = select(Job.content_hash).where(Job.id == job_id).scalar_subquery()
-    row = session.execute(
-        select(Job.analysis)
-        .where(Job.content_hash == same_content, Job.id != job_id, Job.analysis.is_not(None))
-        .limit(1)
-    ).scalar_one_or_none()
-    if row is None:
-        return None
-    return Analysis.from_dict({k: v for k, v in row.items() if k != "cached"})
+    return _job_view(row), analysis
 
 
 def load_attempt(session: Session, job_id: str, number: int) -> AttemptView | None:
-    row = session.execute(
-        select(*_ATTEMPT_VIEW).where(Attempt.job_id == job_id, Attempt.number == number)
-    ).first()
+    row = session.execute(_ATTEMPT_VIEW, {"b_job_id": job_id, "b_number": number}).first()
+    return None if row is None else AttemptView(*row)
+
+
+def load_job_attempt(session: Session, job_id: str, number: int) -> tuple[JobView | None, AttemptView | None]:
+    """The job and its attempt `number` (each None when absent), in one round trip."""
+    row = session.execute(_JOB_ATTEMPT_VIEW, {"b_id": job_id, "b_number": number}).first()
     if row is None:
-        return None
-    return AttemptView(row.job_id, row.number, row.tier, row.state, row.decision)
+        return None, None
+    attempt = row[len(_JOB_VIEW.selected_columns) :]
+    return _job_view(row), None if attempt[0] is None else AttemptView(*attempt)
+
+
+def _job_view(row: Any) -> JobView:
+    id_, kind, payload, metadata, state, tier, attempt, analysis, parent_id = row[:9]
+    return JobView(id_, kind, payload, metadata, JobState(state), tier, attempt, analysis, parent_id)
 
 
 def move_job(
-    session: Session, job_id: str, target: JobState, stale_in: timedelta | None = None, **fields: Any
+    session: Session,
+    job_id: str,
+    target: JobState,
+    stale_in: timedelta | None = None,
+    through: JobState | None = None,
+    **fields: Any,
 ) -> bool:
-    """Move the job to `target` if the state machine allows it from where it is now."""
+    """Move the job to `target` if the state machine allows it from where it is now; `through`:
+    by way of that state in the same statement (from where `through` may be entered), as two
+    moves in one transaction would, one round trip fewer."""
     now = utcnow()
     # A move is followed by the message of the next stage: the job waits on it from now.
     values: dict[str, Any] = {
@@ -102,69 +143,90 @@ def move_job(
         values["stale_after"] = now + stale_in
     if target.terminal:
         values["finished_at"] = now
-    allowed = [state.value for state in sources_of(target)]
-    result = session.execute(
-        update(JOBS).where(JOBS.c.id == job_id, JOBS.c.state.in_(allowed)).values(**values)
-    )
+    if through is not None and through not in sources_of(target):
+        raise ValueError(f"a job does not move from {through.value} to {target.value}")
+    result = session.execute(_move(through or target), values | {"b_id": job_id})
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@cache
+def _move(entered: JobState) -> Any:
+    """The compare-and-set UPDATE of a job that may enter `entered` from where it is; its SET
+    clause is the columns the execution binds."""
+    allowed = sorted(state.value for state in sources_of(entered))
+    return update(JOBS).where(JOBS.c.id == bindparam("b_id"), JOBS.c.state.in_(allowed))
+
+
+_TOUCH = update(JOBS).where(JOBS.c.id == bindparam("b_id"))
 
 
 def touch_job(session: Session, job_id: str, stale_in: timedelta) -> None:
     """Push the job's stale deadline forward: it is moving."""
     now = utcnow()
     session.execute(
-        update(JOBS)
-        .where(JOBS.c.id == job_id)
-        .values(updated_at=now, sent_at=now, stale_after=now + stale_in)
+        _TOUCH, {"b_id": job_id, "updated_at": now, "sent_at": now, "stale_after": now + stale_in}
     )
 
 
-def create_attempt(session: Session, job_id: str, number: int, tier: str, decision: dict[str, Any]) -> None:
-    insert_ignore(
-        session,
-        Attempt,
-        {"job_id": job_id, "number": number, "tier": tier, "state": "dispatched", "decision": decision},
-        ["job_id", "number"],
+def create_attempt(
+    session: Session,
+    job_id: str,
+    number: int,
+    tier: str,
+    decision: dict[str, Any],
+    queue: str | None = None,
+) -> None:
+    """The attempt, dispatched; with `queue`, created running there (its chord is sent after the
+    commit), as create then start would leave it."""
+    row: dict[str, Any] = {"job_id": job_id, "number": number, "tier": tier, "decision": decision}
+    if queue is None:
+        row["state"] = "dispatched"
+    else:
+        row.update(state="running", started_at=utcnow(), queue=queue)
+    insert_ignore(session, Attempt, row, ["job_id", "number"])
+
+
+_OPEN_ATTEMPT = (
+    ATTEMPTS.c.job_id == bindparam("b_job_id"),
+    ATTEMPTS.c.number == bindparam("b_number"),
+    ATTEMPTS.c.state.in_(["dispatched", "running"]),
+)
+_START = update(ATTEMPTS).where(*_OPEN_ATTEMPT)
+_CLAIM = (
+    update(ATTEMPTS)
+    .where(*_OPEN_ATTEMPT)
+    .values(
+        state="judged",
+        finished_at=bindparam("b_now"),
+        worker=func.coalesce(ATTEMPTS.c.worker, bindparam("b_worker", type_=ATTEMPTS.c.worker.type)),
     )
+)
+_VERDICT = update(ATTEMPTS).where(
+    ATTEMPTS.c.job_id == bindparam("b_job_id"), ATTEMPTS.c.number == bindparam("b_number")
+)
 
 
 def start_attempt(session: Session, job_id: str, number: int, queue: str | None, worker: str | None) -> bool:
     """Mark the attempt running on `queue` by `worker`; False when it was already judged."""
-    result = session.execute(
-        update(ATTEMPTS)
-        .where(
-            ATTEMPTS.c.job_id == job_id,
-            ATTEMPTS.c.number == number,
-            ATTEMPTS.c.state.in_(["dispatched", "running"]),
-        )
-        .values(state="running", started_at=utcnow(), queue=queue, worker=worker)
-    )
+    params = {"b_job_id": job_id, "b_number": number}
+    values = {"state": "running", "started_at": utcnow(), "queue": queue, "worker": worker}
+    result = session.execute(_START, params | values)
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def claim_attempt(session: Session, job_id: str, number: int, worker: str | None = None) -> bool:
     """Take the right to judge the attempt; exactly one caller ever gets True. An attempt that
     an escalation fanned out names no worker yet: the judging worker, on the tier's queue, is it."""
-    result = session.execute(
-        update(ATTEMPTS)
-        .where(
-            ATTEMPTS.c.job_id == job_id,
-            ATTEMPTS.c.number == number,
-            ATTEMPTS.c.state.in_(["dispatched", "running"]),
-        )
-        .values(state="judged", finished_at=utcnow(), worker=func.coalesce(ATTEMPTS.c.worker, worker))
-    )
+    params = {"b_job_id": job_id, "b_number": number, "b_now": utcnow(), "b_worker": worker}
+    result = session.execute(_CLAIM, params)
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def record_verdict(
     session: Session, job_id: str, number: int, verdict: str, quality: float, reasons: list[str]
 ) -> None:
-    session.execute(
-        update(ATTEMPTS)
-        .where(ATTEMPTS.c.job_id == job_id, ATTEMPTS.c.number == number)
-        .values(verdict=verdict, quality=quality, reasons={"reasons": reasons})
-    )
+    values = {"verdict": verdict, "quality": quality, "reasons": {"reasons": reasons}}
+    session.execute(_VERDICT, {"b_job_id": job_id, "b_number": number} | values)
 
 
 def upsert_expert_result(session: Session, row: dict[str, Any]) -> None:
@@ -184,11 +246,9 @@ def write_expert_results(session: Session, rows: list[dict[str, Any]]) -> None:
     stored for the same expert (written by an earlier release's expert task) is kept."""
     if not rows:
         return
-    # executemany of one cached statement (SQLAlchemy sends it as one multi-row INSERT); a
+    # executemany of one statement built once (SQLAlchemy sends it as one multi-row INSERT); a
     # statement with the rows' VALUES written in would be compiled again for every attempt
-    stmt = insert_for(session, ExpertResult).on_conflict_do_nothing(
-        index_elements=["job_id", "attempt", "expert"]
-    )
+    stmt = ignoring_insert(session, ExpertResult, ("job_id", "attempt", "expert"))
     session.execute(stmt, [EXPERT_ROW | row for row in rows])
 
 
@@ -209,7 +269,7 @@ EXPERT_ROW: dict[str, Any] = {
 
 def callback_sent(session: Session, job_id: str) -> None:
     """The attempt's chord has sent its callback: the job waits on that message from now."""
-    session.execute(update(JOBS).where(JOBS.c.id == job_id).values(sent_at=utcnow()))
+    session.execute(_TOUCH, {"b_id": job_id, "sent_at": utcnow()})
 
 
 def last_expert_error(session: Session, job_id: str) -> str | None:

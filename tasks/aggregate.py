@@ -33,11 +33,9 @@ from tierflow.store.lifecycle import (
     conclude,
     create_attempt,
     expert_results,
-    load_attempt,
-    load_job,
+    load_job_attempt,
     move_job,
     record_verdict,
-    start_attempt,
     write_expert_results,
     write_feedback,
 )
@@ -114,13 +112,12 @@ def finish_attempt(
     runtime = runtime_for(app)
     policy = runtime.policy()
     with transaction(runtime.sessions) as session:
-        job = load_job(session, job_id)
-        current = load_attempt(session, job_id, attempt)
+        job, current = load_job_attempt(session, job_id, attempt)
         if job is None or current is None or not claim_attempt(session, job_id, attempt, worker):
             return None
         verdict, escalated = _judged(session, runtime, policy, job, current, failure, returned or {})
         # the job has ended: its parent, if it was the last child, merges in this transaction
-        merges = merge_when_ready(session, runtime, job_id) if escalated is None else []
+        merges = merge_when_ready(session, runtime, job_id, job.parent_id) if escalated is None else []
     if escalated is not None:
         context = expert_context(job.kind, job.payload, escalated.as_dict())
         fan_out(app, job_id, attempt + 1, escalated.tier.value, list(escalated.experts), context)
@@ -238,11 +235,9 @@ def _escalate(
     if decision.strategy is Strategy.REVIEW:
         held = (*verdict.reasons, f"not escalated: {decision.reasons[-1]}")
         return replace(verdict, action=VerdictAction.NEEDS_REVIEW, reasons=held, next_tier=None), None
-    create_attempt(session, job.id, attempt + 1, decision.tier.value, decision.as_dict())
-    start_attempt(session, job.id, attempt + 1, decision.tier.queue, None)
+    create_attempt(session, job.id, attempt + 1, decision.tier.value, decision.as_dict(), decision.tier.queue)
     fields = {"tier": decision.tier.value, "attempt": attempt + 1}
-    move_job(session, job.id, JobState.ESCALATED, runtime.stage_timeout, **fields)
-    move_job(session, job.id, JobState.RUNNING, runtime.stage_timeout)
+    move_job(session, job.id, JobState.RUNNING, runtime.stage_timeout, through=JobState.ESCALATED, **fields)
     return verdict, decision
 
 

@@ -15,7 +15,7 @@ from tierflow.routing.decision import Strategy
 from tierflow.routing.states import JobState
 from tierflow.store.db import transaction
 from tierflow.store.families import ended_children
-from tierflow.store.lifecycle import load_attempt, load_job, move_job, start_attempt, touch_job
+from tierflow.store.lifecycle import load_job_attempt, move_job, start_attempt, touch_job
 from tierflow.tasks.families import Fanout, merge_context
 from tierflow.tasks.runtime import runtime_for
 from tierflow.tasks.search import search_context
@@ -27,8 +27,7 @@ log = logging.getLogger(__name__)
 def run_job(self: Any, job_id: str, attempt: int) -> None:
     runtime = runtime_for(self.app)
     with transaction(runtime.sessions) as session:
-        current = load_attempt(session, job_id, attempt)
-        job = load_job(session, job_id)
+        job, current = load_job_attempt(session, job_id, attempt)
         queue = (self.request.delivery_info or {}).get("routing_key")
         if (
             current is None

@@ -28,12 +28,10 @@ from tierflow.routing.states import JobState
 from tierflow.store.db import transaction
 from tierflow.store.lifecycle import (
     JobView,
-    cached_analysis,
     create_attempt,
     load_attempt,
-    load_job,
+    load_queued_job,
     move_job,
-    start_attempt,
     upsert_expert_result,
 )
 from tierflow.tasks.aggregate import end_attempt, hold_for_review, undeclared
@@ -53,11 +51,10 @@ log = logging.getLogger(__name__)
 def classify(self: Any, job_id: str) -> None:
     runtime = runtime_for(self.app)
     with transaction(runtime.sessions) as session:
-        job = load_job(session, job_id)
+        job, cached = load_queued_job(session, job_id)
         if job is None:
             log.warning("classify: no job %s", job_id)
             return
-        cached = cached_analysis(session, job.id) if job.state is JobState.QUEUED else None
     if job.state is JobState.QUEUED and job.kind not in runtime.kinds:
         _fail_undeclared(runtime, job)
         return
@@ -147,30 +144,28 @@ def _classified(
         ctx = replace(decision_context(session, runtime, policy, job), prompt_features=features)
         decision = first_decision(kind, analysis, policy, ctx)  # decide(), or a search's first step
         body = analysis.as_dict() | {"cached": cached}
-        moved = move_job(
-            session,
-            job.id,
-            JobState.CLASSIFIED,
-            runtime.stage_timeout,
-            analysis=body,
-            tier=decision.tier.value,
-            attempt=1,
+        ends_here = decision.strategy is Strategy.REVIEW or (
+            decision.search is not None and decision.strategy is Strategy.CLARIFY
         )
-        if not moved:
+        # classified, and running at once unless it ends here: one compare-and-set from queued
+        target, through = (
+            (JobState.CLASSIFIED, None) if ends_here else (JobState.RUNNING, JobState.CLASSIFIED)
+        )
+        fields = {"analysis": body, "tier": decision.tier.value, "attempt": 1}
+        if not move_job(session, job.id, target, runtime.stage_timeout, through=through, **fields):
             return None
         body = decision.as_dict()
-        create_attempt(session, job.id, 1, decision.tier.value, body)
+        queue = None if ends_here else decision.tier.queue
+        create_attempt(session, job.id, 1, decision.tier.value, body, queue=queue)
         _analysis_spend(session, job.id, analysis, calls)
         if decision.search is not None and decision.strategy in (Strategy.CLARIFY, Strategy.REVIEW):
             end_search(session, job.id, 1, decision)
-            sends.fanouts = merge_when_ready(session, runtime, job.id)
+            sends.fanouts = merge_when_ready(session, runtime, job.id, job.parent_id)
             return sends
         if decision.strategy is Strategy.REVIEW:
             hold_for_review(session, job.id, 1, decision.tier, decision.reasons)
-            sends.fanouts = merge_when_ready(session, runtime, job.id)
+            sends.fanouts = merge_when_ready(session, runtime, job.id, job.parent_id)
             return sends
-        start_attempt(session, job.id, 1, decision.tier.queue, None)
-        move_job(session, job.id, JobState.RUNNING, runtime.stage_timeout)
     context = expert_context(job.kind, job.payload, body)
     sends.fanouts = [Fanout(job.id, 1, decision.tier.value, list(decision.experts), context)]
     return sends
@@ -213,7 +208,9 @@ def _fail_undeclared(runtime: Runtime, job: JobView) -> None:
         }
         create_attempt(session, job.id, 1, tier.value, decision | {"reasons": list(verdict.reasons)})
         end_attempt(session, job.id, 1, tier, verdict)
-        merge_when_ready(session, runtime, job.id)  # a parent of an undeclared kind merges no model
+        merge_when_ready(
+            session, runtime, job.id, job.parent_id
+        )  # a parent of an undeclared kind merges no model
 
 
 def _llm(runtime: Runtime, calls: list[dict[str, Any]]) -> LLMStage:

@@ -31,6 +31,9 @@ def send_classify_many(app: Any, job_ids: Iterable[str]) -> int:
     does not need: routing (the queue is known), a repr of the arguments, and the
     result backend's subscription (classify ignores its result).
     """
+    job_ids = list(job_ids)
+    if not job_ids:  # most classifications send no children: no producer, no declare
+        return 0
     queue = app.amqp.queues[CLASSIFY_QUEUE]
     create = app.amqp.create_task_message
     origin = anon_nodename()

@@ -23,7 +23,7 @@ from tierflow.routing.experts import ExpertOutput, Prompt
 from tierflow.routing.kinds.prompts import expert_prompt
 from tierflow.routing.kinds.spec import ExpertSpec, ExpertType, KindSpec
 from tierflow.store.db import transaction
-from tierflow.store.lifecycle import load_attempt, load_job
+from tierflow.store.lifecycle import load_job_attempt
 from tierflow.tasks.attempts import expert_context
 from tierflow.tasks.runtime import Runtime, runtime_for
 
@@ -50,8 +50,7 @@ def expert(
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     if context is None or redelivered:
         with transaction(runtime.sessions) as session:
-            job = load_job(session, job_id)
-            current = load_attempt(session, job_id, attempt)
+            job, current = load_job_attempt(session, job_id, attempt)
         if job is None or current is None or current.state == "judged":
             gone = "the attempt is judged" if current is not None and job is not None else "no such attempt"
             return {"expert": name, "ok": False, "row": None, "skipped": gone}

@@ -28,8 +28,7 @@ from tierflow.store.lifecycle import (
     claim_attempt,
     conclude,
     create_attempt,
-    load_attempt,
-    load_job,
+    load_job_attempt,
     move_job,
     record_verdict,
     start_attempt,
@@ -100,17 +99,18 @@ def spawn_children(
     return create_children(session, job.id, rows, utcnow() + runtime.stage_timeout)
 
 
-def merge_when_ready(session: Any, runtime: Runtime, job_id: str) -> list[Fanout]:
-    """Within the transaction that ended `job_id`: merge its parent if every sibling has ended
-    now (and, a merged parent being itself a child, its own parent); the model merges to send."""
-    parent_id = parent_if_ready(session, job_id)
-    return [] if parent_id is None else merge_parent(session, runtime, parent_id)
+def merge_when_ready(session: Any, runtime: Runtime, job_id: str, parent_id: str | None) -> list[Fanout]:
+    """Within the transaction that ended `job_id`, a child of `parent_id` (None: of no job, and
+    nothing to do): merge the parent if every sibling has ended now (and, a merged parent being
+    itself a child, its own parent); the model merges to send."""
+    if parent_id is None or not parent_if_ready(session, parent_id):
+        return []
+    return merge_parent(session, runtime, parent_id)
 
 
 def merge_parent(session: Any, runtime: Runtime, parent_id: str) -> list[Fanout]:
     """Merge a waiting parent whose children have all ended (its row locked by the caller)."""
-    parent = load_job(session, parent_id)
-    current = load_attempt(session, parent_id, MERGE_ATTEMPT)
+    parent, current = load_job_attempt(session, parent_id, MERGE_ATTEMPT)
     if parent is None or current is None or parent.state is not JobState.DECOMPOSED:
         return []
     children = ended_children(session, parent_id)
@@ -119,7 +119,7 @@ def merge_parent(session: Any, runtime: Runtime, parent_id: str) -> list[Fanout]
     every_failed = all(child.state == JobState.FAILED.value for child in children)
     if kind is None or merge == CONCATENATE or every_failed:
         _concatenated(session, kind, parent, current.decision, children)
-        return merge_when_ready(session, runtime, parent_id)
+        return merge_when_ready(session, runtime, parent_id, parent.parent_id)
     start_attempt(session, parent_id, MERGE_ATTEMPT, f"tier.{current.tier}", None)
     move_job(session, parent_id, JobState.RUNNING, runtime.stage_timeout)
     context = merge_context(kind, parent, current.decision, children)

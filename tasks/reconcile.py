@@ -61,7 +61,7 @@ def requeue_stale(app: Any, runtime: Runtime, now: datetime, everything: bool = 
             if action is Recovery.GIVE_UP:
                 ended = _give_up(session, job.id, job.attempt, job.tier, cause)
                 given_up += ended
-                merges += merge_when_ready(session, runtime, job.id) if ended else []
+                merges += merge_when_ready(session, runtime, job.id, job.parent_id) if ended else []
                 continue
             log.info("reconcile: sending %s again: %s", job.id, cause)
             job.redeliveries += 1

@@ -24,7 +24,6 @@ from tierflow.store.lifecycle import (
     create_attempt,
     move_job,
     record_verdict,
-    start_attempt,
     write_result,
 )
 from tierflow.tasks.context import decision_context
@@ -86,14 +85,14 @@ def search_on(
         (*verdict.reasons, f"search moves on to {_step(following)}"),
         following.tier,
     )
-    create_attempt(session, job.id, attempt + 1, following.tier.value, following.as_dict())
     if following.strategy in (Strategy.CLARIFY, Strategy.REVIEW):
+        create_attempt(session, job.id, attempt + 1, following.tier.value, following.as_dict())
         end_search(session, job.id, attempt + 1, following)
         return moved, None
-    start_attempt(session, job.id, attempt + 1, following.tier.queue, None)
+    queue = following.tier.queue  # the step is created running: its chord goes after the commit
+    create_attempt(session, job.id, attempt + 1, following.tier.value, following.as_dict(), queue)
     fields = {"tier": following.tier.value, "attempt": attempt + 1}
-    move_job(session, job.id, JobState.ESCALATED, runtime.stage_timeout, **fields)
-    move_job(session, job.id, JobState.RUNNING, runtime.stage_timeout)
+    move_job(session, job.id, JobState.RUNNING, runtime.stage_timeout, through=JobState.ESCALATED, **fields)
     return moved, following
 
 
