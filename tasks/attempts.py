@@ -10,12 +10,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from celery import chord, group, shared_task
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
 
 from tierflow.routing.decision import Strategy
 from tierflow.routing.states import JobState
 from tierflow.store.db import transaction
 from tierflow.store.families import ended_children
 from tierflow.store.lifecycle import load_job_attempt, move_job, start_attempt, touch_job
+from tierflow.tasks.chords import send_chord
 from tierflow.tasks.families import Fanout, merge_context
 from tierflow.tasks.runtime import runtime_for
 from tierflow.tasks.search import search_context
@@ -70,18 +73,22 @@ def fan_out(
     # the context's repr is short-circuited: Celery would write the whole payload into each
     # message's headers (argsrepr) for the logs and Flower, at a cost per expert
     shown = f"({job_id!r}, {attempt}, {{name!r}}, <context of {context.get('kind')}>)"
-    header = group(
-        app.signature(
-            "tierflow.expert",
-            args=(job_id, attempt, name, context),
-            queue=queue,
-            argsrepr=shown.format(name=name),
-        )
-        for name in experts
-    )
+    header = [((job_id, attempt, name, context), shown.format(name=name)) for name in experts]
+    if app.backend.supports_native_join:  # the chord counted in the result backend (Redis)
+        try:
+            send_chord(app, queue, "tierflow.expert", header, _aggregate(app, job_id, attempt, queue))
+            return
+        except (KombuError, OSError, RedisError) as exc:
+            log.warning("the chord of attempt %s of %s: %s; sending it through Celery", attempt, job_id, exc)
+    tasks = (app.signature("tierflow.expert", args=a, queue=queue, argsrepr=r) for a, r in header)
+    chord(group(tasks))(_aggregate(app, job_id, attempt, queue))
+
+
+def _aggregate(app: Any, job_id: str, attempt: int, queue: str) -> Any:
+    """The attempt's chord callback, with attempt_failed as its errback."""
     callback = app.signature("tierflow.aggregate", args=(job_id, attempt), queue=queue)
     callback.on_error(app.signature("tierflow.attempt_failed", args=(job_id, attempt), queue=queue))
-    chord(header)(callback)
+    return callback
 
 
 def send_fanouts(app: Any, fanouts: Iterable[Fanout]) -> None:
