@@ -14,6 +14,7 @@ Must not import the provider SDKs or anything of the server.
 from __future__ import annotations
 
 import threading
+from functools import lru_cache
 from typing import Protocol
 
 DEFAULT_ENCODING = "cl100k_base"
@@ -54,6 +55,13 @@ def count_tokens(text: str, encoding: str = DEFAULT_ENCODING) -> int:
     """
     if not text:
         return 0
+    return _count(text, encoding)
+
+
+@lru_cache(maxsize=256)
+def _count(text: str, encoding: str) -> int:
+    """A job's text is counted more than once in a process (its analysis, then its decision):
+    the count is kept for the last texts counted."""
     return len(_encoding(encoding).encode_ordinary(text))
 
 

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from celery import current_app, shared_task, signals
+from kombu.utils.json import loads
 from sqlalchemy.exc import OperationalError
 
 from tierflow.routing.analysis import Analysis, analyze_rules, job_text
@@ -73,6 +74,8 @@ def chord_rows(markers: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         row = marker.get("row") if isinstance(marker, dict) else None
         if row is None:
             continue
+        if isinstance(row, str):  # as an expert returns it; a dict, as an earlier release did
+            row = loads(row)
         held = rows.get(row["expert"])
         if held is None or (held["error"] is not None and row["error"] is None):
             rows[row["expert"]] = row

@@ -48,17 +48,18 @@ def send_chord(
     queue = app.amqp.queues[queue_name]
     delivery_mode = queue.exchange.delivery_mode or app.conf.task_default_delivery_mode
     origin = anon_nodename()
-    create = app.amqp.create_task_message
-    with app.producer_or_acquire() as producer, producer.batch(max_size=len(header)):
-        for index, (args, argsrepr) in enumerate(header):
-            headers, properties, body, _ = create(
-                uuid(), task, args, {}, group_id=group_id, group_index=index, chord=callback,
-                root_id=root_id, parent_id=parent_id, argsrepr=argsrepr, kwargsrepr="{}",
-                origin=origin,
-            )  # fmt: skip
-            headers[SENT_HEADER] = time.time()  # what before_task_publish stamps on the others
-            producer.publish(
-                dumps(body), exchange="", routing_key=queue.name, headers=headers,
-                content_type="application/json", content_encoding="utf-8",
-                delivery_mode=delivery_mode, retry=False, **properties,
-            )  # fmt: skip
+    with app.producer_or_acquire() as producer:
+        producer.maybe_declare(queue)  # once per connection: RabbitMQ drops a message to no queue
+        with producer.batch(max_size=len(header)):
+            for index, (args, argsrepr) in enumerate(header):
+                headers, properties, body, _ = app.amqp.create_task_message(
+                    uuid(), task, args, {}, group_id=group_id, group_index=index, chord=callback,
+                    root_id=root_id, parent_id=parent_id, argsrepr=argsrepr, kwargsrepr="{}",
+                    origin=origin,
+                )  # fmt: skip
+                headers[SENT_HEADER] = time.time()  # what before_task_publish stamps on the others
+                producer.publish(
+                    dumps(body), exchange="", routing_key=queue.name, headers=headers,
+                    content_type="application/json", content_encoding="utf-8",
+                    delivery_mode=delivery_mode, retry=False, **properties,
+                )  # fmt: skip

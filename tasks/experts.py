@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from celery import shared_task
+from kombu.utils.json import dumps
 
 from tierflow.providers.base import Completion, CompletionRequest
 from tierflow.providers.structured import complete_structured
@@ -69,7 +70,9 @@ def expert(
         # The whole tier is at its cluster-wide limit: come back later instead of holding a slot.
         raise self.retry(exc=exc.error, countdown=exc.error.retry_after or 1.0) from None
     row.update(job_id=job_id, attempt=attempt, expert=name)
-    return {"expert": name, "ok": row["error"] is None, "row": row}
+    # the row as one JSON text: Celery reprs every return value for its events and logs, and
+    # walks a dict for that in Python; a text it cuts. The aggregate decodes it (chord_rows).
+    return {"expert": name, "ok": row["error"] is None, "row": dumps(row)}
 
 
 def _local(output: dict[str, Any], confidence: float, started: float) -> dict[str, Any]:
