@@ -1,16 +1,17 @@
 """An attempt's chord, published as Celery's `chord(header)(callback)` publishes it, in one batch.
 
-For a result backend that joins a chord itself (`supports_native_join`: Redis); any other has
-Celery's chord, which polls with chord_unlock. What a worker reads is what Celery's chord
-writes: the callback frozen under the chord's group id, the chord's size in the result backend
-(`set_chord_size`, the key every header task's `on_chord_part_return` counts against), then one
-task message per expert built by Celery's own `create_task_message` with the group id, its
-index in the group and the callback as its chord. What this leaves out is what an attempt's
-header does not need, per message: routing (the queue is known), the exchange's binding lookup
-(the messages go to the queue by name, as `send_classify_many`'s do), the result backend's
-subscription to each result (no one waits on an expert's result: the chord collects them) and
-a publish of its own: the messages go out through one producer inside kombu's
-`Producer.batch()`, on Redis one pipelined round trip.
+For a result backend that joins a chord itself (`supports_native_join`: Redis, the embedded
+mode's cache); any other has Celery's chord, which polls with chord_unlock. What a worker
+reads is what Celery's chord writes: the callback frozen under the chord's group id, the group
+and the chord's size in the result backend (`apply_chord`, `set_chord_size`: what every header
+task's `on_chord_part_return` joins against), then one task message per expert built by
+Celery's own `create_task_message` with the group id, its index in the group and the callback
+as its chord. What this leaves out is what an attempt's header does not need, per message:
+routing (the queue is known), the exchange's binding lookup (the messages go to the queue by
+name, as `send_classify_many`'s do), the result backend's subscription to each result (no one
+waits on an expert's result: the chord collects them) and a publish of its own: the messages
+go out through one producer inside kombu's `Producer.batch()`, on Redis one pipelined round
+trip.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def send_chord(
         root_id = parent.request.root_id or parent.request.id
         parent_id = parent.request.id
     callback.freeze(uuid(), group_id=group_id, root_id=root_id)
+    task_ids = [uuid() for _ in header]
+    # what Celery's chord tells the backend: the group (saved by a key-value backend, whose join
+    # restores it; Redis saves nothing for a header of plain tasks), then the size it counts to
+    app.backend.apply_chord((group_id, [app.AsyncResult(tid) for tid in task_ids]), callback)
     app.backend.set_chord_size(group_id, len(header))
     queue = app.amqp.queues[queue_name]
     delivery_mode = queue.exchange.delivery_mode or app.conf.task_default_delivery_mode
@@ -51,9 +56,9 @@ def send_chord(
     with app.producer_or_acquire() as producer:
         producer.maybe_declare(queue)  # once per connection: RabbitMQ drops a message to no queue
         with producer.batch(max_size=len(header)):
-            for index, (args, argsrepr) in enumerate(header):
+            for index, (task_id, (args, argsrepr)) in enumerate(zip(task_ids, header, strict=True)):
                 headers, properties, body, _ = app.amqp.create_task_message(
-                    uuid(), task, args, {}, group_id=group_id, group_index=index, chord=callback,
+                    task_id, task, args, {}, group_id=group_id, group_index=index, chord=callback,
                     root_id=root_id, parent_id=parent_id, argsrepr=argsrepr, kwargsrepr="{}",
                     origin=origin,
                 )  # fmt: skip
