@@ -13,7 +13,7 @@ from datetime import timedelta
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from tierflow.routing.analysis import Analysis
@@ -154,7 +154,13 @@ def _move(entered: JobState) -> Any:
     """The compare-and-set UPDATE of a job that may enter `entered` from where it is; its SET
     clause is the columns the execution binds."""
     allowed = sorted(state.value for state in sources_of(entered))
-    return update(JOBS).where(JOBS.c.id == bindparam("b_id"), JOBS.c.state.in_(allowed))
+    return update(JOBS).where(JOBS.c.id == bindparam("b_id"), _one_of(JOBS.c.state, allowed))
+
+
+def _one_of(column: Any, values: list[str]) -> Any:
+    """`column IN (...)` with the values bound in the statement itself: a list given to `in_()`
+    is an expanding parameter, its IN list rendered again at every execution."""
+    return column.in_([literal(value, column.type) for value in values])
 
 
 _TOUCH = update(JOBS).where(JOBS.c.id == bindparam("b_id"))
@@ -189,7 +195,7 @@ def create_attempt(
 _OPEN_ATTEMPT = (
     ATTEMPTS.c.job_id == bindparam("b_job_id"),
     ATTEMPTS.c.number == bindparam("b_number"),
-    ATTEMPTS.c.state.in_(["dispatched", "running"]),
+    _one_of(ATTEMPTS.c.state, ["dispatched", "running"]),
 )
 _START = update(ATTEMPTS).where(*_OPEN_ATTEMPT)
 _CLAIM = (

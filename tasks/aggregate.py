@@ -51,7 +51,9 @@ from tierflow.tasks.search import search_on, searching
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="tierflow.aggregate", bind=True)
+# Its result is not kept: no one waits on the chord's callback (its verdict is in the store),
+# and keeping it cost the result backend a read and a write for every attempt.
+@shared_task(name="tierflow.aggregate", bind=True, ignore_result=True)
 def aggregate(self: Any, markers: list[dict[str, Any]], job_id: str, attempt: int) -> dict[str, Any]:
     rows = chord_rows(markers)
     verdict = finish_attempt(self.app, job_id, attempt, None, rows, self.request.hostname)

@@ -7,6 +7,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import redis
+from celery import signals
+from celery.utils import uuid
 from sqlalchemy import func, select, update
 
 from tests.integration.conftest import running_worker, wait_terminal, write_jobs
@@ -128,8 +130,22 @@ def test_duplicate_deliveries_leave_one_expert_result_and_one_result(make_app, t
         assert late.get(timeout=30) | {"expert": None} == {
             "expert": None, "ok": False, "row": None, "skipped": "the attempt is judged"
         }  # fmt: skip
-        again = app.send_task("tierflow.aggregate", args=([], "dup-1", 1), queue="tier.small")
-        assert again.get(timeout=30)["verdict"] is None
+        judged: list[object] = []
+        again_id = uuid()
+
+        def note(sender=None, task_id=None, retval=None, **_):  # in this process's worker
+            if task_id == again_id:
+                judged.append(retval)
+
+        signals.task_postrun.connect(note, weak=False)
+        try:
+            app.send_task("tierflow.aggregate", args=([], "dup-1", 1), queue="tier.small", task_id=again_id)
+            deadline = time.monotonic() + 30
+            while not judged and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            signals.task_postrun.disconnect(note)
+        assert judged == [{"job_id": "dup-1", "attempt": 1, "verdict": None}]  # it judged nothing
     assert _count(runtime, ExpertResult, job_id="dup-1") == 2
     assert _count(runtime, Result, job_id="dup-1") == 1
     assert [a.verdict for a in _attempts(runtime, "dup-1")] == ["accept"]

@@ -39,10 +39,10 @@ def test_reliability_settings(conf) -> None:  # type: ignore[no-untyped-def]
     assert c.result_expires == timedelta(hours=6)
 
 
-def test_only_the_chord_tasks_keep_results(conf) -> None:  # type: ignore[no-untyped-def]
+def test_only_the_chords_experts_keep_results(conf) -> None:  # type: ignore[no-untyped-def]
     ours = {name: task for name, task in conf.tasks.items() if name.startswith("tierflow.")}
     keep = {name for name, task in ours.items() if not task.ignore_result}
-    assert keep == {"tierflow.expert", "tierflow.aggregate"}
+    assert keep == {"tierflow.expert"}  # the chord joins their results; its callback's, no one reads
     assert len(ours) == 8  # tierflow.judge (tasks/judging.py) among them
 
 
