@@ -71,10 +71,16 @@ def current_ids() -> dict[str, Any]:
     return dict(_ids.get())
 
 
+_signatures: dict[str, inspect.Signature] = {}
+
+
 def task_ids(task: Any, args: Any, kwargs: Any) -> dict[str, Any]:
     """job_id, attempt and expert from a task's arguments, by their names in its signature."""
     try:
-        bound = inspect.signature(task.run).bind_partial(*(args or ()), **(kwargs or {}))
+        signature = _signatures.get(task.name)
+        if signature is None:  # inspect builds it anew on every call: once per task here
+            signature = _signatures[task.name] = inspect.signature(task.run)
+        bound = signature.bind_partial(*(args or ()), **(kwargs or {}))
     except (TypeError, ValueError):
         return {}
     named = bound.arguments
