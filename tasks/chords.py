@@ -2,16 +2,18 @@
 
 For a result backend that joins a chord itself (`supports_native_join`: Redis, the embedded
 mode's cache); any other has Celery's chord, which polls with chord_unlock. What a worker
-reads is what Celery's chord writes: the callback frozen under the chord's group id, the group
-and the chord's size in the result backend (`apply_chord`, `set_chord_size`: what every header
-task's `on_chord_part_return` joins against), then one task message per expert built by
-Celery's own `create_task_message` with the group id, its index in the group and the callback
-as its chord. What this leaves out is what an attempt's header does not need, per message:
+reads is what Celery's chord writes: the callback frozen under the chord's group id, the
+chord's size in the result backend (`set_chord_size`: what every header task's
+`on_chord_part_return` joins against), for a key-value backend the group (`apply_chord`: its
+join restores it and reads each part's stored result), then one task message per expert built
+by Celery's own `create_task_message` with the group id, its index in the group and the
+callback as its chord. What this leaves out is what an attempt's header does not need:
 routing (the queue is known), the exchange's binding lookup (the messages go to the queue by
-name, as `send_classify_many`'s do), the result backend's subscription to each result (no one
-waits on an expert's result: the chord collects them) and a publish of its own: the messages
-go out through one producer inside kombu's `Producer.batch()`, on Redis one pipelined round
-trip.
+name, as `send_classify_many`'s do), a publish per message (they go out through one producer
+inside kombu's `Producer.batch()`, on Redis one pipelined round trip), and on Redis, whose
+join takes what each part pushes as it returns, the parts' stored results (each a SET and a
+PUBLISH that no one reads: the messages say `ignore_result`) and the group's result objects
+(each would subscribe this process to a result it never reads).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from celery.backends.redis import RedisBackend
 from celery.utils import uuid
 from celery.utils.nodenames import anon_nodename
 from kombu.utils.json import dumps
@@ -46,10 +49,12 @@ def send_chord(
         parent_id = parent.request.id
     callback.freeze(uuid(), group_id=group_id, root_id=root_id)
     task_ids = [uuid() for _ in header]
-    # what Celery's chord tells the backend: the group (saved by a key-value backend, whose join
-    # restores it; Redis saves nothing for a header of plain tasks), then the size it counts to
-    app.backend.apply_chord((group_id, [app.AsyncResult(tid) for tid in task_ids]), callback)
-    app.backend.set_chord_size(group_id, len(header))
+    # Redis saves nothing for a header of plain tasks: its apply_chord would only build the
+    # group's results, and its join reads no part's stored result
+    joins_parts = isinstance(app.backend, RedisBackend)
+    if not joins_parts:
+        app.backend.apply_chord((group_id, [app.AsyncResult(tid) for tid in task_ids]), callback)
+    app.backend.set_chord_size(group_id, len(header))  # the size the parts count to
     queue = app.amqp.queues[queue_name]
     delivery_mode = queue.exchange.delivery_mode or app.conf.task_default_delivery_mode
     origin = anon_nodename()
@@ -60,7 +65,7 @@ def send_chord(
                 headers, properties, body, _ = app.amqp.create_task_message(
                     task_id, task, args, {}, group_id=group_id, group_index=index, chord=callback,
                     root_id=root_id, parent_id=parent_id, argsrepr=argsrepr, kwargsrepr="{}",
-                    origin=origin,
+                    origin=origin, ignore_result=joins_parts,
                 )  # fmt: skip
                 headers[SENT_HEADER] = time.time()  # what before_task_publish stamps on the others
                 producer.publish(

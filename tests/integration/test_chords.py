@@ -54,6 +54,9 @@ def test_a_chord_on_redis_is_celerys_own_messages_and_is_judged_once(make_app, r
     groups = {m["headers"]["group"] for m in messages}
     assert len(groups) == 1 and None not in groups
     assert [m["headers"]["group_index"] for m in messages] == [0, 1]
+    # Redis joins what each part pushes: no part stores its result, and no one subscribes to one
+    assert [m["headers"]["ignore_result"] for m in messages] == [True, True]
+    assert client.pubsub_channels("*celery-task-meta-*") == []
     bodies = [json.loads(base64.b64decode(m["body"])) for m in messages]
     assert [body[0][2] for body in bodies] == ["drafter", "retriever"]
     chord = bodies[0][2]["chord"]
@@ -64,13 +67,17 @@ def test_a_chord_on_redis_is_celerys_own_messages_and_is_judged_once(make_app, r
     assert int(size) == 2  # what every expert's on_chord_part_return counts against
 
 
-def test_jobs_run_through_published_chords_on_redis(make_app, tmp_path: Path):
+def test_jobs_run_through_published_chords_on_redis(make_app, redis_url, tmp_path: Path):
     app, runtime = make_app()
     tickets = _tickets("chord-redis")
+    client = redis.Redis.from_url(redis_url)
+    stored_before = set(client.scan_iter("*celery-task-meta-*"))
     with running_worker(app):
         report = submit_file(app, runtime, write_jobs(tmp_path / "jobs.jsonl", tickets))
         wait_terminal(runtime, report.batch_id)
     _judged_once_with_every_row(runtime, tickets)
+    # the experts' returns reached the aggregate through the chord alone
+    assert set(client.scan_iter("*celery-task-meta-*")) - stored_before == set()
 
 
 def test_jobs_run_through_published_chords_on_rabbitmq(make_app, amqp_url, redis_url, tmp_path: Path):
