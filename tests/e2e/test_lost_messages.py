@@ -146,13 +146,13 @@ def test_messages_lost_from_a_queue_that_never_drains_are_sent_again(
     assert len(set(dropped)) == DROPPED, dropped  # a classification message per job
     assert figures["queue_min"] > 0 and busy_after > 0, f"{QUEUE} drained: the test proves nothing {figures}"
     figures["jobs_fed"] = feeder.batches * FEED_BATCH
-    deadline = time.monotonic() + RESULTS_WITHIN_S
-    while time.monotonic() < deadline:
+    waited_from = time.monotonic()
+    while time.monotonic() - waited_from < RESULTS_WITHIN_S:
         with store_engine.connect() as c:
             done = c.execute(select(Result.job_id).where(Result.job_id.in_(dropped))).scalars().all()
         if len(done) == len(dropped):
             break
         time.sleep(0.5)
-    figures["results_s"] = round(time.monotonic() - deadline + RESULTS_WITHIN_S, 1)
+    figures["results_s"] = round(time.monotonic() - waited_from, 1)
     assert sorted(done) == sorted(dropped), "each dropped job ends with exactly one result"
     print(f"\n[e2e figures] lost messages ({broker_url.split(':')[0]}): {QUEUE} {figures}", flush=True)
