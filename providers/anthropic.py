@@ -28,6 +28,7 @@ from pydantic import SecretStr
 from tierflow.providers.base import Completion, CompletionRequest, count, field, json_object
 from tierflow.providers.failures import MALFORMED, error_for_status, redact
 from tierflow.providers.pricing import Price, price_for
+from tierflow.providers.transport import http_client
 from tierflow.routing.errors import (
     ProviderError,
     ProviderRejected,
@@ -68,7 +69,11 @@ class AnthropicProvider:
         self._base_url = base_url
         self._structured_outputs = structured_outputs
         self._client = anthropic.Anthropic(
-            api_key=key, base_url=base_url, timeout=connect_timeout_s, max_retries=0
+            api_key=key,
+            base_url=base_url,
+            timeout=connect_timeout_s,
+            max_retries=0,
+            http_client=http_client(base_url, connect_timeout_s),
         )
 
     def __repr__(self) -> str:
