@@ -126,6 +126,10 @@ def _stale(connection: http.client.HTTPConnection) -> bool:
     if connection.sock is None:
         return True
     try:
+        if hasattr(select, "poll"):  # select() refuses descriptors past 1023
+            poller = select.poll()
+            poller.register(connection.sock, select.POLLIN)
+            return bool(poller.poll(0))
         readable, _, _ = select.select([connection.sock], [], [], 0)
     except (OSError, ValueError):
         return True

@@ -7,6 +7,7 @@ through the official openai SDK and the OpenAIProvider, as in the pipeline.
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import ssl
@@ -41,6 +42,8 @@ class CountingServer(ThreadingHTTPServer):
         self.requests = 0
         self.close_after_reply = False  # close the socket after each reply, saying nothing
         self.hold_s = 0.0
+        self.gzip = False  # compress replies, as api.openai.com does
+        self.compressed = 0
         self.lock = threading.Lock()
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -71,9 +74,15 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": 3, "completion_tokens": 1},
             }
         ).encode()
+        compressed = self.server.gzip and "gzip" in self.headers.get("accept-encoding", "")
+        if compressed:
+            reply = gzip.compress(reply)
+            self.server.compressed += 1
         try:
             self.send_response(200)
             self.send_header("content-type", "application/json")
+            if compressed:
+                self.send_header("content-encoding", "gzip")
             self.send_header("content-length", str(len(reply)))
             self.end_headers()
             self.wfile.write(reply)
@@ -129,6 +138,13 @@ def test_one_thread_reuses_one_connection(counting: CountingServer, provider: Op
     texts = [provider.complete(MODEL, REQUEST).text for _ in range(20)]
     assert texts == [MODEL] * 20
     assert (counting.requests, counting.connections) == (20, 1)
+
+
+def test_a_compressed_reply_is_decoded(counting: CountingServer, provider: OpenAIProvider) -> None:
+    counting.gzip = True
+    completion = provider.complete(MODEL, REQUEST)
+    assert (completion.text, completion.input_tokens, completion.output_tokens) == (MODEL, 3, 1)
+    assert counting.compressed == 1
 
 
 def test_each_thread_keeps_its_own_connection(counting: CountingServer, provider: OpenAIProvider) -> None:
