@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import http.client
 import select
-import socket
 import ssl
 import threading
 import urllib.request
@@ -141,7 +140,7 @@ def _translated(exc: BaseException, request: httpx2.Request, *, connecting: bool
     if not isinstance(exc, OSError | http.client.HTTPException):
         return exc
     message = str(exc) or type(exc).__name__
-    if isinstance(exc, socket.timeout | TimeoutError):
+    if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
         kind: type[httpx2.TransportError] = httpx2.ConnectTimeout if connecting else httpx2.ReadTimeout
     elif isinstance(exc, http.client.HTTPException):
         kind = httpx2.RemoteProtocolError

@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -95,14 +96,21 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def counting() -> Iterator[CountingServer]:
-    server = CountingServer()
+@contextmanager
+def serving(server: CountingServer) -> Iterator[CountingServer]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def counting() -> Iterator[CountingServer]:
+    with serving(CountingServer()) as server:
+        yield server
 
 
 @pytest.fixture
@@ -120,11 +128,8 @@ def tls(tmp_path: Path) -> Iterator[tuple[CountingServer, ssl.SSLContext]]:
     served.load_cert_chain(cert, key)
     server = CountingServer()
     server.socket = served.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, ssl.create_default_context(cafile=str(cert))
-    server.shutdown()
-    server.server_close()
+    with serving(server):
+        yield server, ssl.create_default_context(cafile=str(cert))
 
 
 @pytest.fixture
